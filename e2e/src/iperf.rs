@@ -1,0 +1,188 @@
+//! iperf3 TCP throughput through the tunnel.
+//!
+//! A real TCP stack on both ends exercises what users feel (congestion control over the tunnel,
+//! MTU, reordering); iperf3's JSON report gives goodput measured at the receiver and the
+//! sender's retransmit count.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::netns::Netns;
+use crate::process::{self, Process};
+
+/// iperf3's default control/data port; each testbed has its own namespaces, so no clash.
+const PORT: u16 = 5201;
+/// How long to wait for the one-shot server to start listening.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Client attempts when the server is not accepting yet.
+const ATTEMPTS: u32 = 4;
+
+/// One iperf3 run's result.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IperfReport {
+    /// Whether data flowed server -> client (`-R`).
+    pub reverse: bool,
+    /// Goodput at the receiver, bits per second.
+    pub bits_per_second: f64,
+    /// Bytes received.
+    pub bytes: u64,
+    /// TCP retransmits on the sender, when iperf3 reports them.
+    pub retransmits: Option<u64>,
+}
+
+impl IperfReport {
+    /// Goodput in gigabits per second.
+    pub fn gbps(&self) -> f64 {
+        self.bits_per_second / 1e9
+    }
+}
+
+/// Runs a `secs`-second iperf3 TCP test between a one-shot server bound to `server_ip` in
+/// `server_ns` and a client in `client_ns`; `reverse` makes the server send.
+///
+/// `log_dir` receives the server's output. Everything is bounded: the client is killed after
+/// `secs` + 20 s, and the server guard is dropped (SIGTERM/SIGKILL by PID) on return.
+pub fn run(
+    server_ns: &Netns,
+    client_ns: &Netns,
+    server_ip: Ipv4Addr,
+    reverse: bool,
+    secs: u32,
+    log_dir: &Path,
+) -> Result<IperfReport> {
+    let secs = secs.max(1);
+    let log = log_dir.join(format!(
+        "iperf3-server-{}.log",
+        if reverse { "r" } else { "f" }
+    ));
+    let mut server = Process::spawn(
+        "iperf3 server",
+        server_ns
+            .command("iperf3")
+            .args(["-s", "-1", "-B", &server_ip.to_string()])
+            .args(["-p", &PORT.to_string()]),
+        &log,
+    )?;
+    wait_listening(server_ns, &mut server)?;
+
+    let limit = Duration::from_secs(u64::from(secs) + 20);
+    let mut attempt = 1;
+    loop {
+        let mut cmd = client_ns.command("iperf3");
+        cmd.args(["-c", &server_ip.to_string(), "-p", &PORT.to_string()])
+            .args(["-t", &secs.to_string(), "-J"]);
+        if reverse {
+            cmd.arg("-R");
+        }
+        let out = process::run(&mut cmd, limit).context("running iperf3 client")?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        match parse(&stdout, reverse) {
+            Ok(report) if out.status.success() => return Ok(report),
+            Ok(_) => bail!("iperf3 client exited with {} despite a report", out.status),
+            // The listener check makes this rare, but a refused connect is harmless to retry:
+            // the one-shot server is still waiting for its single client.
+            Err(e) if attempt < ATTEMPTS && is_connect_error(&stdout) => {
+                eprintln!("ringway-e2e: iperf3 attempt {attempt} failed ({e:#}); retrying");
+                attempt += 1;
+                server.ensure_running()?;
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "iperf3 client ({}) stderr: {}; server log tail:\n{}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr).trim(),
+                        server.log_tail(20)
+                    )
+                })
+            }
+        }
+    }
+}
+
+/// Polls `ss` until something listens on the iperf3 port, or the server dies.
+fn wait_listening(ns: &Netns, server: &mut Process) -> Result<()> {
+    let deadline = Instant::now() + LISTEN_TIMEOUT;
+    let sport = format!(":{PORT}");
+    loop {
+        server.ensure_running()?;
+        let mut listening = ns.command("ss");
+        listening.args(["-Hltn", "sport", "=", &sport]);
+        if !process::run_ok(&mut listening, Duration::from_secs(5))?
+            .trim()
+            .is_empty()
+        {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("iperf3 server not listening on port {PORT} after {LISTEN_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn is_connect_error(json: &str) -> bool {
+    let lower = json.to_ascii_lowercase();
+    lower.contains("unable to connect") || lower.contains("connection refused")
+}
+
+/// Extracts the receiver-side goodput from iperf3's `-J` output.
+pub fn parse(json: &str, reverse: bool) -> Result<IperfReport> {
+    let v: Value = serde_json::from_str(json).context("iperf3 output is not JSON")?;
+    if let Some(err) = v.get("error").and_then(Value::as_str) {
+        bail!("iperf3 error: {err}");
+    }
+    let received = v
+        .pointer("/end/sum_received")
+        .context("iperf3 JSON lacks end.sum_received")?;
+    let bits_per_second = received
+        .get("bits_per_second")
+        .and_then(Value::as_f64)
+        .context("iperf3 JSON lacks end.sum_received.bits_per_second")?;
+    let bytes = received.get("bytes").and_then(Value::as_u64).unwrap_or(0);
+    let retransmits = v
+        .pointer("/end/sum_sent/retransmits")
+        .and_then(Value::as_u64);
+    Ok(IperfReport {
+        reverse,
+        bits_per_second,
+        bytes,
+        retransmits,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_receiver_goodput_and_retransmits() {
+        let json = r#"{"start":{},"intervals":[],"end":{
+            "sum_sent":{"bytes":1000,"bits_per_second":2.5e9,"retransmits":7},
+            "sum_received":{"bytes":990,"bits_per_second":2.4e9}}}"#;
+        let r = parse(json, true).unwrap();
+        assert!(r.reverse);
+        assert_eq!(r.bytes, 990);
+        assert_eq!(r.retransmits, Some(7));
+        assert!((r.gbps() - 2.4).abs() < 1e-9);
+    }
+
+    #[test]
+    fn reports_iperf_errors() {
+        let json = r#"{"start":{},"intervals":[],"end":{},
+            "error":"unable to connect to server: Connection refused"}"#;
+        let e = parse(json, false).unwrap_err();
+        assert!(e.to_string().contains("Connection refused"));
+        assert!(is_connect_error(json));
+    }
+
+    #[test]
+    fn rejects_non_json() {
+        assert!(parse("iperf3: error", false).is_err());
+    }
+}

@@ -1,0 +1,226 @@
+//! Bulk data integrity through the tunnel, checked with SHA-256 on both ends.
+//!
+//! Throughput tools only count bytes; this moves a known pseudo-random stream over a plain TCP
+//! connection and compares digests, so corruption, truncation or duplication anywhere in the
+//! tunnel fails the test. It runs in-process: one thread enters the server namespace and
+//! listens, another enters the client namespace and sends. Namespace membership is per thread
+//! (see [`crate::sys`]), so the test's main thread stays in the root namespace.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use sha2::{Digest, Sha256};
+
+use crate::netns::Netns;
+use crate::sys;
+
+/// Per-operation socket timeout: a stalled tunnel fails within this, not at the deadline.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Size of each write and read.
+const CHUNK: usize = 64 * 1024;
+
+/// What a successful transfer moved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransferReport {
+    /// Bytes received (equal to bytes sent).
+    pub bytes: u64,
+    /// Hex SHA-256 of the stream (equal on both ends).
+    pub sha256: String,
+    /// Time from the first connect attempt until the receiver saw end-of-stream.
+    pub elapsed: Duration,
+}
+
+impl TransferReport {
+    /// Goodput in gigabits per second.
+    pub fn gbps(&self) -> f64 {
+        self.bytes as f64 * 8.0 / self.elapsed.as_secs_f64().max(1e-9) / 1e9
+    }
+}
+
+/// Sends `bytes` of data generated from `seed` from `client_ns` to a listener on `server_ip` in
+/// `server_ns`, and checks that both ends hash the same stream; all within `deadline`.
+pub fn transfer_sha256(
+    server_ns: &Netns,
+    client_ns: &Netns,
+    server_ip: Ipv4Addr,
+    bytes: u64,
+    seed: u64,
+    deadline: Duration,
+) -> Result<TransferReport> {
+    let start = Instant::now();
+    let end = start + deadline;
+    // Open the namespace files here so a bad namespace fails before any thread starts.
+    let open = |ns: &Netns| {
+        File::open(ns.path()).with_context(|| format!("opening {}", ns.path().display()))
+    };
+    let (server_fd, client_fd) = (open(server_ns)?, open(client_ns)?);
+
+    let (addr_tx, addr_rx) = mpsc::channel::<SocketAddr>();
+    let (rx_done, rx_result) = mpsc::channel();
+    let (tx_done, tx_result) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("transfer-receiver".into())
+        .spawn(move || {
+            let _ = rx_done.send(receive(&server_fd, server_ip, &addr_tx, end));
+        })
+        .context("spawning receiver thread")?;
+    std::thread::Builder::new()
+        .name("transfer-sender".into())
+        .spawn(move || {
+            let _ = tx_done.send(send(&client_fd, &addr_rx, bytes, seed, end));
+        })
+        .context("spawning sender thread")?;
+
+    // The threads bound themselves by `end` and socket timeouts; the main thread adds a little
+    // slack and, if that passes, leaves them to finish on their own.
+    let wait = |rx: &mpsc::Receiver<Result<Side>>, who: &str| -> Result<Side> {
+        let left = end.saturating_duration_since(Instant::now()) + IO_TIMEOUT;
+        rx.recv_timeout(left)
+            .map_err(|_| anyhow::anyhow!("{who} did not finish within the {deadline:?} deadline"))?
+            .with_context(|| format!("{who} failed"))
+    };
+    let sent = wait(&tx_result, "sender")?;
+    let received = wait(&rx_result, "receiver")?;
+    let elapsed = received.finished.duration_since(start);
+    ensure!(
+        sent.bytes == bytes,
+        "sender wrote {} of {bytes} bytes",
+        sent.bytes
+    );
+    ensure!(
+        received.bytes == sent.bytes,
+        "receiver got {} bytes, sender sent {}",
+        received.bytes,
+        sent.bytes
+    );
+    ensure!(
+        received.sha256 == sent.sha256,
+        "SHA-256 mismatch: sent {}, received {}",
+        sent.sha256,
+        received.sha256
+    );
+    Ok(TransferReport {
+        bytes,
+        sha256: sent.sha256,
+        elapsed,
+    })
+}
+
+/// One end's view of the stream.
+#[derive(Debug)]
+struct Side {
+    bytes: u64,
+    sha256: String,
+    finished: Instant,
+}
+
+/// Receiver thread body: listen in the server namespace, hash everything until EOF.
+fn receive(
+    ns: &File,
+    ip: Ipv4Addr,
+    addr_tx: &mpsc::Sender<SocketAddr>,
+    end: Instant,
+) -> Result<Side> {
+    sys::enter_netns(ns).context("entering server namespace")?;
+    let listener = TcpListener::bind((ip, 0)).with_context(|| format!("binding {ip}:0"))?;
+    let addr = listener.local_addr()?;
+    addr_tx.send(addr).context("sender thread is gone")?;
+    // Accept without blocking forever: a sender that never connects must not hang the test.
+    listener.set_nonblocking(true)?;
+    let mut stream = loop {
+        match listener.accept() {
+            Ok((stream, _)) => break stream,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if Instant::now() >= end {
+                    bail!("no connection on {addr} before the deadline");
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e).context("accept"),
+        }
+    };
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut bytes = 0u64;
+    loop {
+        if Instant::now() >= end {
+            bail!("deadline passed after receiving {bytes} bytes");
+        }
+        let n = match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).with_context(|| format!("read after {bytes} bytes")),
+        };
+        hasher.update(&buf[..n]);
+        bytes += n as u64;
+    }
+    Ok(Side {
+        bytes,
+        sha256: hex(&hasher.finalize()),
+        finished: Instant::now(),
+    })
+}
+
+/// Sender thread body: connect from the client namespace, stream seeded random data.
+fn send(
+    ns: &File,
+    addr_rx: &mpsc::Receiver<SocketAddr>,
+    bytes: u64,
+    seed: u64,
+    end: Instant,
+) -> Result<Side> {
+    sys::enter_netns(ns).context("entering client namespace")?;
+    let addr = addr_rx
+        .recv_timeout(end.saturating_duration_since(Instant::now()))
+        .context("receiver never reported its address")?;
+    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
+        .with_context(|| format!("connecting to {addr} through the tunnel"))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut sent = 0u64;
+    while sent < bytes {
+        if Instant::now() >= end {
+            bail!("deadline passed after sending {sent} of {bytes} bytes");
+        }
+        let n = usize::try_from(bytes - sent).map_or(CHUNK, |left| left.min(CHUNK));
+        rng.fill_bytes(&mut buf[..n]);
+        hasher.update(&buf[..n]);
+        stream
+            .write_all(&buf[..n])
+            .with_context(|| format!("write after {sent} bytes"))?;
+        sent += n as u64;
+    }
+    stream
+        .shutdown(Shutdown::Write)
+        .context("shutdown(write)")?;
+    Ok(Side {
+        bytes: sent,
+        sha256: hex(&hasher.finalize()),
+        finished: Instant::now(),
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_is_lowercase_and_padded() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xab]), "000fab");
+    }
+}

@@ -1,0 +1,253 @@
+//! Handshake tests: both sides in memory, no network, no clock reads beyond a
+//! fixed `Instant` and chosen timestamps.
+
+use std::net::Ipv4Addr;
+use std::time::Instant;
+
+use proptest::prelude::*;
+
+use super::client::{ClientHandshake, ClientKeys};
+use super::server::Responder;
+use super::*;
+use crate::crypto::Cipher;
+use crate::wire::handshake::{INIT_LEN, RESP_LEN};
+use crate::wire::transport::{HEADER_LEN, OVERHEAD};
+use crate::SessionConfig;
+
+fn config(cipher: Cipher) -> SessionConfig {
+    SessionConfig {
+        cipher,
+        client_addr: Ipv4Addr::new(198, 18, 0, 2),
+        prefix_len: 24,
+        server_addr: Ipv4Addr::new(198, 18, 0, 1),
+        mtu: 1420,
+        keepalive_secs: 25,
+        idle_timeout_secs: 180,
+    }
+}
+
+struct Fixture {
+    server: Keypair,
+    client: Keypair,
+}
+
+fn fixture() -> Fixture {
+    Fixture {
+        server: Keypair::from_random([1u8; 32]),
+        client: Keypair::from_random([2u8; 32]),
+    }
+}
+
+fn client_keys(f: &Fixture, psk: Option<[u8; 32]>) -> ClientKeys {
+    ClientKeys {
+        secret: f.client.secret.clone(),
+        server_public: f.server.public,
+        psk,
+    }
+}
+
+fn ts(secs: u64) -> Timestamp {
+    Timestamp { secs, nanos: 5 }
+}
+
+#[test]
+fn full_handshake_then_data_both_ways() {
+    let f = fixture();
+    let now = Instant::now();
+    let mut init = [0u8; INIT_LEN];
+    let payload = InitPayload {
+        timestamp: ts(100),
+        cipher: Some(Cipher::ChaCha20Poly1305),
+    };
+    let hs = ClientHandshake::initiate(&client_keys(&f, None), payload, 42, &mut init).unwrap();
+
+    let responder = Responder::new(f.server.secret.clone());
+    let pending = responder.read_init(&init).unwrap();
+    assert_eq!(pending.client_key(), &f.client.public);
+    assert_eq!(pending.payload(), &payload);
+
+    let mut resp = [0u8; RESP_LEN];
+    let cfg = config(Cipher::ChaCha20Poly1305);
+    let mut server_session = pending.accept(None, 0xabcd, &cfg, now, &mut resp).unwrap();
+    assert!(hs.is_response_to_me(&resp));
+    let (mut client_session, got_cfg) = hs.handle_response(&resp, now).unwrap();
+    assert_eq!(got_cfg, cfg);
+    assert_eq!(client_session.id(), 0xabcd);
+
+    fn one_way(from: &mut crate::Session, to: &mut crate::Session, now: Instant) {
+        let mut buf = vec![0u8; 5 + OVERHEAD];
+        buf[HEADER_LEN..HEADER_LEN + 5].copy_from_slice(b"hello");
+        let n = from.sealer.seal_data(&mut buf, 5, now).unwrap();
+        let o = to.opener.open(&mut buf[..n], now).unwrap();
+        assert_eq!(&buf[o.payload], b"hello");
+    }
+    one_way(&mut client_session, &mut server_session, now);
+    one_way(&mut server_session, &mut client_session, now);
+}
+
+#[test]
+fn matching_psk_works_and_mismatch_is_caught_by_client() {
+    let f = fixture();
+    let now = Instant::now();
+    let responder = Responder::new(f.server.secret.clone());
+    let payload = InitPayload {
+        timestamp: ts(1),
+        cipher: None,
+    };
+    for (client_psk, server_psk, ok) in [
+        (Some([9u8; 32]), Some([9u8; 32]), true),
+        (Some([9u8; 32]), Some([8u8; 32]), false),
+        (None, Some([8u8; 32]), false),
+        (Some([9u8; 32]), None, false),
+    ] {
+        let mut init = [0u8; INIT_LEN];
+        let hs =
+            ClientHandshake::initiate(&client_keys(&f, client_psk), payload, 1, &mut init).unwrap();
+        let pending = responder.read_init(&init).unwrap();
+        let mut resp = [0u8; RESP_LEN];
+        pending
+            .accept(
+                server_psk.as_ref(),
+                1,
+                &config(Cipher::Aes256Gcm),
+                now,
+                &mut resp,
+            )
+            .unwrap();
+        assert_eq!(hs.handle_response(&resp, now).is_ok(), ok);
+    }
+}
+
+#[test]
+fn wrong_server_key_fails_mac_then_noise() {
+    let f = fixture();
+    let impostor = Responder::new(Keypair::from_random([3u8; 32]).secret);
+    let mut init = [0u8; INIT_LEN];
+    let payload = InitPayload {
+        timestamp: ts(1),
+        cipher: None,
+    };
+    ClientHandshake::initiate(&client_keys(&f, None), payload, 1, &mut init).unwrap();
+    assert_eq!(
+        impostor.read_init(&init).unwrap_err(),
+        HandshakeError::BadMac
+    );
+}
+
+#[test]
+fn stray_response_is_not_for_us() {
+    let f = fixture();
+    let now = Instant::now();
+    let payload = InitPayload {
+        timestamp: ts(1),
+        cipher: None,
+    };
+    let mut init = [0u8; INIT_LEN];
+    let hs = ClientHandshake::initiate(&client_keys(&f, None), payload, 1, &mut init).unwrap();
+    let pending = Responder::new(f.server.secret.clone())
+        .read_init(&init)
+        .unwrap();
+    let mut resp = [0u8; RESP_LEN];
+    // Answer as if to another index.
+    let mut init2 = [0u8; INIT_LEN];
+    let hs2 = ClientHandshake::initiate(&client_keys(&f, None), payload, 2, &mut init2).unwrap();
+    pending
+        .accept(None, 5, &config(Cipher::Aes256Gcm), now, &mut resp)
+        .unwrap();
+    assert!(!hs2.is_response_to_me(&resp));
+    assert_eq!(
+        hs2.handle_response(&resp, now).unwrap_err(),
+        HandshakeError::NotForUs
+    );
+    assert!(hs.handle_response(&resp, now).is_ok());
+}
+
+/// Flipping any bit of the initiation or the response makes that message fail.
+#[test]
+fn every_bit_flip_is_rejected() {
+    let f = fixture();
+    let now = Instant::now();
+    let responder = Responder::new(f.server.secret.clone());
+    let payload = InitPayload {
+        timestamp: ts(1),
+        cipher: None,
+    };
+    let mut init = [0u8; INIT_LEN];
+    ClientHandshake::initiate(&client_keys(&f, None), payload, 1, &mut init).unwrap();
+    for bit in 0..INIT_LEN * 8 {
+        let mut bad = init;
+        bad[bit / 8] ^= 1 << (bit % 8);
+        assert!(responder.read_init(&bad).is_err(), "init bit {bit}");
+    }
+    let mut resp = [0u8; RESP_LEN];
+    let mut init = [0u8; INIT_LEN];
+    let _ = ClientHandshake::initiate(&client_keys(&f, None), payload, 1, &mut init).unwrap();
+    responder
+        .read_init(&init)
+        .unwrap()
+        .accept(None, 1, &config(Cipher::Aes256Gcm), now, &mut resp)
+        .unwrap();
+    for bit in 0..RESP_LEN * 8 {
+        let mut bad = resp;
+        bad[bit / 8] ^= 1 << (bit % 8);
+        // A fresh client state per try: a failed read consumes it.
+        let mut init = [0u8; INIT_LEN];
+        let hs = ClientHandshake::initiate(&client_keys(&f, None), payload, 1, &mut init).unwrap();
+        assert!(hs.handle_response(&bad, now).is_err(), "resp bit {bit}");
+    }
+}
+
+#[test]
+fn frozen_init_payload() {
+    let p = InitPayload {
+        timestamp: Timestamp {
+            secs: 0x0102_0304_0506_0708,
+            nanos: 0x0a0b_0c0d,
+        },
+        cipher: Some(Cipher::Aes256Gcm),
+    };
+    assert_eq!(
+        p.emit(),
+        [1, 1, 1, 2, 3, 4, 5, 6, 7, 8, 0x0a, 0x0b, 0x0c, 0x0d, 0, 0]
+    );
+    assert_eq!(InitPayload::parse(&p.emit()), Ok(p));
+}
+
+#[test]
+fn timestamps_order_by_time() {
+    assert!(
+        Timestamp { secs: 2, nanos: 0 }
+            > Timestamp {
+                secs: 1,
+                nanos: 999_999_999
+            }
+    );
+    assert!(Timestamp { secs: 1, nanos: 2 } > Timestamp { secs: 1, nanos: 1 });
+}
+
+#[test]
+fn secret_key_debug_is_redacted() {
+    let k = Keypair::from_random([7u8; 32]);
+    assert_eq!(format!("{:?}", k.secret), "SecretKey(..)");
+    assert_eq!(
+        SecretKey::from_bytes(k.secret.to_bytes()).public_key(),
+        k.public
+    );
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_init_never_panics(data in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let responder = Responder::new(Keypair::from_random([1u8; 32]).secret);
+        let _ = responder.read_init(&data);
+    }
+
+    #[test]
+    fn arbitrary_response_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200), idx in any::<u32>()) {
+        let f = fixture();
+        let mut init = [0u8; INIT_LEN];
+        let payload = InitPayload { timestamp: ts(1), cipher: None };
+        let hs = ClientHandshake::initiate(&client_keys(&f, None), payload, idx, &mut init).unwrap();
+        let _ = hs.handle_response(&data, Instant::now());
+    }
+}
