@@ -91,16 +91,12 @@ pub fn run(
                 server.ensure_running()?;
                 std::thread::sleep(Duration::from_millis(300));
             }
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!(
-                        "iperf3 client ({}) stderr: {}; server log tail:\n{}",
-                        out.status,
-                        String::from_utf8_lossy(&out.stderr).trim(),
-                        server.log_tail(20)
-                    )
-                })
-            }
+            Err(e) => bail!(
+                "{e:#} (iperf3 client: {}, stderr: {:?}); iperf3 server log tail:\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim(),
+                server.log_tail(20)
+            ),
         }
     }
 }

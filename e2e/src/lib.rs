@@ -23,6 +23,7 @@
 //! ```
 
 pub mod binaries;
+pub mod interrupt;
 pub mod iperf;
 pub mod netns;
 pub mod ping;

@@ -1,14 +1,15 @@
 //! The only place in this crate that calls into libc.
 //!
-//! The workspace denies `unsafe_code`; the harness needs three syscalls that std does not offer
+//! The workspace denies `unsafe_code`; the harness needs a few syscalls that std does not offer
 //! (entering a network namespace per thread, sending a signal other than SIGKILL, reading the
-//! effective uid). Keeping them here, each behind a safe wrapper, keeps the unsafe surface
+//! effective uid, catching Ctrl-C). Keeping them here, each behind a safe wrapper, keeps the unsafe surface
 //! small enough to argue about line by line.
 #![allow(unsafe_code)]
 
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Moves the *calling thread* into the network namespace that `ns` refers to.
 ///
@@ -48,4 +49,34 @@ pub(crate) fn send_signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
 pub(crate) fn is_root() -> bool {
     // SAFETY: `geteuid` has no arguments and no preconditions, and POSIX says it always succeeds.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// Set by [`on_interrupt`]; read through [`interrupted`].
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_signal: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Replaces the default "terminate now" action of SIGINT and SIGTERM with setting a flag, so
+/// that a long-running caller can unwind and run its guards' destructors instead of leaking
+/// namespaces. Handlers (unlike ignored signals) are reset by `exec`, so children still get
+/// the default behaviour.
+pub(crate) fn catch_interrupts() -> io::Result<()> {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let handler = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        // SAFETY: the handler only performs an atomic store, which is async-signal-safe, and it
+        // is a plain `extern "C" fn` that lives for the whole program. On Linux/glibc `signal`
+        // installs it with BSD semantics (SA_RESTART, handler kept after delivery).
+        let previous = unsafe { libc::signal(signal, handler) };
+        if previous == libc::SIG_ERR {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Whether SIGINT or SIGTERM arrived since [`catch_interrupts`].
+pub(crate) fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
 }

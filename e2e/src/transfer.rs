@@ -3,13 +3,14 @@
 //! Throughput tools only count bytes; this moves a known pseudo-random stream over a plain TCP
 //! connection and compares digests, so corruption, truncation or duplication anywhere in the
 //! tunnel fails the test. It runs in-process: one thread enters the server namespace and
-//! listens, another enters the client namespace and sends. Namespace membership is per thread
-//! (see [`crate::sys`]), so the test's main thread stays in the root namespace.
+//! listens, another enters the client namespace and sends. `setns(CLONE_NEWNET)` affects only
+//! the calling thread, so the test's main thread stays in the root namespace.
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -61,13 +62,18 @@ pub fn transfer_sha256(
     };
     let (server_fd, client_fd) = (open(server_ns)?, open(client_ns)?);
 
+    // Set when this function returns, so a receiver still waiting for a sender that already
+    // gave up stops within one poll or one read timeout instead of at the deadline.
+    let cancel = Cancel::default();
+    let receiver_cancel = cancel.flag();
     let (addr_tx, addr_rx) = mpsc::channel::<SocketAddr>();
     let (rx_done, rx_result) = mpsc::channel();
     let (tx_done, tx_result) = mpsc::channel();
     std::thread::Builder::new()
         .name("transfer-receiver".into())
         .spawn(move || {
-            let _ = rx_done.send(receive(&server_fd, server_ip, &addr_tx, end));
+            let res = receive(&server_fd, server_ip, &addr_tx, end, &receiver_cancel);
+            let _ = rx_done.send(res);
         })
         .context("spawning receiver thread")?;
     std::thread::Builder::new()
@@ -85,8 +91,18 @@ pub fn transfer_sha256(
             .map_err(|_| anyhow::anyhow!("{who} did not finish within the {deadline:?} deadline"))?
             .with_context(|| format!("{who} failed"))
     };
-    let sent = wait(&tx_result, "sender")?;
-    let received = wait(&rx_result, "receiver")?;
+    let sent = wait(&tx_result, "sender");
+    if sent.is_err() {
+        cancel.set();
+    }
+    let received = wait(&rx_result, "receiver");
+    // When both fail, either may hold the cause (a receiver that cannot bind makes the sender
+    // fail too, a sender that cannot connect makes the receiver give up), so report both.
+    let (sent, received) = match (sent, received) {
+        (Ok(s), Ok(r)) => (s, r),
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(e),
+        (Err(s), Err(r)) => bail!("{s:#}; and {r:#}"),
+    };
     let elapsed = received.finished.duration_since(start);
     ensure!(
         sent.bytes == bytes,
@@ -126,6 +142,7 @@ fn receive(
     ip: Ipv4Addr,
     addr_tx: &mpsc::Sender<SocketAddr>,
     end: Instant,
+    cancel: &AtomicBool,
 ) -> Result<Side> {
     sys::enter_netns(ns).context("entering server namespace")?;
     let listener = TcpListener::bind((ip, 0)).with_context(|| format!("binding {ip}:0"))?;
@@ -137,6 +154,9 @@ fn receive(
         match listener.accept() {
             Ok((stream, _)) => break stream,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if cancel.load(Ordering::Relaxed) {
+                    bail!("cancelled while waiting for a connection on {addr}");
+                }
                 if Instant::now() >= end {
                     bail!("no connection on {addr} before the deadline");
                 }
@@ -153,6 +173,9 @@ fn receive(
     loop {
         if Instant::now() >= end {
             bail!("deadline passed after receiving {bytes} bytes");
+        }
+        if cancel.load(Ordering::Relaxed) {
+            bail!("cancelled after receiving {bytes} bytes");
         }
         let n = match stream.read(&mut buf) {
             Ok(0) => break,
@@ -209,6 +232,26 @@ fn send(
         sha256: hex(&hasher.finalize()),
         finished: Instant::now(),
     })
+}
+
+/// A flag shared with the receiver thread, raised when the owner is dropped.
+#[derive(Debug, Default)]
+struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    fn flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.0)
+    }
+
+    fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Cancel {
+    fn drop(&mut self) {
+        self.set();
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use ringway_e2e::{prereq, Testbed, TestbedOptions, Transport};
+use ringway_e2e::{interrupt, prereq, Testbed, TestbedOptions, Transport};
 
 const PINGS: u32 = 10;
 const IPERF_SECS: u32 = 5;
@@ -44,12 +44,21 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
 
+    if let Err(e) = interrupt::catch() {
+        eprintln!("ringway-demo: {e:#}");
+        return ExitCode::FAILURE;
+    }
+
     let mut rows = Vec::new();
     let mut failed = false;
     for transport in transports {
         println!("== {transport}: starting testbed");
         match measure(transport) {
             Ok(row) => rows.push(row),
+            Err(_) if interrupt::interrupted() => {
+                eprintln!("ringway-demo: interrupted; testbed torn down");
+                return ExitCode::from(130);
+            }
             Err(e) => {
                 eprintln!("== {transport}: FAILED: {e:#}");
                 failed = true;
@@ -83,9 +92,18 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Vec<Trans
     }))
 }
 
+/// Fails if Ctrl-C was pressed, so the caller unwinds and the guards tear down.
+fn check_interrupt() -> Result<()> {
+    if interrupt::interrupted() {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
 /// Runs the whole measurement on a fresh testbed, which is torn down on return.
 fn measure(transport: Transport) -> Result<Row> {
     let mut bed = Testbed::start(TestbedOptions::new(transport))?;
+    check_interrupt()?;
     println!(
         "== {transport}: up (namespaces {} and {}, client {})",
         bed.server_ns().name(),
@@ -93,6 +111,7 @@ fn measure(transport: Transport) -> Result<Row> {
         bed.client_tunnel_ip()
     );
     let ping = bed.ping(PINGS)?;
+    check_interrupt()?;
     println!(
         "== {transport}: ping {}/{} replies, avg {:.3} ms",
         ping.received, ping.transmitted, ping.avg_rtt_ms
@@ -100,6 +119,7 @@ fn measure(transport: Transport) -> Result<Row> {
     let mut gbps = [0.0; 2];
     for (slot, reverse) in gbps.iter_mut().zip([false, true]) {
         let report = bed.iperf3(reverse, IPERF_SECS)?;
+        check_interrupt()?;
         let dir = if reverse {
             "server->client"
         } else {

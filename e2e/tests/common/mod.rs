@@ -12,7 +12,7 @@ use std::sync::MutexGuard;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use ringway_e2e::{prereq, Testbed, TestbedOptions};
+use ringway_e2e::{prereq, Testbed, TestbedOptions, CLIENT_TUNNEL_IP};
 
 /// The contract: the server exits within this long after SIGTERM.
 pub const SERVER_SHUTDOWN_LIMIT: Duration = Duration::from_secs(1);
@@ -42,6 +42,11 @@ pub fn ping(test: &str, opts: TestbedOptions) -> Result<()> {
         return Ok(());
     };
     let mut bed = start(opts)?;
+    ensure!(
+        bed.client_tunnel_ip() == CLIENT_TUNNEL_IP,
+        "first peer got {}, expected {CLIENT_TUNNEL_IP}",
+        bed.client_tunnel_ip()
+    );
     let stats = bed.ping(5)?;
     println!("{test}: {stats:?}");
     ensure!(stats.received > 0, "no replies: {stats:?}");

@@ -2,6 +2,9 @@
 
 use std::fmt;
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+
 /// Bytes in a public or secret key.
 pub const KEY_LEN: usize = 32;
 
@@ -70,6 +73,51 @@ impl PublicKey {
     }
 }
 
+/// A key in a config file was not 32 bytes of standard base64.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected 32 bytes of base64")]
+pub struct KeyParseError;
+
+fn parse_b64(s: &str) -> Result<[u8; KEY_LEN], KeyParseError> {
+    let v = B64.decode(s.trim()).map_err(|_| KeyParseError)?;
+    v.try_into().map_err(|_| KeyParseError)
+}
+
+/// Parses a 32-byte value (a key or a PSK) from base64, as config files hold them.
+pub fn key_from_base64(s: &str) -> Result<[u8; KEY_LEN], KeyParseError> {
+    parse_b64(s)
+}
+
+/// Encodes a 32-byte value as base64 for a config file.
+pub fn key_to_base64(k: &[u8; KEY_LEN]) -> String {
+    B64.encode(k)
+}
+
+impl SecretKey {
+    /// Parses a base64 secret key from a config or key file.
+    pub fn from_base64(s: &str) -> Result<Self, KeyParseError> {
+        parse_b64(s).map(SecretKey::from_bytes)
+    }
+
+    /// Base64 for a key file; handle the result as a secret.
+    pub fn to_base64(&self) -> String {
+        B64.encode(self.0)
+    }
+}
+
+impl std::str::FromStr for PublicKey {
+    type Err = KeyParseError;
+    fn from_str(s: &str) -> Result<Self, KeyParseError> {
+        parse_b64(s).map(PublicKey)
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&B64.encode(self.0))
+    }
+}
+
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PublicKey(")?;
@@ -86,5 +134,22 @@ impl Keypair {
         let secret = SecretKey::from_bytes(bytes);
         let public = secret.public_key();
         Keypair { secret, public }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips() {
+        let k = Keypair::from_random([5u8; 32]);
+        let text = k.public.to_string();
+        assert_eq!(text.parse::<PublicKey>(), Ok(k.public));
+        let s = SecretKey::from_base64(&k.secret.to_base64()).unwrap();
+        assert_eq!(s.public_key(), k.public);
+        assert_eq!("AAAA".parse::<PublicKey>(), Err(KeyParseError));
+        assert_eq!(key_from_base64("not base64!"), Err(KeyParseError));
+        assert_eq!(key_from_base64(&key_to_base64(&[3u8; 32])), Ok([3u8; 32]));
     }
 }

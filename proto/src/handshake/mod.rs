@@ -18,7 +18,9 @@ mod keys;
 mod payload;
 pub mod server;
 
-pub use keys::{Keypair, PublicKey, SecretKey, KEY_LEN};
+pub use keys::{
+    key_from_base64, key_to_base64, KeyParseError, Keypair, PublicKey, SecretKey, KEY_LEN,
+};
 pub use payload::{InitPayload, Timestamp};
 
 use crate::wire;

@@ -12,12 +12,10 @@
 //! never touched. [`Testbed`] owns everything through guards whose drop order is: client
 //! process, server process, namespaces, temporary directory.
 
-use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
-use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -28,6 +26,11 @@ use crate::ping::{self, PingStats};
 use crate::process::{self, Process, Termination};
 use crate::tempdir::TempDir;
 use crate::transfer::{self, TransferReport};
+
+mod options;
+mod ready;
+
+pub use options::{TestbedOptions, Transport};
 
 /// Server's outside address on the veth.
 pub const SERVER_OUTSIDE_CIDR: &str = "192.0.2.1/24";
@@ -50,119 +53,12 @@ const CLIENT_VETH: &str = "veth-rw-c";
 const PEER_NAME: &str = "client1";
 /// Bound for the config-writing subcommands.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Readiness poll interval.
-const READY_POLL: Duration = Duration::from_millis(50);
 /// Overall bound for [`Testbed::transfer_sha256`].
 const TRANSFER_DEADLINE: Duration = Duration::from_secs(60);
 /// Seed of the transfer's pseudo-random stream (fixed, so failures reproduce).
 const TRANSFER_SEED: u64 = 0x5249_4e47_5741_5900;
 /// Log lines quoted when something fails.
 const TAIL: usize = 30;
-
-/// The outside transport between client and server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Transport {
-    /// Datagrams over UDP (the default, and the only one the client may be given no flag for).
-    #[default]
-    Udp,
-    /// A TCP stream, for networks that block UDP.
-    Tcp,
-}
-
-impl Transport {
-    /// Every transport, in the order the demo runs them.
-    pub const ALL: [Transport; 2] = [Transport::Udp, Transport::Tcp];
-
-    /// The name used on command lines.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Udp => "udp",
-            Self::Tcp => "tcp",
-        }
-    }
-}
-
-impl fmt::Display for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Transport {
-    type Err = anyhow::Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "udp" => Ok(Self::Udp),
-            "tcp" => Ok(Self::Tcp),
-            other => bail!("unknown transport {other:?} (expected udp or tcp)"),
-        }
-    }
-}
-
-/// How to build a [`Testbed`].
-#[derive(Debug, Clone)]
-pub struct TestbedOptions {
-    /// Outside transport; `--transport tcp` is passed to the client only for [`Transport::Tcp`].
-    pub transport: Transport,
-    /// Extra arguments appended to `ringway-server run --config ...` (e.g. `--tun-rx-slots 64`).
-    pub server_args: Vec<String>,
-    /// Extra arguments appended to `ringway up FILE ...`.
-    pub client_args: Vec<String>,
-    /// Bound for each readiness wait (server up, then client up).
-    pub ready_timeout: Duration,
-}
-
-impl Default for TestbedOptions {
-    fn default() -> Self {
-        Self {
-            transport: Transport::Udp,
-            server_args: Vec::new(),
-            client_args: Vec::new(),
-            ready_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-impl TestbedOptions {
-    /// Defaults with the given transport.
-    pub fn new(transport: Transport) -> Self {
-        Self {
-            transport,
-            ..Self::default()
-        }
-    }
-
-    /// Defaults over UDP.
-    pub fn udp() -> Self {
-        Self::new(Transport::Udp)
-    }
-
-    /// Defaults over TCP.
-    pub fn tcp() -> Self {
-        Self::new(Transport::Tcp)
-    }
-
-    /// Appends arguments for `ringway-server run`.
-    pub fn server_args<I, S>(mut self, args: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.server_args.extend(args.into_iter().map(Into::into));
-        self
-    }
-
-    /// Appends arguments for `ringway up`.
-    pub fn client_args<I, S>(mut self, args: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.client_args.extend(args.into_iter().map(Into::into));
-        self
-    }
-}
 
 /// A running server and client in their own namespaces; everything is torn down on drop.
 #[derive(Debug)]
@@ -213,7 +109,7 @@ impl Testbed {
             &mut server_cmd,
             &dir.path().join("server.log"),
         )?;
-        wait_server_ready(&server_ns, &mut server, opts.ready_timeout)?;
+        ready::wait_server_ready(&server_ns, &mut server, opts.ready_timeout)?;
 
         let mut client_cmd = client_ns.command(&bins.client);
         client_cmd.arg("up").arg(&client_cfg);
@@ -228,7 +124,7 @@ impl Testbed {
             &dir.path().join("client.log"),
         )?;
         let client_tunnel_ip =
-            wait_client_ready(&client_ns, &mut client, &mut server, opts.ready_timeout)?;
+            ready::wait_client_ready(&client_ns, &mut client, &mut server, opts.ready_timeout)?;
 
         Ok(Self {
             client,
@@ -327,6 +223,9 @@ impl Testbed {
     }
 
     /// Adds process states and log tails to a failed measurement, where the cause usually is.
+    ///
+    /// The cause comes first and the (multi-line) logs after it, which reads better than
+    /// wrapping the logs around the cause as anyhow context.
     fn explain<T>(&mut self, res: Result<T>) -> Result<T> {
         res.map_err(|e| {
             let mut notes = String::new();
@@ -342,7 +241,7 @@ impl Testbed {
                     p.log_tail(TAIL)
                 ));
             }
-            e.context(format!("{} testbed:{notes}", self.transport))
+            anyhow::anyhow!("{e:#}\n=== {} testbed state:{notes}", self.transport)
         })
     }
 }
@@ -379,133 +278,5 @@ fn provision(bins: &Binaries, server_dir: &Path, client_cfg: &Path) -> Result<()
 fn with_log_level(cmd: &mut Command) {
     if std::env::var_os("RUST_LOG").is_none() {
         cmd.env("RUST_LOG", "info");
-    }
-}
-
-/// Polls until the server's TUN is up with its address and its outside socket is bound.
-fn wait_server_ready(ns: &Netns, server: &mut Process, limit: Duration) -> Result<()> {
-    let deadline = Instant::now() + limit;
-    let port = SERVER_ENDPOINT.rsplit_once(':').map_or("51820", |(_, p)| p);
-    let sport = format!(":{port}");
-    let mut state;
-    loop {
-        server.ensure_running()?;
-        let up = tun_is_up(ns);
-        let addr = tun_ipv4(ns);
-        let mut ss = ns.command("ss");
-        ss.args(["-Hlnut", "sport", "=", &sport]);
-        let bound = process::run_ok(&mut ss, Duration::from_secs(5))
-            .is_ok_and(|out| !out.trim().is_empty());
-        if up && addr == Some(SERVER_TUNNEL_IP) && bound {
-            return Ok(());
-        }
-        state = format!(
-            "{TUN_NAME} up: {up}, address: {addr:?} (want {SERVER_TUNNEL_IP}), \
-             socket on port {port}: {bound}"
-        );
-        if Instant::now() >= deadline {
-            break;
-        }
-        std::thread::sleep(READY_POLL);
-    }
-    bail!(
-        "server not ready after {limit:?} in {}: {state}; last lines of its log:\n{}",
-        ns.name(),
-        server.log_tail(TAIL)
-    )
-}
-
-/// Polls until the client's TUN has an IPv4 address, which it gets from the handshake.
-fn wait_client_ready(
-    ns: &Netns,
-    client: &mut Process,
-    server: &mut Process,
-    limit: Duration,
-) -> Result<Ipv4Addr> {
-    let deadline = Instant::now() + limit;
-    loop {
-        client.ensure_running()?;
-        server.ensure_running()?;
-        if let Some(ip) = tun_ipv4(ns) {
-            return Ok(ip);
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "client has no address on {TUN_NAME} after {limit:?} in {}; \
-                 last lines of its log:\n{}\n--- server log:\n{}",
-                ns.name(),
-                client.log_tail(TAIL),
-                server.log_tail(TAIL)
-            );
-        }
-        std::thread::sleep(READY_POLL);
-    }
-}
-
-/// Whether the TUN device exists with the UP flag (a missing device counts as not up).
-fn tun_is_up(ns: &Netns) -> bool {
-    ns.ip(&["-o", "link", "show", "dev", TUN_NAME])
-        .is_ok_and(|out| link_flags_up(&out))
-}
-
-/// The first IPv4 address on the TUN device, if the device exists and has one.
-fn tun_ipv4(ns: &Netns) -> Option<Ipv4Addr> {
-    ns.ip(&["-o", "-4", "addr", "show", "dev", TUN_NAME])
-        .ok()
-        .and_then(|out| first_inet(&out))
-}
-
-/// Parses `<...,UP,...>` out of `ip -o link show`.
-fn link_flags_up(line: &str) -> bool {
-    line.split_once('<')
-        .and_then(|(_, rest)| rest.split_once('>'))
-        .is_some_and(|(flags, _)| flags.split(',').any(|f| f == "UP"))
-}
-
-/// Parses the address after the first `inet` in `ip -o -4 addr show`.
-fn first_inet(out: &str) -> Option<Ipv4Addr> {
-    let mut words = out.split_whitespace();
-    words.find(|w| *w == "inet")?;
-    let cidr = words.next()?;
-    cidr.split('/').next()?.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_link_flags() {
-        let up = "7: ringway0: <POINTOPOINT,MULTICAST,NOARP,UP,LOWER_UP> mtu 1420 qdisc fq_codel";
-        let down = "7: ringway0: <POINTOPOINT,MULTICAST,NOARP> mtu 1500 qdisc noop state DOWN";
-        assert!(link_flags_up(up));
-        assert!(!link_flags_up(down));
-        assert!(!link_flags_up(""));
-    }
-
-    #[test]
-    fn parses_inet_address() {
-        let out =
-            "7: ringway0    inet 198.18.0.2/24 scope global ringway0\\       valid_lft forever";
-        assert_eq!(first_inet(out), Some(CLIENT_TUNNEL_IP));
-        assert_eq!(first_inet(""), None);
-    }
-
-    #[test]
-    fn transport_round_trips() {
-        for t in Transport::ALL {
-            assert_eq!(t.as_str().parse::<Transport>().unwrap(), t);
-        }
-        assert!("quic".parse::<Transport>().is_err());
-    }
-
-    #[test]
-    fn options_collect_extra_args() {
-        let o = TestbedOptions::tcp()
-            .server_args(["--tun-rx-slots", "64"])
-            .client_args(["-v"]);
-        assert_eq!(o.transport, Transport::Tcp);
-        assert_eq!(o.server_args, ["--tun-rx-slots", "64"]);
-        assert_eq!(o.client_args, ["-v"]);
     }
 }

@@ -1,0 +1,277 @@
+//! Starting handshakes and judging their answers, whatever the transport.
+//!
+//! Every try is a fresh initiation: the server accepts an initiation only if its
+//! timestamp is newer than the last one it accepted from us, and a Noise state
+//! that failed to read a response cannot be reused. [`Initiator`] makes those
+//! initiations; [`Attempts`] remembers how the tries went, so that when the
+//! deadline passes the error says what most likely went wrong.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ring::rand::{SecureRandom, SystemRandom};
+use ringway_proto::handshake::client::{ClientHandshake, ClientKeys};
+use ringway_proto::handshake::{HandshakeError, InitPayload, Timestamp};
+use ringway_proto::wire::handshake::INIT_LEN;
+use ringway_proto::Cipher;
+
+use crate::config::ClientConfig;
+
+/// Why no session came of connecting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The endpoint's host name did not resolve.
+    #[error("cannot resolve endpoint {endpoint:?}: {source}")]
+    Resolve {
+        /// The configured endpoint.
+        endpoint: String,
+        /// The resolver's answer.
+        source: io::Error,
+    },
+    /// The socket towards the server could not be set up.
+    #[error("cannot open a UDP socket towards {server}: {source}")]
+    Socket {
+        /// The resolved server address.
+        server: SocketAddr,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// Nothing answered our initiations before the deadline.
+    #[error(
+        "server unreachable: no handshake response from {server} within {waited:.1?} \
+         ({attempts} initiations sent{}); check the endpoint, firewalls, `server_public_key`, \
+         and that the server lists this client's key",
+        last_error.as_ref().map(|e| format!(", last socket error: {e}")).unwrap_or_default()
+    )]
+    Unreachable {
+        /// The resolved server address.
+        server: SocketAddr,
+        /// How long we tried.
+        waited: Duration,
+        /// Initiations sent.
+        attempts: u32,
+        /// The last transient socket error seen, often an ICMP "connection refused".
+        last_error: Option<String>,
+    },
+    /// The server answered, but its response failed to authenticate: it holds a
+    /// different key or PSK than our config says.
+    #[error(
+        "server key or psk mismatch: the handshake response from {server} failed to \
+         authenticate; check `server_public_key` and `psk` against the server's peer entry"
+    )]
+    KeyMismatch {
+        /// The resolved server address.
+        server: SocketAddr,
+    },
+    /// The server's response authenticated but carried a config we cannot use.
+    #[error("server {server} sent an unusable session config: {reason}")]
+    BadSessionConfig {
+        /// The resolved server address.
+        server: SocketAddr,
+        /// What was wrong with it.
+        reason: &'static str,
+    },
+    /// Our side failed (no randomness, a handshake library misuse): a bug or a broken host.
+    #[error("handshake failed on our side: {0}")]
+    Internal(String),
+}
+
+/// Makes fresh initiations for one client identity.
+pub struct Initiator {
+    keys: ClientKeys,
+    cipher: Option<Cipher>,
+    rng: SystemRandom,
+    last: Timestamp,
+}
+
+impl std::fmt::Debug for Initiator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Initiator")
+            .field("server_public", &self.keys.server_public)
+            .field("cipher", &self.cipher)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Initiator {
+    /// An initiator for the identity and cipher preference in `config`.
+    pub fn new(config: &ClientConfig) -> Self {
+        Initiator {
+            keys: config.client_keys(),
+            cipher: config.cipher,
+            rng: SystemRandom::new(),
+            last: Timestamp::default(),
+        }
+    }
+
+    /// Writes a fresh initiation into `out`, with the current wall-clock time
+    /// and a random sender index, and returns the state waiting for its answer.
+    pub fn initiate(&mut self, out: &mut [u8; INIT_LEN]) -> Result<ClientHandshake, ConnectError> {
+        let payload = InitPayload {
+            timestamp: self.next_timestamp(),
+            cipher: self.cipher,
+        };
+        let mut index = [0u8; 4];
+        self.rng
+            .fill(&mut index)
+            .map_err(|_| ConnectError::Internal("the system random source failed".into()))?;
+        ClientHandshake::initiate(&self.keys, payload, u32::from_ne_bytes(index), out)
+            .map_err(|e| ConnectError::Internal(e.to_string()))
+    }
+
+    /// The wall clock, but strictly increasing: two tries within the clock's
+    /// resolution (or a clock stepped back) must still look newer to the server.
+    fn next_timestamp(&mut self) -> Timestamp {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(Timestamp::from_unix)
+            .unwrap_or_default();
+        let next = if now > self.last {
+            now
+        } else {
+            successor(self.last)
+        };
+        self.last = next;
+        next
+    }
+}
+
+/// The next representable timestamp after `t`.
+fn successor(t: Timestamp) -> Timestamp {
+    if t.nanos + 1 < 1_000_000_000 {
+        Timestamp {
+            secs: t.secs,
+            nanos: t.nanos + 1,
+        }
+    } else {
+        Timestamp {
+            secs: t.secs.saturating_add(1),
+            nanos: 0,
+        }
+    }
+}
+
+/// How the tries went, for the verdict at the deadline.
+#[derive(Debug, Default)]
+pub struct Attempts {
+    /// Initiations sent.
+    pub sent: u32,
+    auth_failures: u32,
+    bad_config: Option<&'static str>,
+    last_io_error: Option<String>,
+}
+
+impl Attempts {
+    /// Records a response that claimed to answer us and did not hold up.
+    /// Returns a line worth logging the first time each kind happens.
+    pub fn record_failure(&mut self, e: &HandshakeError) -> Option<String> {
+        match e {
+            HandshakeError::Decrypt => {
+                self.auth_failures += 1;
+                (self.auth_failures == 1).then(|| {
+                    "handshake response failed to authenticate (server key or psk mismatch?); \
+                     retrying"
+                        .to_owned()
+                })
+            }
+            HandshakeError::BadPayload(reason) => {
+                let first = self.bad_config.is_none();
+                self.bad_config = Some(reason);
+                first.then(|| format!("server sent an unusable session config: {reason}"))
+            }
+            _ => None,
+        }
+    }
+
+    /// Records a transient socket error.
+    pub fn record_io_error(&mut self, e: &io::Error) {
+        self.last_io_error = Some(e.to_string());
+    }
+
+    /// The error to report when the deadline passed without a session: an
+    /// authentication failure is the most specific thing we learned, then a
+    /// config we could not use, and silence otherwise.
+    pub fn verdict(self, server: SocketAddr, waited: Duration) -> ConnectError {
+        if self.auth_failures > 0 {
+            ConnectError::KeyMismatch { server }
+        } else if let Some(reason) = self.bad_config {
+            ConnectError::BadSessionConfig { server, reason }
+        } else {
+            ConnectError::Unreachable {
+                server,
+                waited,
+                attempts: self.sent,
+                last_error: self.last_io_error,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_strictly_increase() {
+        assert_eq!(
+            successor(Timestamp {
+                secs: 5,
+                nanos: 999_999_999
+            }),
+            Timestamp { secs: 6, nanos: 0 }
+        );
+        let config = ClientConfig {
+            endpoint: "127.0.0.1:1".into(),
+            server_public_key: ringway_proto::Keypair::from_random([1; 32]).public,
+            private_key: ringway_proto::Keypair::from_random([2; 32]).secret,
+            psk: None,
+            cipher: None,
+            tun_name: "t".into(),
+        };
+        let mut i = Initiator::new(&config);
+        let mut prev = i.next_timestamp();
+        for _ in 0..1000 {
+            let t = i.next_timestamp();
+            assert!(t > prev);
+            prev = t;
+        }
+        // A wall clock behind the last timestamp (stepped back) still moves forward.
+        i.last = Timestamp {
+            secs: u64::MAX / 2,
+            nanos: 0,
+        };
+        assert_eq!(
+            i.next_timestamp(),
+            Timestamp {
+                secs: u64::MAX / 2,
+                nanos: 1
+            }
+        );
+        let mut out = [0u8; INIT_LEN];
+        let a = i.initiate(&mut out).unwrap();
+        let b = i.initiate(&mut out).unwrap();
+        assert_ne!(a.sender_index(), b.sender_index());
+    }
+
+    #[test]
+    fn verdict_prefers_the_most_specific_cause() {
+        let server: SocketAddr = "192.0.2.1:51820".parse().unwrap();
+        let wait = Duration::from_secs(10);
+        let mut a = Attempts::default();
+        a.sent = 10;
+        a.record_io_error(&io::ErrorKind::ConnectionRefused.into());
+        let e = a.verdict(server, wait).to_string();
+        assert!(e.starts_with("server unreachable"), "{e}");
+        assert!(e.contains("10 initiations"), "{e}");
+
+        let mut a = Attempts::default();
+        assert!(a.record_failure(&HandshakeError::BadPayload("x")).is_some());
+        assert!(a.record_failure(&HandshakeError::Decrypt).is_some());
+        assert!(a.record_failure(&HandshakeError::Decrypt).is_none());
+        assert!(matches!(
+            a.verdict(server, wait),
+            ConnectError::KeyMismatch { .. }
+        ));
+    }
+}

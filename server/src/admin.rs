@@ -1,0 +1,177 @@
+//! `init` and `add-peer`: writing a working server config, keys and client configs.
+//!
+//! Files holding keys are created with mode 0600 before any secret is written,
+//! so a key is never readable by others even for a moment.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use ring::rand::{SecureRandom, SystemRandom};
+use ringway_proto::handshake::key_to_base64;
+use ringway_proto::Keypair;
+
+use crate::config::{ConfigFile, Settings};
+use crate::pool::Ipv4Net;
+
+/// The config file name inside a server directory.
+pub const CONFIG_NAME: &str = "server.toml";
+/// The key file name inside a server directory.
+pub const KEY_NAME: &str = "server.key";
+
+fn random32() -> Result<[u8; 32]> {
+    let mut b = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
+    Ok(b)
+}
+
+/// Writes `contents` to a new file readable only by its owner.
+fn write_private(path: &Path, contents: &str, overwrite: bool) -> Result<()> {
+    let mut opts = OpenOptions::new();
+    opts.write(true).mode(0o600);
+    if overwrite {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(contents.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// `ringway-server init`: a new key and a config with working defaults.
+pub fn init(dir: &Path, listen: SocketAddr, pool: &str) -> Result<()> {
+    let pool: Ipv4Net = pool.parse()?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let config_path = dir.join(CONFIG_NAME);
+    if config_path.exists() {
+        bail!(
+            "{} already exists; remove it first to start over",
+            config_path.display()
+        );
+    }
+    let keys = Keypair::from_random(random32()?);
+    write_private(&dir.join(KEY_NAME), &keys.secret.to_base64(), false)?;
+    let config = format!(
+        r#"# Ringway server config. Reference: deploy/server.example.toml in the source tree.
+
+[server]
+# UDP address clients connect to.
+listen_udp = "{listen}"
+# The server's static secret key (mode 0600), relative to this file.
+private_key_file = "{KEY_NAME}"
+# Inner addresses: the server's TUN takes the first host, clients get the rest.
+pool = "{pool}"
+tun_name = "ringway0"
+mtu = 1420
+keepalive_secs = 25
+idle_timeout_secs = 180
+# Used when a client states no preference: "aes-256-gcm" or "chacha20-poly1305".
+cipher = "aes-256-gcm"
+
+[uring]
+# See the README's tuning section before changing these.
+ring_entries = 1024
+tun_rx_slots = 64
+udp_rx_slots = 32
+tx_slots = 512
+sqpoll_idle_ms = 0
+tun_blocking = false
+
+# Peers are appended below by `ringway-server add-peer`.
+"#
+    );
+    write_private(&config_path, &config, false)?;
+    println!("public key: {}", keys.public);
+    println!("wrote {}", config_path.display());
+    Ok(())
+}
+
+/// `ringway-server add-peer`: a new client key, the peer entry, and the client's config.
+pub fn add_peer(name: &str, dir: &Path, endpoint: &str, out: &Path) -> Result<()> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        bail!("peer name {name:?}: use letters, digits, '-', '_' or '.'");
+    }
+    let config_path = dir.join(CONFIG_NAME);
+    let file = ConfigFile::load(&config_path)?;
+    if file.peers.iter().any(|p| p.name == name) {
+        bail!("peer {name:?} already exists in {}", config_path.display());
+    }
+    let settings = Settings::validate(file, dir)?;
+    let server_public = settings.secret_key.public_key();
+    let client = Keypair::from_random(random32()?);
+    let psk = random32()?;
+    let client_config = format!(
+        r#"# Ringway client config for peer "{name}". Keep this file private.
+endpoint = "{endpoint}"
+server_public_key = "{server_public}"
+private_key = "{secret}"
+psk = "{psk}"
+"#,
+        secret = client.secret.to_base64(),
+        psk = key_to_base64(&psk),
+    );
+    write_private(out, &client_config, false)?;
+    let entry = format!(
+        "\n[[peer]]\nname = \"{name}\"\npublic_key = \"{}\"\npsk = \"{}\"\n",
+        client.public,
+        key_to_base64(&psk)
+    );
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(&config_path)
+        .with_context(|| format!("cannot append to {}", config_path.display()))?;
+    f.write_all(entry.as_bytes())
+        .with_context(|| format!("cannot append to {}", config_path.display()))?;
+    println!(
+        "added peer {name} ({}); client config: {}",
+        client.public,
+        out.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn init_then_add_peers_round_trips() {
+        let dir = std::env::temp_dir().join(format!("ringway-admin-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        init(&dir, "192.0.2.1:51820".parse().unwrap(), "198.18.0.0/24").unwrap();
+        assert!(init(&dir, "192.0.2.1:51820".parse().unwrap(), "198.18.0.0/24").is_err());
+        let mode = std::fs::metadata(dir.join(KEY_NAME))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        add_peer("alice", &dir, "192.0.2.1:51820", &dir.join("alice.toml")).unwrap();
+        add_peer("bob", &dir, "192.0.2.1:51820", &dir.join("bob.toml")).unwrap();
+        assert!(add_peer("alice", &dir, "x:1", &dir.join("again.toml")).is_err());
+        let mode = std::fs::metadata(dir.join("alice.toml"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let s = Settings::load(&dir.join(CONFIG_NAME)).unwrap();
+        assert_eq!(s.peers.len(), 2);
+        assert_eq!(s.peers[0].name, "alice");
+        assert!(s.peers[0].psk.is_some());
+        let client = std::fs::read_to_string(dir.join("alice.toml")).unwrap();
+        assert!(client.contains(&s.secret_key.public_key().to_string()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

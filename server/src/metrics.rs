@@ -1,0 +1,110 @@
+//! Counters for everything the server drops or does, so an operator can see why
+//! traffic is missing without turning on debug logs.
+//!
+//! Plain integers: the data path is one thread, so no atomics are needed.
+
+use std::fmt;
+
+/// Why a packet or frame was dropped, or what happened to it.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    /// IP packets read from the TUN and sent to a peer.
+    pub inside_rx_packets: u64,
+    /// Bytes of those packets.
+    pub inside_rx_bytes: u64,
+    /// Decrypted packets written to the TUN.
+    pub inside_tx_packets: u64,
+    /// Bytes of those packets.
+    pub inside_tx_bytes: u64,
+    /// Datagrams received from the network.
+    pub outside_rx_frames: u64,
+    /// Datagrams sent to the network.
+    pub outside_tx_frames: u64,
+    /// Handshakes completed.
+    pub handshakes: u64,
+    /// Sessions removed for idleness.
+    pub sessions_expired: u64,
+    /// Sessions ended by the client.
+    pub sessions_disconnected: u64,
+    /// TUN packets that were not IPv4 or had no session for their destination.
+    pub drop_no_route: u64,
+    /// Frames that failed to parse.
+    pub drop_malformed: u64,
+    /// Transport frames with an unknown session id.
+    pub drop_unknown_session: u64,
+    /// Transport frames whose tag did not verify.
+    pub drop_auth: u64,
+    /// Replayed or too-old counters.
+    pub drop_replay: u64,
+    /// Inner packets whose source was not the session's address.
+    pub drop_bad_source: u64,
+    /// Initiations failing mac1 or Noise.
+    pub drop_handshake_invalid: u64,
+    /// Initiations from keys not in the peer list.
+    pub drop_unknown_peer: u64,
+    /// Initiations whose timestamp was not newer than the last one.
+    pub drop_handshake_replay: u64,
+    /// Initiations refused for lack of a free inner address.
+    pub drop_pool_exhausted: u64,
+    /// Packets dropped because every tx slot was busy.
+    pub drop_tx_full: u64,
+    /// Datagrams larger than a slot buffer.
+    pub drop_oversize: u64,
+    /// Failed sends and writes reported by the kernel.
+    pub io_errors: u64,
+    /// Reads that completed with EAGAIN (non-blocking TUN wakeups with no packet).
+    pub eagain: u64,
+}
+
+impl Counters {
+    /// Sum of all drop counters.
+    pub fn drops(&self) -> u64 {
+        self.drop_no_route
+            + self.drop_malformed
+            + self.drop_unknown_session
+            + self.drop_auth
+            + self.drop_replay
+            + self.drop_bad_source
+            + self.drop_handshake_invalid
+            + self.drop_unknown_peer
+            + self.drop_handshake_replay
+            + self.drop_pool_exhausted
+            + self.drop_tx_full
+            + self.drop_oversize
+    }
+}
+
+impl fmt::Display for Counters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "inside rx {} pkts/{} B, inside tx {} pkts/{} B, outside rx {} tx {}, handshakes {}, \
+             expired {}, disconnected {}, drops: no_route {} malformed {} unknown_session {} auth {} \
+             replay {} bad_source {} hs_invalid {} unknown_peer {} hs_replay {} pool_exhausted {} \
+             tx_full {} oversize {}; io_errors {} eagain {}",
+            self.inside_rx_packets,
+            self.inside_rx_bytes,
+            self.inside_tx_packets,
+            self.inside_tx_bytes,
+            self.outside_rx_frames,
+            self.outside_tx_frames,
+            self.handshakes,
+            self.sessions_expired,
+            self.sessions_disconnected,
+            self.drop_no_route,
+            self.drop_malformed,
+            self.drop_unknown_session,
+            self.drop_auth,
+            self.drop_replay,
+            self.drop_bad_source,
+            self.drop_handshake_invalid,
+            self.drop_unknown_peer,
+            self.drop_handshake_replay,
+            self.drop_pool_exhausted,
+            self.drop_tx_full,
+            self.drop_oversize,
+            self.io_errors,
+            self.eagain,
+        )
+    }
+}

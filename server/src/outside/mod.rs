@@ -1,0 +1,3 @@
+//! The outside: the network sockets peers reach us on.
+
+pub mod udp;

@@ -1,0 +1,51 @@
+//! The server's UDP socket.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+
+use anyhow::{Context, Result};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Socket buffer size asked of the kernel: bursts of a few thousand packets
+/// must not be dropped while the loop is busy with the previous batch.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// A bound UDP socket, left in blocking mode: io_uring polls it internally and
+/// never blocks the loop on it.
+#[derive(Debug)]
+pub struct Udp {
+    socket: UdpSocket,
+}
+
+impl Udp {
+    /// Binds `addr` with large socket buffers.
+    pub fn bind(addr: SocketAddr) -> Result<Self> {
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
+            .context("cannot create UDP socket")?;
+        // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+        let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+        socket.bind(&addr.into()).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                anyhow::anyhow!("cannot listen on UDP {addr}: address already in use (another server running? change server.listen_udp)")
+            } else if e.kind() == std::io::ErrorKind::AddrNotAvailable {
+                anyhow::anyhow!("cannot listen on UDP {addr}: no interface has that address (fix server.listen_udp)")
+            } else {
+                anyhow::Error::new(e).context(format!("cannot listen on UDP {addr}"))
+            }
+        })?;
+        Ok(Udp {
+            socket: socket.into(),
+        })
+    }
+
+    /// The address actually bound (resolves port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.socket.local_addr()?)
+    }
+
+    /// The descriptor io_uring uses.
+    pub fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+}

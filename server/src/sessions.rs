@@ -1,0 +1,414 @@
+//! The session layer: who may connect, which inner address each client has, and
+//! where each packet goes. It knows nothing of io_uring: a driver hands it the
+//! bytes it received (in the driver's own buffers) and gets back what to send
+//! where, so the same layer can sit under a second (e.g. tokio) driver.
+//!
+//! Buffer layout shared with the drivers (see [`FRAME_OFFSET`]): a frame starts
+//! at `FRAME_OFFSET` within a slot buffer, so its plaintext payload sits at
+//! [`PAYLOAD_OFFSET`]; TUN reads land there directly and are sealed in place,
+//! and received frames are opened in place and written to the TUN from there.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::Range;
+use std::time::Instant;
+
+use ringway_proto::handshake::server::Responder;
+use ringway_proto::handshake::Timestamp;
+use ringway_proto::session::TimerEvent;
+use ringway_proto::wire::handshake::RESP_LEN;
+use ringway_proto::wire::transport::{peek_session_id, HEADER_LEN, OVERHEAD};
+use ringway_proto::wire::{frame_type, FrameType};
+use ringway_proto::{CowBytes, PublicKey, Session, SessionConfig};
+
+use crate::config::{Peer, Settings};
+use crate::metrics::Counters;
+use crate::pool::IpPool;
+
+/// Bytes reserved in front of every payload in a slot buffer: a transport header
+/// plus room for a stream length prefix, rounded up so payloads stay aligned.
+pub const HEADROOM: usize = 32;
+/// Where a frame starts within a slot buffer.
+pub const FRAME_OFFSET: usize = HEADROOM - HEADER_LEN;
+/// Where a payload starts within a slot buffer.
+pub const PAYLOAD_OFFSET: usize = HEADROOM;
+
+/// Source of session ids; the driver supplies randomness so this layer stays
+/// deterministic under test.
+pub trait IdSource {
+    /// A fresh 32-bit value.
+    fn next_id(&mut self) -> u32;
+}
+
+/// What a received frame asks of the driver.
+#[derive(Debug)]
+pub enum OutsideAction<'a> {
+    /// Nothing to send (keepalive, dropped frame, disconnect).
+    None,
+    /// Write the decrypted packet at this range of the frame buffer to the TUN.
+    ToInside(Range<usize>),
+    /// Send these bytes back to the sender (a handshake response).
+    Reply(SocketAddr, CowBytes<'a>),
+}
+
+/// What a packet read from the TUN asks of the driver.
+#[derive(Debug, PartialEq, Eq)]
+pub enum InsideAction {
+    /// Dropped (and counted).
+    Drop,
+    /// Send `len` bytes from the frame start to `to`.
+    Send {
+        /// The peer's current outside address.
+        to: SocketAddr,
+        /// Sealed frame length.
+        len: usize,
+    },
+}
+
+#[derive(Debug)]
+struct PeerState {
+    config: Peer,
+    last_timestamp: Option<Timestamp>,
+    session: Option<u32>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    session: Session,
+    peer: usize,
+    outside: SocketAddr,
+    inner: Ipv4Addr,
+}
+
+/// All sessions of one server.
+#[derive(Debug)]
+pub struct Sessions {
+    responder: Responder,
+    peers: Vec<PeerState>,
+    by_key: HashMap<PublicKey, usize>,
+    sessions: HashMap<u32, Entry>,
+    by_inner: HashMap<Ipv4Addr, u32>,
+    pool: IpPool,
+    template: SessionConfig,
+    /// What happened to traffic, by reason.
+    pub counters: Counters,
+    reply: [u8; RESP_LEN],
+    scratch: [u8; OVERHEAD],
+    expired: Vec<u32>,
+}
+
+impl Sessions {
+    /// Sessions for a validated config.
+    pub fn new(settings: &Settings) -> Self {
+        let peers: Vec<PeerState> = settings
+            .peers
+            .iter()
+            .map(|p| PeerState {
+                config: p.clone(),
+                last_timestamp: None,
+                session: None,
+            })
+            .collect();
+        let by_key = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.config.public_key, i))
+            .collect();
+        let pool = IpPool::new(settings.pool);
+        let template = SessionConfig {
+            cipher: settings.cipher,
+            client_addr: Ipv4Addr::UNSPECIFIED,
+            prefix_len: settings.pool.prefix_len(),
+            server_addr: settings.pool.first_host(),
+            mtu: settings.mtu,
+            keepalive_secs: settings.keepalive_secs,
+            idle_timeout_secs: settings.idle_timeout_secs,
+        };
+        Sessions {
+            responder: Responder::new(settings.secret_key.clone()),
+            peers,
+            by_key,
+            sessions: HashMap::new(),
+            by_inner: HashMap::new(),
+            pool,
+            template,
+            counters: Counters::default(),
+            reply: [0; RESP_LEN],
+            scratch: [0; OVERHEAD],
+            expired: Vec::new(),
+        }
+    }
+
+    /// Number of live sessions.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether there are no live sessions.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Handles one frame received from `from`. `frame` is the whole datagram,
+    /// decrypted in place if it is a transport frame.
+    pub fn handle_outside(
+        &mut self,
+        frame: &mut [u8],
+        from: SocketAddr,
+        now: Instant,
+        ids: &mut impl IdSource,
+    ) -> OutsideAction<'_> {
+        self.counters.outside_rx_frames += 1;
+        match frame_type(frame) {
+            Ok(FrameType::HandshakeInit) => self.handle_init(frame, from, now, ids),
+            Ok(t) if t.is_transport() => self.handle_transport(frame, from, now),
+            // Responses only ever go from server to client.
+            Ok(_) | Err(_) => {
+                self.counters.drop_malformed += 1;
+                OutsideAction::None
+            }
+        }
+    }
+
+    fn handle_init(
+        &mut self,
+        frame: &[u8],
+        from: SocketAddr,
+        now: Instant,
+        ids: &mut impl IdSource,
+    ) -> OutsideAction<'_> {
+        let pending = match self.responder.read_init(frame) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(%from, error = %e, "initiation rejected");
+                self.counters.drop_handshake_invalid += 1;
+                return OutsideAction::None;
+            }
+        };
+        let Some(&peer_idx) = self.by_key.get(pending.client_key()) else {
+            tracing::info!(%from, key = %pending.client_key(), "initiation from a key not in the peer list");
+            self.counters.drop_unknown_peer += 1;
+            return OutsideAction::None;
+        };
+        let ts = pending.payload().timestamp;
+        let peer = &self.peers[peer_idx];
+        if peer.last_timestamp.is_some_and(|last| ts <= last) {
+            tracing::info!(%from, peer = %peer.config.name, "replayed or stale initiation");
+            self.counters.drop_handshake_replay += 1;
+            return OutsideAction::None;
+        }
+        // A reconnecting peer keeps its address; its old session ends now.
+        let inner = match peer.session.and_then(|id| self.sessions.remove(&id)) {
+            Some(old) => {
+                self.by_inner.remove(&old.inner);
+                old.inner
+            }
+            None => match self.pool.allocate() {
+                Some(a) => a,
+                None => {
+                    tracing::warn!(peer = %peer.config.name, "address pool exhausted");
+                    self.counters.drop_pool_exhausted += 1;
+                    return OutsideAction::None;
+                }
+            },
+        };
+        let session_id = loop {
+            let id = ids.next_id();
+            if id != 0 && !self.sessions.contains_key(&id) {
+                break id;
+            }
+        };
+        let config = SessionConfig {
+            cipher: pending.payload().cipher.unwrap_or(self.template.cipher),
+            client_addr: inner,
+            ..self.template
+        };
+        let psk = peer.config.psk;
+        let session = match pending.accept(psk.as_ref(), session_id, &config, now, &mut self.reply)
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "accepting a verified initiation failed");
+                self.pool.release(inner);
+                self.peers[peer_idx].session = None;
+                self.counters.drop_handshake_invalid += 1;
+                return OutsideAction::None;
+            }
+        };
+        let peer = &mut self.peers[peer_idx];
+        peer.last_timestamp = Some(ts);
+        peer.session = Some(session_id);
+        tracing::info!(peer = %peer.config.name, %from, %inner, session_id, cipher = config.cipher.name(), "session established");
+        self.sessions.insert(
+            session_id,
+            Entry {
+                session,
+                peer: peer_idx,
+                outside: from,
+                inner,
+            },
+        );
+        self.by_inner.insert(inner, session_id);
+        self.counters.handshakes += 1;
+        OutsideAction::Reply(from, CowBytes::Borrowed(&self.reply))
+    }
+
+    fn handle_transport(
+        &mut self,
+        frame: &mut [u8],
+        from: SocketAddr,
+        now: Instant,
+    ) -> OutsideAction<'_> {
+        let Some(entry) = peek_session_id(frame).and_then(|id| self.sessions.get_mut(&id)) else {
+            self.counters.drop_unknown_session += 1;
+            return OutsideAction::None;
+        };
+        let opened = match entry.session.opener.open(frame, now) {
+            Ok(o) => o,
+            Err(e) => {
+                use ringway_proto::session::OpenError;
+                match e {
+                    OpenError::Malformed(_) | OpenError::WrongSession => {
+                        self.counters.drop_malformed += 1
+                    }
+                    OpenError::Replay(_) => self.counters.drop_replay += 1,
+                    OpenError::Auth => self.counters.drop_auth += 1,
+                }
+                return OutsideAction::None;
+            }
+        };
+        // Authenticated: follow the client if its address changed (roaming, NAT rebinding).
+        entry.outside = from;
+        match opened.kind {
+            FrameType::Data => {
+                let packet = &frame[opened.payload.clone()];
+                if ipv4_source(packet) != Some(entry.inner) {
+                    self.counters.drop_bad_source += 1;
+                    return OutsideAction::None;
+                }
+                self.counters.inside_tx_packets += 1;
+                self.counters.inside_tx_bytes += packet.len() as u64;
+                OutsideAction::ToInside(opened.payload)
+            }
+            FrameType::Disconnect => {
+                let id = entry.session.id();
+                self.remove(id);
+                self.counters.sessions_disconnected += 1;
+                OutsideAction::None
+            }
+            _ => OutsideAction::None,
+        }
+    }
+
+    /// Handles a packet read from the TUN. `buf` starts at the frame start and
+    /// holds the packet at `HEADER_LEN..HEADER_LEN + len`, with at least
+    /// `TAG_LEN` bytes spare after it; it is sealed in place.
+    pub fn handle_inside(&mut self, buf: &mut [u8], len: usize, now: Instant) -> InsideAction {
+        let dst = buf
+            .get(HEADER_LEN..HEADER_LEN + len)
+            .and_then(ipv4_destination);
+        let Some(entry) = dst
+            .and_then(|d| self.by_inner.get(&d))
+            .and_then(|id| self.sessions.get_mut(id))
+        else {
+            self.counters.drop_no_route += 1;
+            return InsideAction::Drop;
+        };
+        match entry.session.sealer.seal_data(buf, len, now) {
+            Ok(n) => {
+                self.counters.inside_rx_packets += 1;
+                self.counters.inside_rx_bytes += len as u64;
+                InsideAction::Send {
+                    to: entry.outside,
+                    len: n,
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "seal failed");
+                self.counters.drop_oversize += 1;
+                InsideAction::Drop
+            }
+        }
+    }
+
+    /// Runs every session's timers: emits keepalives through `send`, removes
+    /// expired sessions. Returns the earliest next deadline, if any session remains.
+    pub fn handle_timers(
+        &mut self,
+        now: Instant,
+        mut send: impl FnMut(SocketAddr, &[u8]),
+    ) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        self.expired.clear();
+        for (id, entry) in self.sessions.iter_mut() {
+            match entry.session.handle_timeout(now) {
+                TimerEvent::Expired => {
+                    self.expired.push(*id);
+                    continue;
+                }
+                TimerEvent::SendKeepalive => {
+                    if let Ok(n) = entry.session.sealer.seal_keepalive(&mut self.scratch, now) {
+                        send(entry.outside, &self.scratch[..n]);
+                    }
+                }
+                TimerEvent::Idle => {}
+            }
+            let t = entry.session.poll_timeout();
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
+        for i in 0..self.expired.len() {
+            let id = self.expired[i];
+            if let Some(e) = self.sessions.get(&id) {
+                tracing::info!(peer = %self.peers[e.peer].config.name, session_id = id, "session expired");
+            }
+            self.remove(id);
+            self.counters.sessions_expired += 1;
+        }
+        next
+    }
+
+    /// Seals a disconnect for every session (for a clean shutdown) and forgets them.
+    pub fn disconnect_all(&mut self, now: Instant, mut send: impl FnMut(SocketAddr, &[u8])) {
+        for entry in self.sessions.values_mut() {
+            if let Ok(n) = entry.session.sealer.seal_disconnect(&mut self.scratch, now) {
+                send(entry.outside, &self.scratch[..n]);
+            }
+        }
+        let ids: Vec<u32> = self.sessions.keys().copied().collect();
+        for id in ids {
+            self.remove(id);
+        }
+    }
+
+    fn remove(&mut self, id: u32) {
+        if let Some(e) = self.sessions.remove(&id) {
+            self.by_inner.remove(&e.inner);
+            self.pool.release(e.inner);
+            let peer = &mut self.peers[e.peer];
+            if peer.session == Some(id) {
+                peer.session = None;
+            }
+        }
+    }
+}
+
+/// The destination of an IPv4 packet, `None` for anything else.
+fn ipv4_destination(packet: &[u8]) -> Option<Ipv4Addr> {
+    ipv4_field(packet, 16)
+}
+
+/// The source of an IPv4 packet, `None` for anything else.
+fn ipv4_source(packet: &[u8]) -> Option<Ipv4Addr> {
+    ipv4_field(packet, 12)
+}
+
+fn ipv4_field(packet: &[u8], at: usize) -> Option<Ipv4Addr> {
+    if packet.len() < 20 || packet[0] >> 4 != 4 {
+        return None;
+    }
+    let b = packet.get(at..at + 4)?;
+    Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+}
+
+#[cfg(test)]
+mod tests;

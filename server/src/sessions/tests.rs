@@ -1,0 +1,257 @@
+//! Session-layer tests with in-memory clients: no sockets, no TUN, a chosen clock.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use ringway_proto::handshake::client::{ClientHandshake, ClientKeys};
+use ringway_proto::handshake::{InitPayload, Keypair, Timestamp};
+use ringway_proto::wire::handshake::INIT_LEN;
+use ringway_proto::wire::transport::{HEADER_LEN, OVERHEAD};
+use ringway_proto::{Cipher, Session};
+
+use super::*;
+use crate::config::{Peer, Settings, UringSection};
+
+struct Counter(u32);
+impl IdSource for Counter {
+    fn next_id(&mut self) -> u32 {
+        self.0 += 1;
+        self.0
+    }
+}
+
+fn server_keys() -> Keypair {
+    Keypair::from_random([1; 32])
+}
+
+fn settings(peers: &[(&str, &Keypair, Option<[u8; 32]>)], pool: &str) -> Settings {
+    Settings {
+        listen_udp: "127.0.0.1:0".parse().unwrap(),
+        secret_key: server_keys().secret,
+        pool: pool.parse().unwrap(),
+        tun_name: "t".into(),
+        mtu: 1420,
+        keepalive_secs: 10,
+        idle_timeout_secs: 60,
+        cipher: Cipher::Aes256Gcm,
+        uring: UringSection::default(),
+        peers: peers
+            .iter()
+            .map(|(n, k, psk)| Peer {
+                name: n.to_string(),
+                public_key: k.public,
+                psk: *psk,
+            })
+            .collect(),
+    }
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([192, 0, 2, 2], port))
+}
+
+/// Runs a handshake for `client` and returns its session and config, or `None`
+/// if the server did not answer.
+fn connect(
+    s: &mut Sessions,
+    client: &Keypair,
+    psk: Option<[u8; 32]>,
+    ts: u64,
+    from: SocketAddr,
+    now: Instant,
+) -> Option<(Session, SessionConfig)> {
+    let keys = ClientKeys {
+        secret: client.secret.clone(),
+        server_public: server_keys().public,
+        psk,
+    };
+    let mut init = [0u8; INIT_LEN];
+    let payload = InitPayload {
+        timestamp: Timestamp { secs: ts, nanos: 0 },
+        cipher: None,
+    };
+    let hs = ClientHandshake::initiate(&keys, payload, 9, &mut init).unwrap();
+    let mut frame = init.to_vec();
+    match s.handle_outside(&mut frame, from, now, &mut Counter(ts as u32 * 100)) {
+        OutsideAction::Reply(to, bytes) => {
+            assert_eq!(to, from);
+            let bytes = bytes.to_vec();
+            Some(hs.handle_response(&bytes, now).unwrap())
+        }
+        _ => None,
+    }
+}
+
+fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, len: usize) -> Vec<u8> {
+    let mut p = vec![0u8; len.max(20)];
+    p[0] = 0x45;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    p
+}
+
+fn seal_from_client(c: &mut Session, packet: &[u8], now: Instant) -> Vec<u8> {
+    let mut buf = vec![0u8; packet.len() + OVERHEAD];
+    buf[HEADER_LEN..HEADER_LEN + packet.len()].copy_from_slice(packet);
+    let n = c.sealer.seal_data(&mut buf, packet.len(), now).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn handshake_then_packets_both_ways() {
+    let alice = Keypair::from_random([2; 32]);
+    let mut s = Sessions::new(&settings(&[("alice", &alice, None)], "198.18.0.0/24"));
+    let now = Instant::now();
+    let (mut c, cfg) = connect(&mut s, &alice, None, 1, addr(1000), now).unwrap();
+    assert_eq!(cfg.client_addr, Ipv4Addr::new(198, 18, 0, 2));
+    assert_eq!(cfg.server_addr, Ipv4Addr::new(198, 18, 0, 1));
+    assert_eq!(cfg.prefix_len, 24);
+    assert_eq!(s.len(), 1);
+
+    // Client to server: decrypted in place, handed to the TUN.
+    let pkt = ipv4_packet(cfg.client_addr, cfg.server_addr, 100);
+    let mut frame = seal_from_client(&mut c, &pkt, now);
+    match s.handle_outside(&mut frame, addr(1000), now, &mut Counter(0)) {
+        OutsideAction::ToInside(r) => assert_eq!(&frame[r], &pkt[..]),
+        other => panic!("expected ToInside, got {other:?}"),
+    }
+
+    // Server to client: sealed in place in the buffer, sent to the client's address.
+    let reply = ipv4_packet(cfg.server_addr, cfg.client_addr, 60);
+    let mut buf = vec![0u8; 60 + OVERHEAD];
+    buf[HEADER_LEN..HEADER_LEN + 60].copy_from_slice(&reply);
+    let InsideAction::Send { to, len } = s.handle_inside(&mut buf, 60, now) else {
+        panic!("expected Send");
+    };
+    assert_eq!(to, addr(1000));
+    let opened = c.opener.open(&mut buf[..len], now).unwrap();
+    assert_eq!(&buf[opened.payload], &reply[..]);
+    assert_eq!(s.counters.inside_rx_packets, 1);
+    assert_eq!(s.counters.inside_tx_packets, 1);
+}
+
+#[test]
+fn spoofed_source_and_unknown_destination_are_dropped() {
+    let alice = Keypair::from_random([2; 32]);
+    let mut s = Sessions::new(&settings(&[("alice", &alice, None)], "198.18.0.0/24"));
+    let now = Instant::now();
+    let (mut c, cfg) = connect(&mut s, &alice, None, 1, addr(1), now).unwrap();
+    let spoofed = ipv4_packet(Ipv4Addr::new(198, 18, 0, 99), cfg.server_addr, 40);
+    let mut frame = seal_from_client(&mut c, &spoofed, now);
+    assert!(matches!(
+        s.handle_outside(&mut frame, addr(1), now, &mut Counter(0)),
+        OutsideAction::None
+    ));
+    assert_eq!(s.counters.drop_bad_source, 1);
+
+    let mut buf = ipv4_packet(cfg.server_addr, Ipv4Addr::new(198, 18, 0, 77), 40);
+    buf.splice(0..0, [0u8; HEADER_LEN]);
+    buf.extend_from_slice(&[0u8; 16]);
+    assert_eq!(s.handle_inside(&mut buf, 40, now), InsideAction::Drop);
+    let mut v6 = vec![0x60u8; HEADER_LEN + 40 + 16];
+    assert_eq!(s.handle_inside(&mut v6[..], 40, now), InsideAction::Drop);
+    assert_eq!(s.counters.drop_no_route, 2);
+}
+
+#[test]
+fn unknown_peer_replayed_init_and_garbage_get_no_answer() {
+    let alice = Keypair::from_random([2; 32]);
+    let mallory = Keypair::from_random([3; 32]);
+    let mut s = Sessions::new(&settings(&[("alice", &alice, None)], "198.18.0.0/24"));
+    let now = Instant::now();
+    assert!(connect(&mut s, &mallory, None, 1, addr(1), now).is_none());
+    assert_eq!(s.counters.drop_unknown_peer, 1);
+    assert!(connect(&mut s, &alice, None, 5, addr(1), now).is_some());
+    // Same or older timestamp: a replay.
+    assert!(connect(&mut s, &alice, None, 5, addr(1), now).is_none());
+    assert!(connect(&mut s, &alice, None, 4, addr(1), now).is_none());
+    assert_eq!(s.counters.drop_handshake_replay, 2);
+    for junk in [&b""[..], &[1u8; 3], &[3u8; 40], &[2u8; 80], &[9u8; 200]] {
+        let mut j = junk.to_vec();
+        assert!(matches!(
+            s.handle_outside(&mut j, addr(1), now, &mut Counter(0)),
+            OutsideAction::None
+        ));
+    }
+    assert_eq!(s.len(), 1);
+}
+
+#[test]
+fn reconnect_keeps_address_and_replaces_session() {
+    let alice = Keypair::from_random([2; 32]);
+    let mut s = Sessions::new(&settings(&[("alice", &alice, None)], "198.18.0.0/24"));
+    let now = Instant::now();
+    let (mut old, cfg1) = connect(&mut s, &alice, None, 1, addr(1), now).unwrap();
+    let (_new, cfg2) = connect(&mut s, &alice, None, 2, addr(2), now).unwrap();
+    assert_eq!(cfg1.client_addr, cfg2.client_addr);
+    assert_eq!(s.len(), 1);
+    let pkt = ipv4_packet(cfg1.client_addr, cfg1.server_addr, 20);
+    let mut frame = seal_from_client(&mut old, &pkt, now);
+    assert!(matches!(
+        s.handle_outside(&mut frame, addr(1), now, &mut Counter(0)),
+        OutsideAction::None
+    ));
+    assert_eq!(s.counters.drop_unknown_session, 1);
+}
+
+#[test]
+fn pool_exhaustion_is_counted() {
+    let a = Keypair::from_random([2; 32]);
+    let b = Keypair::from_random([3; 32]);
+    let mut s = Sessions::new(&settings(
+        &[("a", &a, None), ("b", &b, None)],
+        "198.18.0.0/30",
+    ));
+    let now = Instant::now();
+    assert!(connect(&mut s, &a, None, 1, addr(1), now).is_some());
+    assert!(connect(&mut s, &b, None, 1, addr(2), now).is_none());
+    assert_eq!(s.counters.drop_pool_exhausted, 1);
+}
+
+#[test]
+fn psk_peer_needs_the_psk() {
+    let a = Keypair::from_random([2; 32]);
+    let mut s = Sessions::new(&settings(&[("a", &a, Some([7; 32]))], "198.18.0.0/24"));
+    let now = Instant::now();
+    assert!(connect(&mut s, &a, Some([7; 32]), 1, addr(1), now).is_some());
+}
+
+#[test]
+fn keepalives_then_expiry_then_address_reuse() {
+    let alice = Keypair::from_random([2; 32]);
+    let mut s = Sessions::new(&settings(&[("alice", &alice, None)], "198.18.0.0/24"));
+    let t0 = Instant::now();
+    let (mut c, _) = connect(&mut s, &alice, None, 1, addr(1), t0).unwrap();
+    let mut sent = Vec::new();
+    let next = s.handle_timers(t0, |to, b| sent.push((to, b.to_vec())));
+    assert!(sent.is_empty());
+    assert_eq!(next, Some(t0 + Duration::from_secs(10)));
+    s.handle_timers(t0 + Duration::from_secs(10), |to, b| {
+        sent.push((to, b.to_vec()))
+    });
+    assert_eq!(sent.len(), 1);
+    let (to, mut ka) = sent.pop().unwrap();
+    assert_eq!(to, addr(1));
+    assert_eq!(
+        c.opener.open(&mut ka, t0).unwrap().kind,
+        ringway_proto::wire::FrameType::Keepalive
+    );
+    let next = s.handle_timers(t0 + Duration::from_secs(60), |_, _| {});
+    assert_eq!(next, None);
+    assert_eq!(s.counters.sessions_expired, 1);
+    assert!(s.is_empty());
+}
+
+#[test]
+fn disconnect_frame_ends_the_session() {
+    let alice = Keypair::from_random([2; 32]);
+    let mut s = Sessions::new(&settings(&[("alice", &alice, None)], "198.18.0.0/24"));
+    let now = Instant::now();
+    let (mut c, _) = connect(&mut s, &alice, None, 1, addr(1), now).unwrap();
+    let mut buf = [0u8; OVERHEAD];
+    let n = c.sealer.seal_disconnect(&mut buf, now).unwrap();
+    s.handle_outside(&mut buf[..n], addr(1), now, &mut Counter(0));
+    assert!(s.is_empty());
+    assert_eq!(s.counters.sessions_disconnected, 1);
+}

@@ -1,0 +1,877 @@
+//! The event loop.
+//!
+//! Ownership of kernel-shared memory: every buffer, `msghdr`, `iovec`, socket
+//! address and timespec the kernel may touch lives in this struct's heap
+//! allocations, which are created once and never resized. A slot is marked busy
+//! when its request is queued and released only by that request's completion,
+//! so nothing is reused or freed while the kernel holds it. On shutdown every
+//! outstanding request is cancelled and the loop waits for all completions
+//! before returning; if some never arrive, the memory is leaked on drop rather
+//! than freed under the kernel.
+#![allow(unsafe_code)]
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use io_uring::{opcode, squeue, types, IoUring};
+use ring::rand::{SecureRandom, SystemRandom};
+use ringway_proto::wire::transport::TAG_LEN;
+use socket2::SockAddr;
+
+use super::buffers::{BufId, BufferPool};
+use super::user_data::{next_generation, Path, UserData};
+use crate::sessions::{
+    IdSource, InsideAction, OutsideAction, Sessions, FRAME_OFFSET, PAYLOAD_OFFSET,
+};
+
+/// How often session timers run; keepalive and expiry are whole seconds.
+const TICK: Duration = Duration::from_secs(1);
+/// How long shutdown waits for cancelled requests to complete.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(800);
+/// Requests outside the slot tables: the timer and the signal read.
+const FIXED_REQUESTS: u32 = 2;
+
+/// Per-path in-flight request counts and ring settings.
+#[derive(Debug, Clone)]
+pub struct Tunables {
+    /// Submission queue entries.
+    pub ring_entries: u32,
+    /// TUN reads in flight.
+    pub tun_rx_slots: u32,
+    /// UDP receives in flight.
+    pub udp_rx_slots: u32,
+    /// Sends in flight.
+    pub tx_slots: u32,
+    /// SQPOLL idle time in ms; 0 disables SQPOLL.
+    pub sqpoll_idle_ms: u32,
+}
+
+impl Tunables {
+    /// The smallest ring that can hold every slot's request at once.
+    pub fn min_ring_entries(&self) -> u32 {
+        (self.tun_rx_slots + self.udp_rx_slots + self.tx_slots + FIXED_REQUESTS).next_power_of_two()
+    }
+
+    /// Refuses settings the ring cannot carry.
+    pub fn check(&self) -> Result<()> {
+        let min = self.min_ring_entries();
+        if self.ring_entries < min {
+            bail!(
+                "uring.ring_entries = {} is too small for {} TUN rx + {} UDP rx + {} tx slots: use at least {min}",
+                self.ring_entries,
+                self.tun_rx_slots,
+                self.udp_rx_slots,
+                self.tx_slots
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A receive slot: one request in flight at a time, with the buffer it fills.
+#[derive(Debug)]
+struct RxSlot {
+    buf: BufId,
+    generation: u32,
+    armed: bool,
+}
+
+/// What the kernel reads or writes for a sendmsg/recvmsg. Pointers inside are
+/// refreshed each time the slot is armed, from the slot's own (stable) fields.
+struct MsgSlot {
+    hdr: libc::msghdr,
+    iov: libc::iovec,
+    /// Where recvmsg writes the sender's address.
+    from: libc::sockaddr_storage,
+    /// Where sendmsg reads the destination from.
+    to: SockAddr,
+}
+
+impl MsgSlot {
+    fn new() -> Self {
+        // SAFETY: msghdr, iovec and sockaddr_storage are plain C structs for
+        // which all-zero bytes are a valid (empty) value.
+        let (hdr, iov, from) =
+            unsafe { (std::mem::zeroed(), std::mem::zeroed(), std::mem::zeroed()) };
+        MsgSlot {
+            hdr,
+            iov,
+            from,
+            to: SockAddr::from(SocketAddr::from(([0, 0, 0, 0], 0))),
+        }
+    }
+}
+
+struct UdpRxSlot {
+    rx: RxSlot,
+    msg: MsgSlot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxKind {
+    Udp,
+    Tun,
+}
+
+struct TxSlot {
+    buf: BufId,
+    generation: u32,
+    busy: bool,
+    kind: TxKind,
+    msg: MsgSlot,
+}
+
+/// Slots for sends: each holds the buffer it sends from until its completion.
+struct TxTable {
+    slots: Vec<TxSlot>,
+    free: Vec<u32>,
+}
+
+/// Queued submissions and the count of requests the kernel holds.
+struct Queue {
+    pending: VecDeque<squeue::Entry>,
+    inflight: usize,
+}
+
+impl Queue {
+    fn push(&mut self, e: squeue::Entry) {
+        self.pending.push_back(e);
+        self.inflight += 1;
+    }
+}
+
+struct OsRandom(SystemRandom);
+
+impl IdSource for OsRandom {
+    fn next_id(&mut self) -> u32 {
+        let mut b = [0u8; 4];
+        // A failing system RNG leaves zero, which the session layer rejects
+        // and asks again for; the kernel's getrandom does not fail after boot.
+        let _ = self.0.fill(&mut b);
+        u32::from_ne_bytes(b)
+    }
+}
+
+/// Kernel-shared memory, boxed so it can be leaked as a unit if the kernel
+/// never returns some of it.
+struct Shared {
+    bufs: BufferPool,
+    tun_rx: Vec<RxSlot>,
+    udp_rx: Vec<UdpRxSlot>,
+    tx: TxTable,
+    timespec: types::Timespec,
+    siginfo: libc::signalfd_siginfo,
+}
+
+/// The server's event loop. Field order matters: the ring is dropped (closed)
+/// before the memory its requests point into.
+pub struct Driver {
+    ring: IoUring,
+    shared: Box<Shared>,
+    queue: Queue,
+    cqes: Vec<(u64, i32, u32)>,
+    sessions: Sessions,
+    ids: OsRandom,
+    tun_fd: RawFd,
+    udp_fd: RawFd,
+    signal_fd: RawFd,
+    timer_generation: u32,
+    tun_poll_generation: Vec<u32>,
+    shutdown_deadline: Option<Instant>,
+    stats_at: Instant,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("inflight", &self.queue.inflight)
+            .finish_non_exhaustive()
+    }
+}
+
+fn is_transient(res: i32) -> bool {
+    res == -libc::EAGAIN || res == -libc::EINTR || res == -libc::ECANCELED || res == -libc::ENOBUFS
+}
+
+impl Driver {
+    /// Builds the ring and the slot tables. The descriptors must stay open for
+    /// the driver's lifetime (the caller owns them and drops them after it).
+    pub fn new(
+        t: &Tunables,
+        mtu: u16,
+        tun_fd: RawFd,
+        udp_fd: RawFd,
+        signal_fd: RawFd,
+        sessions: Sessions,
+    ) -> Result<Self> {
+        t.check()?;
+        let mut builder = IoUring::builder();
+        builder.setup_cqsize(t.ring_entries * 2);
+        if t.sqpoll_idle_ms > 0 {
+            builder.setup_sqpoll(t.sqpoll_idle_ms);
+        } else {
+            // One thread submits and reaps: let the kernel run completion work
+            // only when we ask for events, in batches.
+            builder.setup_single_issuer().setup_defer_taskrun();
+        }
+        let ring = match builder.build(t.ring_entries) {
+            Ok(r) => r,
+            // Older kernels lack DEFER_TASKRUN; fall back to a plain ring.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && t.sqpoll_idle_ms == 0 => {
+                IoUring::builder()
+                    .setup_cqsize(t.ring_entries * 2)
+                    .build(t.ring_entries)
+                    .context("cannot create io_uring")?
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                bail!("io_uring is not permitted here (kernel.io_uring_disabled or a seccomp policy): allow io_uring for ringway-server")
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("cannot create io_uring")),
+        };
+
+        // Payload room: the MTU plus headroom and tag; rounded to a cache line.
+        // Reading 64 KiB offloaded packets later only changes this size.
+        let buf_size = (PAYLOAD_OFFSET + usize::from(mtu) + TAG_LEN + 63) & !63;
+        let rx_count = (t.tun_rx_slots + t.udp_rx_slots) as usize;
+        let tx_count = t.tx_slots as usize;
+        let mut bufs = BufferPool::new(rx_count + tx_count, buf_size);
+        let mut take = || {
+            bufs.take()
+                .context("buffer pool smaller than the slot count")
+        };
+        let tun_rx = (0..t.tun_rx_slots)
+            .map(|_| {
+                Ok(RxSlot {
+                    buf: take()?,
+                    generation: 0,
+                    armed: false,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let udp_rx = (0..t.udp_rx_slots)
+            .map(|_| {
+                Ok(UdpRxSlot {
+                    rx: RxSlot {
+                        buf: take()?,
+                        generation: 0,
+                        armed: false,
+                    },
+                    msg: MsgSlot::new(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let tx = TxTable {
+            slots: (0..t.tx_slots)
+                .map(|_| TxSlot {
+                    buf: 0,
+                    generation: 0,
+                    busy: false,
+                    kind: TxKind::Udp,
+                    msg: MsgSlot::new(),
+                })
+                .collect(),
+            free: (0..t.tx_slots).rev().collect(),
+        };
+        // SAFETY: signalfd_siginfo is a plain C struct; all-zero is valid.
+        let siginfo = unsafe { std::mem::zeroed() };
+        let shared = Box::new(Shared {
+            bufs,
+            tun_rx,
+            udp_rx,
+            tx,
+            timespec: types::Timespec::from(TICK),
+            siginfo,
+        });
+        let total = (t.tun_rx_slots + t.udp_rx_slots + t.tx_slots + FIXED_REQUESTS) as usize;
+        Ok(Driver {
+            ring,
+            shared,
+            queue: Queue {
+                pending: VecDeque::with_capacity(total * 2),
+                inflight: 0,
+            },
+            cqes: Vec::with_capacity(t.ring_entries as usize * 2),
+            sessions,
+            ids: OsRandom(SystemRandom::new()),
+            tun_fd,
+            udp_fd,
+            signal_fd,
+            timer_generation: 0,
+            tun_poll_generation: vec![0; t.tun_rx_slots as usize],
+            shutdown_deadline: None,
+            stats_at: Instant::now(),
+        })
+    }
+
+    /// The session layer, for inspection after the loop ends.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// Runs until SIGINT/SIGTERM, then cancels everything and waits for the
+    /// kernel to hand every buffer back.
+    pub fn run(&mut self) -> Result<()> {
+        for slot in 0..self.shared.tun_rx.len() {
+            self.arm_tun_rx(slot);
+        }
+        for slot in 0..self.shared.udp_rx.len() {
+            self.arm_udp_rx(slot);
+        }
+        self.arm_timer();
+        self.arm_signal();
+        loop {
+            self.flush();
+            let res = match self.shutdown_deadline {
+                None => {
+                    let want = usize::from(self.queue.pending.is_empty());
+                    self.ring.submit_and_wait(want)
+                }
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        tracing::warn!(
+                            inflight = self.queue.inflight,
+                            "requests still in flight after shutdown grace period"
+                        );
+                        break;
+                    }
+                    let ts = types::Timespec::from(left);
+                    let args = types::SubmitArgs::new().timespec(&ts);
+                    self.ring.submitter().submit_with_args(1, &args)
+                }
+            };
+            if let Err(e) = res {
+                match e.raw_os_error() {
+                    // Interrupted, timed out, or completions waiting to be reaped first.
+                    Some(libc::EINTR) | Some(libc::ETIME) | Some(libc::EBUSY)
+                    | Some(libc::EAGAIN) => {}
+                    _ => return Err(anyhow::Error::new(e).context("io_uring_enter failed")),
+                }
+            }
+            self.reap();
+            if self.shutdown_deadline.is_some() && self.queue.inflight == 0 {
+                break;
+            }
+        }
+        tracing::info!(counters = %self.sessions.counters, "stopped");
+        Ok(())
+    }
+
+    /// Moves queued entries into the submission queue as space allows; what
+    /// does not fit waits for the next round (never dropped, never a panic).
+    fn flush(&mut self) {
+        let mut sq = self.ring.submission();
+        while let Some(e) = self.queue.pending.front() {
+            // SAFETY: every queued entry points only into `self.shared`, whose
+            // heap memory is not moved, reused or freed until the entry's
+            // completion has been reaped (see the module doc).
+            if unsafe { sq.push(e) }.is_err() {
+                break;
+            }
+            self.queue.pending.pop_front();
+        }
+        sq.sync();
+    }
+
+    fn reap(&mut self) {
+        self.cqes.clear();
+        for cqe in self.ring.completion() {
+            self.cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
+        }
+        if self.cqes.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for i in 0..self.cqes.len() {
+            let (ud, res, _flags) = self.cqes[i];
+            self.queue.inflight = self.queue.inflight.saturating_sub(1);
+            let Some(ud) = UserData::decode(ud) else {
+                tracing::error!(user_data = ud, "completion with unknown user_data");
+                continue;
+            };
+            match ud.path {
+                Path::TunRx => self.on_tun_rx(ud, res, now),
+                Path::TunPoll => self.on_tun_poll(ud, res),
+                Path::UdpRx => self.on_udp_rx(ud, res, now),
+                Path::Tx => self.on_tx(ud, res),
+                Path::Timer => self.on_timer(ud, now),
+                Path::Signal => self.on_signal(res, now),
+                Path::Cancel => {}
+            }
+        }
+        if now.duration_since(self.stats_at) >= Duration::from_secs(30) {
+            self.stats_at = now;
+            tracing::debug!(sessions = self.sessions.len(), counters = %self.sessions.counters, "stats");
+        }
+    }
+
+    fn shutting_down(&self) -> bool {
+        self.shutdown_deadline.is_some()
+    }
+
+    fn arm_tun_rx(&mut self, slot: usize) {
+        let s = &mut self.shared.tun_rx[slot];
+        s.generation = next_generation(s.generation);
+        s.armed = true;
+        let ud = UserData {
+            path: Path::TunRx,
+            slot: slot as u32,
+            generation: s.generation,
+        };
+        let buf = s.buf;
+        let len = self.shared.bufs.buf_size() - PAYLOAD_OFFSET - TAG_LEN;
+        let ptr = self.shared.bufs.ptr(buf, PAYLOAD_OFFSET);
+        let e = opcode::Read::new(types::Fd(self.tun_fd), ptr, len as u32)
+            .build()
+            .user_data(ud.encode());
+        self.queue.push(e);
+    }
+
+    /// After EAGAIN, wait for readability instead of re-reading in a spin.
+    fn arm_tun_poll(&mut self, slot: usize) {
+        let g = next_generation(self.tun_poll_generation[slot]);
+        self.tun_poll_generation[slot] = g;
+        let ud = UserData {
+            path: Path::TunPoll,
+            slot: slot as u32,
+            generation: g,
+        };
+        let e = opcode::PollAdd::new(types::Fd(self.tun_fd), libc::POLLIN as u32)
+            .build()
+            .user_data(ud.encode());
+        self.queue.push(e);
+    }
+
+    fn arm_udp_rx(&mut self, slot: usize) {
+        let shared = &mut *self.shared;
+        let s = &mut shared.udp_rx[slot];
+        s.rx.generation = next_generation(s.rx.generation);
+        s.rx.armed = true;
+        let len = shared.bufs.buf_size() - FRAME_OFFSET;
+        let m = &mut s.msg;
+        m.iov.iov_base = shared.bufs.ptr(s.rx.buf, FRAME_OFFSET).cast();
+        m.iov.iov_len = len;
+        m.hdr.msg_name = (&mut m.from as *mut libc::sockaddr_storage).cast();
+        m.hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        m.hdr.msg_iov = &mut m.iov;
+        m.hdr.msg_iovlen = 1;
+        m.hdr.msg_control = std::ptr::null_mut();
+        m.hdr.msg_controllen = 0;
+        m.hdr.msg_flags = 0;
+        let ud = UserData {
+            path: Path::UdpRx,
+            slot: slot as u32,
+            generation: s.rx.generation,
+        };
+        let e = opcode::RecvMsg::new(types::Fd(self.udp_fd), &mut m.hdr)
+            .build()
+            .user_data(ud.encode());
+        self.queue.push(e);
+    }
+
+    fn arm_timer(&mut self) {
+        self.timer_generation = next_generation(self.timer_generation);
+        let ud = UserData {
+            path: Path::Timer,
+            slot: 0,
+            generation: self.timer_generation,
+        };
+        let e = opcode::Timeout::new(&self.shared.timespec)
+            .build()
+            .user_data(ud.encode());
+        self.queue.push(e);
+    }
+
+    fn arm_signal(&mut self) {
+        let ud = UserData {
+            path: Path::Signal,
+            slot: 0,
+            generation: 0,
+        };
+        let ptr: *mut u8 = (&mut self.shared.siginfo as *mut libc::signalfd_siginfo).cast();
+        let e = opcode::Read::new(
+            types::Fd(self.signal_fd),
+            ptr,
+            std::mem::size_of::<libc::signalfd_siginfo>() as u32,
+        )
+        .build()
+        .user_data(ud.encode());
+        self.queue.push(e);
+    }
+
+    fn on_tun_rx(&mut self, ud: UserData, res: i32, now: Instant) {
+        let slot = ud.slot as usize;
+        let Some(s) = self.shared.tun_rx.get_mut(slot) else {
+            return;
+        };
+        if !s.armed || s.generation != ud.generation {
+            return;
+        }
+        s.armed = false;
+        if self.shutting_down() {
+            return;
+        }
+        if res == -libc::EAGAIN {
+            self.sessions.counters.eagain += 1;
+            self.arm_tun_poll(slot);
+            return;
+        }
+        if res <= 0 {
+            if !is_transient(res) && res != 0 {
+                self.sessions.counters.io_errors += 1;
+                tracing::debug!(error = %io::Error::from_raw_os_error(-res), "TUN read failed");
+            }
+            self.arm_tun_rx(slot);
+            return;
+        }
+        let n = res as usize;
+        let shared = &mut *self.shared;
+        let buf = shared.tun_rx[slot].buf;
+        let frame = &mut shared.bufs.get_mut(buf)[FRAME_OFFSET..];
+        if let InsideAction::Send { to, len } = self.sessions.handle_inside(frame, n, now) {
+            match shared.tx.free.pop() {
+                Some(t) => {
+                    queue_udp_send(shared, &mut self.queue, self.udp_fd, t, buf, len, to);
+                    // The filled buffer now belongs to the send; read into a fresh one.
+                    match shared.bufs.take() {
+                        Some(fresh) => shared.tun_rx[slot].buf = fresh,
+                        None => {
+                            tracing::error!(
+                                "buffer pool empty with a tx slot free: TUN slot left idle"
+                            );
+                            return;
+                        }
+                    }
+                }
+                None => self.sessions.counters.drop_tx_full += 1,
+            }
+        }
+        self.arm_tun_rx(slot);
+    }
+
+    fn on_tun_poll(&mut self, ud: UserData, _res: i32) {
+        let slot = ud.slot as usize;
+        if self.tun_poll_generation.get(slot) != Some(&ud.generation) || self.shutting_down() {
+            return;
+        }
+        self.arm_tun_rx(slot);
+    }
+
+    fn on_udp_rx(&mut self, ud: UserData, res: i32, now: Instant) {
+        let slot = ud.slot as usize;
+        let Some(s) = self.shared.udp_rx.get_mut(slot) else {
+            return;
+        };
+        if !s.rx.armed || s.rx.generation != ud.generation {
+            return;
+        }
+        s.rx.armed = false;
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        if res <= 0 {
+            if !is_transient(res) && res != 0 {
+                self.sessions.counters.io_errors += 1;
+                tracing::debug!(error = %io::Error::from_raw_os_error(-res), "UDP receive failed");
+            }
+            self.arm_udp_rx(slot);
+            return;
+        }
+        if s.msg.hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            self.sessions.counters.drop_oversize += 1;
+            self.arm_udp_rx(slot);
+            return;
+        }
+        // SAFETY: the kernel wrote a socket address of `msg_namelen` bytes into
+        // `from`, which is a sockaddr_storage and so large enough for any family.
+        let from = unsafe { SockAddr::new(s.msg.from, s.msg.hdr.msg_namelen) }.as_socket();
+        let Some(from) = from else {
+            self.sessions.counters.drop_malformed += 1;
+            self.arm_udp_rx(slot);
+            return;
+        };
+        let n = (res as usize).min(self.shared.bufs.buf_size() - FRAME_OFFSET);
+        let shared = &mut *self.shared;
+        let buf = shared.udp_rx[slot].rx.buf;
+        let frame = &mut shared.bufs.get_mut(buf)[FRAME_OFFSET..FRAME_OFFSET + n];
+        match self
+            .sessions
+            .handle_outside(frame, from, now, &mut self.ids)
+        {
+            OutsideAction::None => {}
+            OutsideAction::ToInside(range) => match shared.tx.free.pop() {
+                Some(t) => {
+                    let offset = FRAME_OFFSET + range.start;
+                    queue_tun_write(
+                        shared,
+                        &mut self.queue,
+                        self.tun_fd,
+                        t,
+                        buf,
+                        offset,
+                        range.len(),
+                    );
+                    match shared.bufs.take() {
+                        Some(fresh) => shared.udp_rx[slot].rx.buf = fresh,
+                        None => {
+                            tracing::error!(
+                                "buffer pool empty with a tx slot free: UDP slot left idle"
+                            );
+                            return;
+                        }
+                    }
+                }
+                None => self.sessions.counters.drop_tx_full += 1,
+            },
+            OutsideAction::Reply(to, bytes) => {
+                if !send_copy(shared, &mut self.queue, self.udp_fd, to, &bytes) {
+                    self.sessions.counters.drop_tx_full += 1;
+                }
+            }
+        }
+        self.arm_udp_rx(slot);
+    }
+
+    fn on_tx(&mut self, ud: UserData, res: i32) {
+        let tx = &mut self.shared.tx;
+        let Some(s) = tx.slots.get_mut(ud.slot as usize) else {
+            return;
+        };
+        if !s.busy || s.generation != ud.generation {
+            return;
+        }
+        s.busy = false;
+        self.shared.bufs.put(s.buf);
+        tx.free.push(ud.slot);
+        if res < 0 {
+            if !is_transient(res) {
+                tracing::debug!(kind = ?s.kind, error = %io::Error::from_raw_os_error(-res), "send failed");
+            }
+            self.sessions.counters.io_errors += 1;
+        } else if s.kind == TxKind::Udp {
+            self.sessions.counters.outside_tx_frames += 1;
+        }
+    }
+
+    fn on_timer(&mut self, ud: UserData, now: Instant) {
+        if ud.generation != self.timer_generation || self.shutting_down() {
+            return;
+        }
+        let shared = &mut *self.shared;
+        let queue = &mut self.queue;
+        let udp_fd = self.udp_fd;
+        let mut full = 0u64;
+        self.sessions.handle_timers(now, |to, bytes| {
+            if !send_copy(shared, queue, udp_fd, to, bytes) {
+                full += 1;
+            }
+        });
+        self.sessions.counters.drop_tx_full += full;
+        self.arm_timer();
+    }
+
+    fn on_signal(&mut self, res: i32, now: Instant) {
+        if self.shutting_down() {
+            return;
+        }
+        if res <= 0 {
+            self.arm_signal();
+            return;
+        }
+        tracing::info!(signal = self.shared.siginfo.ssi_signo, "shutting down");
+        self.shutdown_deadline = Some(now + SHUTDOWN_GRACE);
+        let shared = &mut *self.shared;
+        let queue = &mut self.queue;
+        let udp_fd = self.udp_fd;
+        self.sessions.disconnect_all(now, |to, bytes| {
+            send_copy(shared, queue, udp_fd, to, bytes);
+        });
+        // Cancel every receive and the timer; sends finish on their own.
+        let mut targets: Vec<u64> = Vec::new();
+        for (i, s) in self.shared.tun_rx.iter().enumerate() {
+            if s.armed {
+                targets.push(
+                    UserData {
+                        path: Path::TunRx,
+                        slot: i as u32,
+                        generation: s.generation,
+                    }
+                    .encode(),
+                );
+            }
+            let g = self.tun_poll_generation[i];
+            targets.push(
+                UserData {
+                    path: Path::TunPoll,
+                    slot: i as u32,
+                    generation: g,
+                }
+                .encode(),
+            );
+        }
+        for (i, s) in self.shared.udp_rx.iter().enumerate() {
+            if s.rx.armed {
+                targets.push(
+                    UserData {
+                        path: Path::UdpRx,
+                        slot: i as u32,
+                        generation: s.rx.generation,
+                    }
+                    .encode(),
+                );
+            }
+        }
+        targets.push(
+            UserData {
+                path: Path::Timer,
+                slot: 0,
+                generation: self.timer_generation,
+            }
+            .encode(),
+        );
+        for t in targets {
+            let e = opcode::AsyncCancel::new(t).build().user_data(
+                UserData {
+                    path: Path::Cancel,
+                    slot: 0,
+                    generation: 0,
+                }
+                .encode(),
+            );
+            self.queue.push(e);
+        }
+        // Requests still pending in our queue were never submitted: drop them.
+        self.drop_unsubmitted();
+    }
+
+    /// Forgets queued-but-unsubmitted receives (their slots are simply left
+    /// unarmed); keeps sends and cancels.
+    fn drop_unsubmitted(&mut self) {
+        let before = self.queue.pending.len();
+        self.queue.pending.retain(|e| {
+            UserData::decode(e.get_user_data())
+                .is_some_and(|u| matches!(u.path, Path::Tx | Path::Cancel))
+        });
+        self.queue.inflight -= before - self.queue.pending.len();
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if self.queue.inflight > 0 {
+            // The kernel may still write into these buffers: never free them.
+            let shared = std::mem::replace(
+                &mut self.shared,
+                Box::new(Shared {
+                    bufs: BufferPool::new(0, 0),
+                    tun_rx: Vec::new(),
+                    udp_rx: Vec::new(),
+                    tx: TxTable {
+                        slots: Vec::new(),
+                        free: Vec::new(),
+                    },
+                    timespec: types::Timespec::new(),
+                    // SAFETY: all-zero is a valid signalfd_siginfo.
+                    siginfo: unsafe { std::mem::zeroed() },
+                }),
+            );
+            std::mem::forget(shared);
+        }
+    }
+}
+
+/// Queues a sendmsg of `len` bytes from `buf` (at the frame offset) to `to`
+/// using tx slot `t`, which now owns `buf` until the completion.
+fn queue_udp_send(
+    shared: &mut Shared,
+    queue: &mut Queue,
+    udp_fd: RawFd,
+    t: u32,
+    buf: BufId,
+    len: usize,
+    to: SocketAddr,
+) {
+    let ptr = shared.bufs.ptr(buf, FRAME_OFFSET);
+    let s = &mut shared.tx.slots[t as usize];
+    s.busy = true;
+    s.buf = buf;
+    s.kind = TxKind::Udp;
+    s.generation = next_generation(s.generation);
+    let m = &mut s.msg;
+    m.to = SockAddr::from(to);
+    m.iov.iov_base = ptr.cast();
+    m.iov.iov_len = len;
+    m.hdr.msg_name = m.to.as_ptr() as *mut libc::c_void;
+    m.hdr.msg_namelen = m.to.len();
+    m.hdr.msg_iov = &mut m.iov;
+    m.hdr.msg_iovlen = 1;
+    m.hdr.msg_control = std::ptr::null_mut();
+    m.hdr.msg_controllen = 0;
+    m.hdr.msg_flags = 0;
+    let ud = UserData {
+        path: Path::Tx,
+        slot: t,
+        generation: s.generation,
+    };
+    queue.push(
+        opcode::SendMsg::new(types::Fd(udp_fd), &m.hdr)
+            .build()
+            .user_data(ud.encode()),
+    );
+}
+
+/// Queues a TUN write of `len` bytes at `offset` in `buf` using tx slot `t`.
+fn queue_tun_write(
+    shared: &mut Shared,
+    queue: &mut Queue,
+    tun_fd: RawFd,
+    t: u32,
+    buf: BufId,
+    offset: usize,
+    len: usize,
+) {
+    let ptr = shared.bufs.ptr(buf, offset);
+    let s = &mut shared.tx.slots[t as usize];
+    s.busy = true;
+    s.buf = buf;
+    s.kind = TxKind::Tun;
+    s.generation = next_generation(s.generation);
+    let ud = UserData {
+        path: Path::Tx,
+        slot: t,
+        generation: s.generation,
+    };
+    queue.push(
+        opcode::Write::new(types::Fd(tun_fd), ptr, len as u32)
+            .build()
+            .user_data(ud.encode()),
+    );
+}
+
+/// Sends bytes that do not live in a slot buffer (handshake responses,
+/// keepalives): the one place the server copies, into a free buffer the send
+/// then owns. Returns false when no tx slot is free.
+fn send_copy(
+    shared: &mut Shared,
+    queue: &mut Queue,
+    udp_fd: RawFd,
+    to: SocketAddr,
+    bytes: &[u8],
+) -> bool {
+    let Some(t) = shared.tx.free.pop() else {
+        return false;
+    };
+    let Some(buf) = shared.bufs.take() else {
+        shared.tx.free.push(t);
+        return false;
+    };
+    let dst = &mut shared.bufs.get_mut(buf)[FRAME_OFFSET..];
+    let n = bytes.len().min(dst.len());
+    dst[..n].copy_from_slice(&bytes[..n]);
+    queue_udp_send(shared, queue, udp_fd, t, buf, n, to);
+    true
+}
