@@ -319,7 +319,7 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named_with_its_line() {
-        let text = format!("{}\nkeepalive = \"5\"\n", full_text());
+        let text = format!("{}keepalive = \"5\"\n", full_text());
         let e = error(&text);
         assert!(e.contains("keepalive"), "{e}");
         assert!(e.contains("line 8"), "{e}");

@@ -1,0 +1,160 @@
+//! The driver between an in-memory inside and the fake server: forwarding,
+//! filtering, shutdown, and the keepalive and idle timers. The timer tests run
+//! on tokio's paused clock, so seconds of protocol time pass without sleeping.
+
+mod support;
+
+use std::future::pending;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ringway_client::inside::memory::memory;
+use ringway_client::{driver, ConnectOptions, DriverError, Tunnel};
+use support::*;
+use tokio::sync::oneshot;
+
+async fn connected(server: &FakeServer) -> Tunnel {
+    let config = client_config(server.addr, server_keys().public, Some(PSK));
+    let opts = ConnectOptions {
+        deadline: Duration::from_secs(5),
+        retry_interval: Duration::from_millis(100),
+    };
+    Tunnel::connect_with(&config, &opts).await.unwrap()
+}
+
+#[tokio::test]
+async fn forwards_both_ways_filters_and_says_goodbye() {
+    let server = FakeServer::start(Options::default()).await;
+    let tunnel = connected(&server).await;
+    let stats = Arc::clone(tunnel.stats());
+    let (inside, mut host) = memory(64);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let driver = tokio::spawn(driver::run(tunnel, inside, async {
+        let _ = stopped.await;
+    }));
+
+    // Echoed through the server and back to the host.
+    for seq in 0..100 {
+        let packet = ipv4_packet(CLIENT_ADDR, SERVER_ADDR, seq, 60 + seq as usize);
+        host.to_tunnel.send(packet.clone()).await.unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(5), host.from_tunnel.recv())
+            .await
+            .expect("echo within 5 s")
+            .unwrap();
+        assert_eq!(back, echoed(packet));
+    }
+
+    // Not IPv4: never leaves.
+    let mut v6 = vec![0u8; 60];
+    v6[0] = 0x60;
+    host.to_tunnel.send(v6.clone()).await.unwrap();
+    // From the server: not IPv4, and IPv4 for someone else; neither reaches the host.
+    server.send_packet(v6);
+    let elsewhere = std::net::Ipv4Addr::new(10, 1, 2, 3);
+    server.send_packet(ipv4_packet(SERVER_ADDR, elsewhere, 1, 40));
+    // A marker that does arrive, after the two that must not.
+    let marker = ipv4_packet(SERVER_ADDR, CLIENT_ADDR, 99, 40);
+    server.send_packet(marker.clone());
+    let got = tokio::time::timeout(Duration::from_secs(5), host.from_tunnel.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, marker);
+
+    stop.send(()).unwrap();
+    driver.await.unwrap().expect("a requested stop is not an error");
+    wait_until(|| server.seen.disconnects.load(Relaxed) == 1).await;
+    assert_eq!(server.seen.data.load(Relaxed), 100);
+    let s = stats.snapshot();
+    assert_eq!(s.tx_packets, 100);
+    assert_eq!(s.tx_dropped_not_ipv4, 1);
+    assert_eq!(s.rx_packets, 103);
+    assert_eq!(s.rx_dropped_not_for_us, 2);
+    // Both tasks are gone: the driver's ends of the inside are closed.
+    assert!(host.to_tunnel.is_closed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn keepalives_while_idle_then_fails_when_the_server_goes_quiet() {
+    // The server never sends anything after the handshake.
+    let opts = Options {
+        config: session_config(1, 3),
+        echo: false,
+        ..Options::default()
+    };
+    let server = FakeServer::start(opts).await;
+    let tunnel = connected(&server).await;
+    let (inside, _host) = memory(8);
+    let started = tokio::time::Instant::now();
+    let err = driver::run(tunnel, inside, pending())
+        .await
+        .expect_err("a silent server ends the session");
+    assert!(matches!(err, DriverError::ServerStoppedResponding(d) if d == Duration::from_secs(3)));
+    assert_eq!(
+        err.to_string(),
+        "server stopped responding: nothing received for 3s"
+    );
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(3) && elapsed < Duration::from_secs(4),
+        "{elapsed:?}"
+    );
+    // One keepalive per idle second (at 1 s and 2 s; maybe 3 s), and a goodbye.
+    let keepalives = server.seen.keepalives.load(Relaxed);
+    assert!((2..=3).contains(&keepalives), "{keepalives}");
+    wait_until(|| server.seen.disconnects.load(Relaxed) == 1).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_keeps_talking_keeps_the_session() {
+    let opts = Options {
+        config: session_config(1, 3),
+        echo: false,
+        keepalive_every: Some(Duration::from_secs(1)),
+        ..Options::default()
+    };
+    let server = FakeServer::start(opts).await;
+    let tunnel = connected(&server).await;
+    let stats = Arc::clone(tunnel.stats());
+    let (inside, _host) = memory(8);
+    // Thirty idle timeouts' worth of protocol time.
+    driver::run(
+        tunnel,
+        inside,
+        tokio::time::sleep(Duration::from_secs(90)),
+    )
+    .await
+    .expect("keepalives from the server keep the session alive");
+    assert!(stats.snapshot().rx_keepalives >= 80);
+    assert!(server.seen.keepalives.load(Relaxed) >= 80);
+}
+
+#[tokio::test]
+async fn server_disconnect_ends_the_driver_quietly() {
+    let server = FakeServer::start(Options::default()).await;
+    let tunnel = connected(&server).await;
+    let (inside, _host) = memory(8);
+    let driver = tokio::spawn(driver::run(tunnel, inside, pending()));
+    server.disconnect();
+    let err = tokio::time::timeout(Duration::from_secs(5), driver)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, DriverError::ServerClosed), "{err}");
+    assert!(err.is_session_lost());
+    // The server closed it: no disconnect back.
+    assert_eq!(server.seen.disconnects.load(Relaxed), 0);
+}
+
+#[tokio::test]
+async fn a_closed_inside_is_an_error_and_the_server_is_told() {
+    let server = FakeServer::start(Options::default()).await;
+    let tunnel = connected(&server).await;
+    let (inside, host) = memory(8);
+    drop(host);
+    let err = driver::run(tunnel, inside, pending()).await.unwrap_err();
+    assert!(matches!(err, DriverError::InsideRead(_)), "{err}");
+    wait_until(|| server.seen.disconnects.load(Relaxed) == 1).await;
+}
