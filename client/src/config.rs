@@ -187,7 +187,11 @@ impl ClientConfig {
 /// 1-based line number of byte offset `at`.
 fn line_of(text: &str, at: usize) -> usize {
     let at = at.min(text.len());
-    text.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..at]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// `host:port` or `[v6]:port` with a non-zero port; the host is resolved later.
@@ -213,11 +217,12 @@ fn check_endpoint(endpoint: &str) -> Result<(), String> {
 /// The names Linux accepts for a network interface (`dev_valid_name`).
 fn check_ifname(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_IFNAME_LEN {
-        return Err(format!(
-            "{name:?} must be 1 to {MAX_IFNAME_LEN} bytes long"
-        ));
+        return Err(format!("{name:?} must be 1 to {MAX_IFNAME_LEN} bytes long"));
     }
-    if name == "." || name == ".." || name.contains(['/', ':']) || name.contains(char::is_whitespace)
+    if name == "."
+        || name == ".."
+        || name.contains(['/', ':'])
+        || name.contains(char::is_whitespace)
     {
         return Err(format!(
             "{name:?} is not a valid interface name (no '/', ':' or spaces)"

@@ -14,6 +14,7 @@
 //! - [`platform`]: creating and configuring the TUN device (Linux; other
 //!   systems get a clear "unsupported platform" error).
 //! - [`stats`]: counters, shared by the tasks and whoever reports them.
+//! - [`ip`]: the two IPv4 header fields the driver filters on.
 //!
 //! Nothing but [`inside::tun`] and [`platform`] needs root, so tests and
 //! benchmarks can run many tunnels in one process against a loopback server.

@@ -7,6 +7,7 @@
 //! `ringway: ...`, and an exit status per class of failure (see [`Exit`]), so
 //! scripts and service managers can tell a typo from a dead server.
 
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -165,6 +166,7 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 

@@ -63,7 +63,10 @@ async fn forwards_both_ways_filters_and_says_goodbye() {
     assert_eq!(got, marker);
 
     stop.send(()).unwrap();
-    driver.await.unwrap().expect("a requested stop is not an error");
+    driver
+        .await
+        .unwrap()
+        .expect("a requested stop is not an error");
     wait_until(|| server.seen.disconnects.load(Relaxed) == 1).await;
     assert_eq!(server.seen.data.load(Relaxed), 100);
     let s = stats.snapshot();
@@ -119,13 +122,9 @@ async fn a_server_that_keeps_talking_keeps_the_session() {
     let stats = Arc::clone(tunnel.stats());
     let (inside, _host) = memory(8);
     // Thirty idle timeouts' worth of protocol time.
-    driver::run(
-        tunnel,
-        inside,
-        tokio::time::sleep(Duration::from_secs(90)),
-    )
-    .await
-    .expect("keepalives from the server keep the session alive");
+    driver::run(tunnel, inside, tokio::time::sleep(Duration::from_secs(90)))
+        .await
+        .expect("keepalives from the server keep the session alive");
     assert!(stats.snapshot().rx_keepalives >= 80);
     assert!(server.seen.keepalives.load(Relaxed) >= 80);
 }

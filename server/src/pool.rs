@@ -119,6 +119,18 @@ impl IpPool {
         None
     }
 
+    /// Takes `preferred` if it is free, else any free address: a peer that
+    /// comes back keeps the address its applications and firewall rules know.
+    pub fn allocate_preferring(&mut self, preferred: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
+        if let Some(idx) = preferred.and_then(|a| self.index_of(a)) {
+            if !self.used[idx] {
+                self.used[idx] = true;
+                return Some(self.addr_of(idx));
+            }
+        }
+        self.allocate()
+    }
+
     /// Returns an address to the pool. Unknown addresses are ignored.
     pub fn release(&mut self, addr: Ipv4Addr) {
         if let Some(idx) = self.index_of(addr) {
@@ -166,6 +178,21 @@ mod tests {
         assert_eq!(p.allocate(), Some(Ipv4Addr::new(198, 18, 0, 2)));
         p.release(Ipv4Addr::new(10, 0, 0, 1));
         assert_eq!(p.in_use(), 1);
+    }
+
+    #[test]
+    fn preferred_address_when_free() {
+        let mut p = IpPool::new("198.18.0.0/24".parse().unwrap());
+        let a = p.allocate().unwrap();
+        p.release(a);
+        assert_eq!(p.allocate_preferring(Some(a)), Some(a));
+        // Taken: any other address.
+        let b = p.allocate_preferring(Some(a)).unwrap();
+        assert_ne!(a, b);
+        // Outside the pool: ignored.
+        assert!(p
+            .allocate_preferring(Some(Ipv4Addr::new(10, 0, 0, 1)))
+            .is_some());
     }
 
     #[test]

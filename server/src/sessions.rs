@@ -70,6 +70,8 @@ struct PeerState {
     config: Peer,
     last_timestamp: Option<Timestamp>,
     session: Option<u32>,
+    /// The inner address this peer had last, offered again when it returns.
+    last_inner: Option<Ipv4Addr>,
 }
 
 #[derive(Debug)]
@@ -107,6 +109,7 @@ impl Sessions {
                 config: p.clone(),
                 last_timestamp: None,
                 session: None,
+                last_inner: None,
             })
             .collect();
         let by_key = peers
@@ -203,7 +206,7 @@ impl Sessions {
                 self.by_inner.remove(&old.inner);
                 old.inner
             }
-            None => match self.pool.allocate() {
+            None => match self.pool.allocate_preferring(peer.last_inner) {
                 Some(a) => a,
                 None => {
                     tracing::warn!(peer = %peer.config.name, "address pool exhausted");
@@ -238,6 +241,7 @@ impl Sessions {
         let peer = &mut self.peers[peer_idx];
         peer.last_timestamp = Some(ts);
         peer.session = Some(session_id);
+        peer.last_inner = Some(inner);
         tracing::info!(peer = %peer.config.name, %from, %inner, session_id, cipher = config.cipher.name(), "session established");
         self.sessions.insert(
             session_id,
@@ -292,6 +296,7 @@ impl Sessions {
             }
             FrameType::Disconnect => {
                 let id = entry.session.id();
+                tracing::info!(peer = %self.peers[entry.peer].config.name, session_id = id, "session closed by the client");
                 self.remove(id);
                 self.counters.sessions_disconnected += 1;
                 OutsideAction::None

@@ -51,7 +51,9 @@ impl Tun {
     /// A reader/writer pair for the driver.
     pub fn inside(&self) -> TunInside {
         TunInside(Arc::clone(
-            self.device.as_ref().expect("device is only taken by close or drop"),
+            self.device
+                .as_ref()
+                .expect("device is only taken by close or drop"),
         ))
     }
 

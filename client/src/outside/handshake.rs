@@ -152,6 +152,11 @@ fn successor(t: Timestamp) -> Timestamp {
     }
 }
 
+/// After this many responses that fail to authenticate, stop waiting for the
+/// deadline: a mismatched key or PSK fails every time, and only someone on the
+/// path (who could as well drop our packets) can forge a matching failure.
+const AUTH_FAILURES_BEFORE_GIVING_UP: u32 = 3;
+
 /// How the tries went, for the verdict at the deadline.
 #[derive(Debug, Default)]
 pub struct Attempts {
@@ -184,12 +189,19 @@ impl Attempts {
         }
     }
 
+    /// Whether more tries cannot help: the server keeps answering with a
+    /// response that does not authenticate.
+    pub fn is_hopeless(&self) -> bool {
+        self.auth_failures >= AUTH_FAILURES_BEFORE_GIVING_UP
+    }
+
     /// Records a transient socket error.
     pub fn record_io_error(&mut self, e: &io::Error) {
         self.last_io_error = Some(e.to_string());
     }
 
-    /// The error to report when the deadline passed without a session: an
+    /// The error to report when the deadline passed (or the tries became
+    /// hopeless) without a session: an
     /// authentication failure is the most specific thing we learned, then a
     /// config we could not use, and silence otherwise.
     pub fn verdict(self, server: SocketAddr, waited: Duration) -> ConnectError {
@@ -258,8 +270,10 @@ mod tests {
     fn verdict_prefers_the_most_specific_cause() {
         let server: SocketAddr = "192.0.2.1:51820".parse().unwrap();
         let wait = Duration::from_secs(10);
-        let mut a = Attempts::default();
-        a.sent = 10;
+        let mut a = Attempts {
+            sent: 10,
+            ..Attempts::default()
+        };
         a.record_io_error(&io::ErrorKind::ConnectionRefused.into());
         let e = a.verdict(server, wait).to_string();
         assert!(e.starts_with("server unreachable"), "{e}");
@@ -269,6 +283,9 @@ mod tests {
         assert!(a.record_failure(&HandshakeError::BadPayload("x")).is_some());
         assert!(a.record_failure(&HandshakeError::Decrypt).is_some());
         assert!(a.record_failure(&HandshakeError::Decrypt).is_none());
+        assert!(!a.is_hopeless());
+        assert!(a.record_failure(&HandshakeError::Decrypt).is_none());
+        assert!(a.is_hopeless());
         assert!(matches!(
             a.verdict(server, wait),
             ConnectError::KeyMismatch { .. }

@@ -5,7 +5,8 @@
 //! `ConnectionRefused` on a later call), which we count and otherwise ignore.
 //!
 //! [`Tunnel::connect`] runs the handshake: send a fresh initiation, wait up to
-//! the retry interval for the matching response, repeat until the deadline.
+//! the retry interval for the matching response, repeat until the deadline (or
+//! until a few responses in a row failed to authenticate, which no retry fixes).
 //! Strays (responses to an earlier initiation, anything that is not a response)
 //! are ignored without touching the pending handshake. The established tunnel
 //! [`split`](Tunnel::split)s into a [`TunnelSender`] and a [`TunnelReceiver`] so
@@ -71,14 +72,16 @@ impl Tunnel {
 
     /// Resolves the endpoint and handshakes, retrying with a fresh initiation
     /// every `opts.retry_interval` until a response authenticates or
-    /// `opts.deadline` passes.
+    /// `opts.deadline` passes. Gives up early, with
+    /// [`ConnectError::KeyMismatch`], once three responses in a row failed to
+    /// authenticate.
     pub async fn connect_with(
         config: &ClientConfig,
         opts: &ConnectOptions,
     ) -> Result<Tunnel, ConnectError> {
         let server = resolve(&config.endpoint).await?;
-        let socket = connected_socket(server)
-            .map_err(|source| ConnectError::Socket { server, source })?;
+        let socket =
+            connected_socket(server).map_err(|source| ConnectError::Socket { server, source })?;
         let started = crate::now();
         let deadline = started + opts.deadline;
         let mut initiator = Initiator::new(config);
@@ -136,6 +139,9 @@ impl Tunnel {
                             tracing::warn!(%server, "{line}");
                         } else {
                             tracing::debug!(%server, error = %e, "handshake response refused");
+                        }
+                        if attempts.is_hopeless() {
+                            return Err(attempts.verdict(server, crate::now() - started));
                         }
                     }
                 }
@@ -203,7 +209,11 @@ async fn resolve(endpoint: &str) -> Result<SocketAddr, ConnectError> {
 
 /// A non-blocking UDP socket on an ephemeral port, connected to `server`.
 fn connected_socket(server: SocketAddr) -> io::Result<UdpSocket> {
-    let socket = Socket::new(Domain::for_address(server), Type::DGRAM, Some(Protocol::UDP))?;
+    let socket = Socket::new(
+        Domain::for_address(server),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
     socket.set_nonblocking(true)?;
     for (what, result) in [
         ("receive", socket.set_recv_buffer_size(SOCKET_BUFFER)),
@@ -258,7 +268,9 @@ impl TunnelSender {
 
     /// Sends a keepalive, telling the server we are here though idle.
     pub async fn send_keepalive(&mut self) -> Result<(), SendError> {
-        let n = self.sealer.seal_keepalive(&mut self.control, crate::now())?;
+        let n = self
+            .sealer
+            .seal_keepalive(&mut self.control, crate::now())?;
         if transmit(&self.socket, &self.stats, &self.control[..n]).await? {
             inc(&self.stats.tx.keepalives);
         }

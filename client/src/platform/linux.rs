@@ -31,11 +31,14 @@ impl TunDevice {
     /// Creates the TUN device `name` (down, no addresses). It exists until the
     /// returned value, the only holder of its file descriptor, is dropped.
     pub fn create(name: &str) -> Result<TunDevice, TunError> {
-        let iface = Iface::without_packet_info(name, Mode::Tun).map_err(|e| create_error(name, e))?;
-        iface.set_non_blocking().map_err(|source| TunError::Create {
-            name: name.to_owned(),
-            source,
-        })?;
+        let iface =
+            Iface::without_packet_info(name, Mode::Tun).map_err(|e| create_error(name, e))?;
+        iface
+            .set_non_blocking()
+            .map_err(|source| TunError::Create {
+                name: name.to_owned(),
+                source,
+            })?;
         // SAFETY: `register_with_interest` needs the descriptor to stay open and
         // refer to the same file for as long as the `AsyncFd` lives. `Iface`
         // owns the `File` it opened on /dev/net/tun in a private field that

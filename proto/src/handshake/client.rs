@@ -10,8 +10,8 @@ use crate::config::SessionConfig;
 use crate::session::Session;
 use crate::wire::handshake::{self as hsw, RespFrame, INIT_LEN, RESP_PAYLOAD_LEN};
 
-/// What a client needs to start a handshake.
-#[derive(Debug, Clone)]
+/// What a client needs to start a handshake. Its `Debug` hides the secrets.
+#[derive(Clone)]
 pub struct ClientKeys {
     /// The client's static secret.
     pub secret: SecretKey,
@@ -19,6 +19,16 @@ pub struct ClientKeys {
     pub server_public: PublicKey,
     /// The optional pre-shared key for this peer.
     pub psk: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for ClientKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientKeys")
+            .field("secret", &self.secret)
+            .field("server_public", &self.server_public)
+            .field("psk", &self.psk.map(|_| ".."))
+            .finish()
+    }
 }
 
 /// A handshake whose initiation has been sent, waiting for the response.

@@ -254,4 +254,7 @@ fn disconnect_frame_ends_the_session() {
     s.handle_outside(&mut buf[..n], addr(1), now, &mut Counter(0));
     assert!(s.is_empty());
     assert_eq!(s.counters.sessions_disconnected, 1);
+    // Coming back after a clean disconnect: the same inner address.
+    let (_, cfg2) = connect(&mut s, &alice, None, 2, addr(1), now).unwrap();
+    assert_eq!(cfg2.client_addr, Ipv4Addr::new(198, 18, 0, 2));
 }
