@@ -149,7 +149,7 @@ fn spoofed_source_and_unknown_destination_are_dropped() {
     buf.splice(0..0, [0u8; HEADER_LEN]);
     buf.extend_from_slice(&[0u8; 16]);
     assert_eq!(s.handle_inside(&mut buf, 40, now), InsideAction::Drop);
-    let mut v6 = vec![0x60u8; HEADER_LEN + 40 + 16];
+    let mut v6 = [0x60u8; HEADER_LEN + 40 + 16];
     assert_eq!(s.handle_inside(&mut v6[..], 40, now), InsideAction::Drop);
     assert_eq!(s.counters.drop_no_route, 2);
 }

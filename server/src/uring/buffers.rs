@@ -82,7 +82,8 @@ mod tests {
         p.put(b);
         assert_eq!(p.available(), 3);
         let c = p.take().unwrap();
-        assert_eq!(p.ptr(c, 0) as usize % 1, 0);
+        let base = p.ptr(c, 0) as usize;
+        assert_eq!(p.ptr(c, 5) as usize, base + 5);
         assert_eq!(p.get_mut(c).len(), 16);
     }
 }
