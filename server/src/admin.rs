@@ -63,8 +63,10 @@ pub fn init(dir: &Path, listen: SocketAddr, pool: &str) -> Result<()> {
         r#"# Ringway server config. Reference: deploy/server.example.toml in the source tree.
 
 [server]
-# UDP address clients connect to.
+# Where clients connect: UDP, and TCP for networks that block UDP. Remove a line
+# to turn that transport off.
 listen_udp = "{listen}"
+listen_tcp = "{listen}"
 # The server's static secret key (mode 0600), relative to this file.
 private_key_file = "{KEY_NAME}"
 # Inner addresses: the server's TUN takes the first host, clients get the rest.
@@ -84,6 +86,16 @@ udp_rx_slots = 32
 tx_slots = 512
 sqpoll_idle_ms = 0
 tun_blocking = false
+
+[tcp]
+max_connections = 1024
+handshake_timeout_secs = 10
+# Bytes queued per connection before packets to it are dropped (bounds TCP-in-TCP latency).
+send_queue_bytes = 262144
+rx_buffer_bytes = 16384
+# 0 keeps the kernel's buffer autotuning.
+socket_send_buffer = 0
+socket_recv_buffer = 0
 
 # Peers are appended below by `ringway-server add-peer`.
 "#

@@ -24,6 +24,9 @@ pub struct ConfigFile {
     /// io_uring tunables.
     #[serde(default)]
     pub uring: UringSection,
+    /// TCP transport settings.
+    #[serde(default)]
+    pub tcp: TcpSection,
     /// Authorised clients.
     #[serde(default, rename = "peer")]
     pub peers: Vec<PeerSection>,
@@ -33,8 +36,13 @@ pub struct ConfigFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
-    /// UDP address to listen on.
-    pub listen_udp: SocketAddr,
+    /// UDP address to listen on; leave out to disable UDP.
+    pub listen_udp: Option<SocketAddr>,
+    /// TCP address to listen on; leave out to disable TCP.
+    pub listen_tcp: Option<SocketAddr>,
+    /// UDP socket send and receive buffer size asked of the kernel.
+    #[serde(default = "default_udp_socket_buffer")]
+    pub udp_socket_buffer: usize,
     /// File holding the server's base64 secret key (relative to the config file).
     pub private_key_file: PathBuf,
     /// Inner address pool in CIDR notation; the server takes its first host.
@@ -87,6 +95,38 @@ impl Default for UringSection {
     }
 }
 
+/// `[tcp]`: limits that keep TCP peers from costing more than they should.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpSection {
+    /// Connections served at once; more are accepted and closed at once.
+    pub max_connections: u32,
+    /// Seconds a new connection has to complete a handshake.
+    pub handshake_timeout_secs: u16,
+    /// Bytes queued per connection before frames to it are dropped: bounds
+    /// the latency TCP-in-TCP can build.
+    pub send_queue_bytes: usize,
+    /// Receive buffer per connection (frames are reassembled in it).
+    pub rx_buffer_bytes: usize,
+    /// SO_SNDBUF for connections; 0 keeps the kernel's autotuning.
+    pub socket_send_buffer: usize,
+    /// SO_RCVBUF for connections; 0 keeps the kernel's autotuning.
+    pub socket_recv_buffer: usize,
+}
+
+impl Default for TcpSection {
+    fn default() -> Self {
+        TcpSection {
+            max_connections: 1024,
+            handshake_timeout_secs: 10,
+            send_queue_bytes: 256 * 1024,
+            rx_buffer_bytes: 16 * 1024,
+            socket_send_buffer: 0,
+            socket_recv_buffer: 0,
+        }
+    }
+}
+
 /// One `[[peer]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -99,6 +139,9 @@ pub struct PeerSection {
     pub psk: Option<String>,
 }
 
+fn default_udp_socket_buffer() -> usize {
+    4 << 20
+}
 fn default_tun_name() -> String {
     "ringway0".into()
 }
@@ -129,8 +172,12 @@ pub struct Peer {
 /// The validated configuration the server runs with.
 #[derive(Debug)]
 pub struct Settings {
-    /// UDP listen address.
-    pub listen_udp: SocketAddr,
+    /// UDP listen address, if UDP is on.
+    pub listen_udp: Option<SocketAddr>,
+    /// TCP listen address, if TCP is on.
+    pub listen_tcp: Option<SocketAddr>,
+    /// UDP socket buffer size.
+    pub udp_socket_buffer: usize,
     /// The server's static key.
     pub secret_key: SecretKey,
     /// Inner address pool.
@@ -147,6 +194,8 @@ pub struct Settings {
     pub cipher: Cipher,
     /// io_uring tunables.
     pub uring: UringSection,
+    /// TCP settings.
+    pub tcp: TcpSection,
     /// Authorised peers.
     pub peers: Vec<Peer>,
 }
@@ -173,6 +222,9 @@ impl Settings {
     /// Validates a parsed file; relative paths resolve against `dir`.
     pub fn validate(file: ConfigFile, dir: &Path) -> Result<Self> {
         let s = file.server;
+        if s.listen_udp.is_none() && s.listen_tcp.is_none() {
+            bail!("server: set listen_udp, listen_tcp or both");
+        }
         let pool: Ipv4Net = s.pool.parse().context("server.pool")?;
         let cipher = Cipher::from_name(&s.cipher).with_context(|| {
             format!(
@@ -209,6 +261,26 @@ impl Settings {
         if u.tun_rx_slots == 0 || u.udp_rx_slots == 0 || u.tx_slots == 0 {
             bail!("uring: tun_rx_slots, udp_rx_slots and tx_slots must each be at least 1");
         }
+        let t = &file.tcp;
+        let min_rx = usize::from(s.mtu)
+            + ringway_proto::wire::transport::OVERHEAD
+            + ringway_proto::wire::STREAM_PREFIX_LEN;
+        if t.rx_buffer_bytes < min_rx {
+            bail!(
+                "tcp.rx_buffer_bytes: {} cannot hold a full frame at mtu {}: use at least {min_rx}",
+                t.rx_buffer_bytes,
+                s.mtu
+            );
+        }
+        if t.send_queue_bytes < 2 * min_rx {
+            bail!(
+                "tcp.send_queue_bytes: use at least {} (two full frames)",
+                2 * min_rx
+            );
+        }
+        if t.handshake_timeout_secs == 0 {
+            bail!("tcp.handshake_timeout_secs must be at least 1");
+        }
         let mut peers = Vec::with_capacity(file.peers.len());
         for (i, p) in file.peers.into_iter().enumerate() {
             let public_key: PublicKey = p
@@ -232,6 +304,8 @@ impl Settings {
         }
         Ok(Settings {
             listen_udp: s.listen_udp,
+            listen_tcp: s.listen_tcp,
+            udp_socket_buffer: s.udp_socket_buffer,
             secret_key,
             pool,
             tun_name: s.tun_name,
@@ -240,6 +314,7 @@ impl Settings {
             idle_timeout_secs: s.idle_timeout_secs,
             cipher,
             uring: file.uring,
+            tcp: file.tcp,
             peers,
         })
     }
@@ -287,6 +362,8 @@ mod tests {
         assert_eq!(s.uring.udp_rx_slots, 32);
         assert_eq!(s.uring.tx_slots, 512);
         assert_eq!(s.uring.ring_entries, 1024);
+        assert_eq!(s.listen_tcp, None);
+        assert_eq!(s.tcp.max_connections, 1024);
         assert_eq!(s.peers.len(), 1);
         std::fs::remove_dir_all(d).unwrap();
     }
@@ -304,6 +381,7 @@ mod tests {
             ("cipher = \"rot13\"", "server.cipher"),
             ("mtu = 100", "server.mtu"),
             ("[uring]\nring_entries = 1000", "uring.ring_entries"),
+            ("[tcp]\nrx_buffer_bytes = 100", "tcp.rx_buffer_bytes"),
             ("[[peer]]\nname = \"x\"\npublic_key = \"zz\"", "public_key"),
         ];
         for (extra, key) in cases {

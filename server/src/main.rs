@@ -73,6 +73,24 @@ struct RunArgs {
     /// Override uring.tun_blocking.
     #[arg(long)]
     tun_blocking: Option<bool>,
+    /// Override server.udp_socket_buffer (bytes).
+    #[arg(long)]
+    udp_socket_buffer: Option<usize>,
+    /// Override tcp.max_connections.
+    #[arg(long)]
+    max_tcp_connections: Option<u32>,
+    /// Override tcp.handshake_timeout_secs.
+    #[arg(long)]
+    tcp_handshake_timeout_secs: Option<u16>,
+    /// Override tcp.send_queue_bytes.
+    #[arg(long)]
+    tcp_send_queue_bytes: Option<usize>,
+    /// Override tcp.socket_send_buffer (bytes; 0 = kernel autotuning).
+    #[arg(long)]
+    tcp_socket_send_buffer: Option<usize>,
+    /// Override tcp.socket_recv_buffer (bytes; 0 = kernel autotuning).
+    #[arg(long)]
+    tcp_socket_recv_buffer: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -108,12 +126,15 @@ fn main() -> ExitCode {
 #[cfg(target_os = "linux")]
 fn run(args: RunArgs) -> Result<()> {
     use anyhow::Context;
+    use ringway_proto::wire::transport::OVERHEAD;
     use ringway_server::config::Settings;
     use ringway_server::inside::tun::Tun;
+    use ringway_server::outside::tcp::listener::Listener;
     use ringway_server::outside::udp::Udp;
     use ringway_server::sessions::Sessions;
-    use ringway_server::uring::{signals, Driver, Tunables};
+    use ringway_server::uring::{signals, Driver, Fds, TcpLimits, Tunables};
     use std::os::fd::AsRawFd;
+    use std::time::Duration;
 
     // First, before anything could start a thread: route SIGINT/SIGTERM to the ring.
     let signal_fd = signals::shutdown_signalfd().context("cannot set up signal handling")?;
@@ -125,6 +146,17 @@ fn run(args: RunArgs) -> Result<()> {
     u.tx_slots = args.tx_slots.unwrap_or(u.tx_slots);
     u.sqpoll_idle_ms = args.sqpoll_idle_ms.unwrap_or(u.sqpoll_idle_ms);
     u.tun_blocking = args.tun_blocking.unwrap_or(u.tun_blocking);
+    settings.udp_socket_buffer = args.udp_socket_buffer.unwrap_or(settings.udp_socket_buffer);
+    let t = &mut settings.tcp;
+    t.max_connections = args.max_tcp_connections.unwrap_or(t.max_connections);
+    t.handshake_timeout_secs = args
+        .tcp_handshake_timeout_secs
+        .unwrap_or(t.handshake_timeout_secs)
+        .max(1);
+    t.send_queue_bytes = args.tcp_send_queue_bytes.unwrap_or(t.send_queue_bytes);
+    t.socket_send_buffer = args.tcp_socket_send_buffer.unwrap_or(t.socket_send_buffer);
+    t.socket_recv_buffer = args.tcp_socket_recv_buffer.unwrap_or(t.socket_recv_buffer);
+    let u = &settings.uring;
     let tunables = Tunables {
         ring_entries: u.ring_entries,
         tun_rx_slots: u.tun_rx_slots,
@@ -140,12 +172,33 @@ fn run(args: RunArgs) -> Result<()> {
         settings.pool.prefix_len(),
         settings.mtu,
     )?;
-    let udp = Udp::bind(settings.listen_udp)?;
+    let udp = settings
+        .listen_udp
+        .map(|a| Udp::bind(a, settings.udp_socket_buffer))
+        .transpose()?;
+    let tcp = settings.listen_tcp.map(Listener::bind).transpose()?;
+    let t = &settings.tcp;
+    let limits = TcpLimits {
+        max_connections: t.max_connections,
+        handshake_timeout: Duration::from_secs(u64::from(t.handshake_timeout_secs)),
+        send_queue_bytes: t.send_queue_bytes,
+        rx_buffer_bytes: t.rx_buffer_bytes,
+        max_frame: usize::from(settings.mtu) + OVERHEAD,
+        socket_send_buffer: t.socket_send_buffer,
+        socket_recv_buffer: t.socket_recv_buffer,
+    };
+    let show = |a: Option<anyhow::Result<std::net::SocketAddr>>| match a {
+        Some(Ok(a)) => a.to_string(),
+        Some(Err(_)) => "?".to_string(),
+        None => "off".to_string(),
+    };
     tracing::info!(
         tun = tun.name(),
         addr = %settings.pool.first_host(),
         pool = %settings.pool,
-        listen = %udp.local_addr()?,
+        udp = %show(udp.as_ref().map(|u| u.local_addr())),
+        tcp = %show(tcp.as_ref().map(|t| t.local_addr())),
+        max_tcp_connections = t.max_connections,
         peers = settings.peers.len(),
         public_key = %settings.secret_key.public_key(),
         ?tunables,
@@ -153,17 +206,17 @@ fn run(args: RunArgs) -> Result<()> {
         "ringway-server running"
     );
     let sessions = Sessions::new(&settings);
-    let mut driver = Driver::new(
-        &tunables,
-        settings.mtu,
-        tun.fd(),
-        udp.fd(),
-        signal_fd.as_raw_fd(),
-        sessions,
-    )?;
+    let fds = Fds {
+        tun: tun.fd(),
+        udp: udp.as_ref().map(|u| u.fd()),
+        tcp_listener: tcp.as_ref().map(|t| t.fd()),
+        signal: signal_fd.as_raw_fd(),
+    };
+    let mut driver = Driver::new(&tunables, limits, settings.mtu, fds, sessions)?;
     driver.run()?;
     // The driver (and its ring) goes before the descriptors it used.
     drop(driver);
+    drop(tcp);
     drop(udp);
     drop(tun);
     drop(signal_fd);

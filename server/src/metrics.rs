@@ -18,8 +18,6 @@ pub struct Counters {
     pub inside_tx_bytes: u64,
     /// Datagrams received from the network.
     pub outside_rx_frames: u64,
-    /// Datagrams sent to the network.
-    pub outside_tx_frames: u64,
     /// Handshakes completed.
     pub handshakes: u64,
     /// Sessions removed for idleness.
@@ -46,14 +44,8 @@ pub struct Counters {
     pub drop_handshake_replay: u64,
     /// Initiations refused for lack of a free inner address.
     pub drop_pool_exhausted: u64,
-    /// Packets dropped because every tx slot was busy.
-    pub drop_tx_full: u64,
-    /// Datagrams larger than a slot buffer.
+    /// Packets too large to seal.
     pub drop_oversize: u64,
-    /// Failed sends and writes reported by the kernel.
-    pub io_errors: u64,
-    /// Reads that completed with EAGAIN (non-blocking TUN wakeups with no packet).
-    pub eagain: u64,
 }
 
 impl Counters {
@@ -69,7 +61,6 @@ impl Counters {
             + self.drop_unknown_peer
             + self.drop_handshake_replay
             + self.drop_pool_exhausted
-            + self.drop_tx_full
             + self.drop_oversize
     }
 }
@@ -78,16 +69,15 @@ impl fmt::Display for Counters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "inside rx {} pkts/{} B, inside tx {} pkts/{} B, outside rx {} tx {}, handshakes {}, \
+            "inside_rx {} pkts/{} B, inside_tx {} pkts/{} B, outside_rx {}, handshakes {}, \
              expired {}, disconnected {}, drops: no_route {} malformed {} unknown_session {} auth {} \
              replay {} bad_source {} hs_invalid {} unknown_peer {} hs_replay {} pool_exhausted {} \
-             tx_full {} oversize {}; io_errors {} eagain {}",
+             oversize {}",
             self.inside_rx_packets,
             self.inside_rx_bytes,
             self.inside_tx_packets,
             self.inside_tx_bytes,
             self.outside_rx_frames,
-            self.outside_tx_frames,
             self.handshakes,
             self.sessions_expired,
             self.sessions_disconnected,
@@ -101,10 +91,65 @@ impl fmt::Display for Counters {
             self.drop_unknown_peer,
             self.drop_handshake_replay,
             self.drop_pool_exhausted,
-            self.drop_tx_full,
             self.drop_oversize,
+        )
+    }
+}
+
+/// What the I/O driver saw: sends, kernel errors, TCP connection life cycles.
+#[derive(Debug, Default, Clone)]
+pub struct IoCounters {
+    /// UDP datagrams sent.
+    pub udp_tx_frames: u64,
+    /// Frames sent on TCP connections.
+    pub tcp_tx_frames: u64,
+    /// Packets dropped because every tx slot was busy.
+    pub drop_tx_full: u64,
+    /// Frames dropped because a TCP connection's send queue was full.
+    pub drop_tcp_queue_full: u64,
+    /// UDP datagrams larger than a slot buffer.
+    pub drop_truncated: u64,
+    /// Failed reads, sends and writes reported by the kernel.
+    pub io_errors: u64,
+    /// TUN reads that completed with EAGAIN (a wakeup with no packet).
+    pub eagain: u64,
+    /// TCP connections accepted.
+    pub tcp_accepted: u64,
+    /// TCP connections refused at the connection cap.
+    pub tcp_refused: u64,
+    /// Connections closed for sending bytes that are not Ringway frames.
+    pub tcp_closed_garbage: u64,
+    /// Connections closed for not completing a handshake in time.
+    pub tcp_closed_handshake_timeout: u64,
+    /// Connections the peer closed.
+    pub tcp_closed_by_peer: u64,
+    /// Connections closed after a socket error.
+    pub tcp_closed_error: u64,
+    /// Connections closed because their session ended.
+    pub tcp_closed_session_end: u64,
+}
+
+impl fmt::Display for IoCounters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "udp_tx {} tcp_tx {} tx_full {} tcp_queue_full {} truncated {} io_errors {} eagain {}; \
+             tcp_accepted {} tcp_refused {} tcp_closed_garbage {} tcp_closed_handshake_timeout {} \
+             tcp_closed_by_peer {} tcp_closed_error {} tcp_closed_session_end {}",
+            self.udp_tx_frames,
+            self.tcp_tx_frames,
+            self.drop_tx_full,
+            self.drop_tcp_queue_full,
+            self.drop_truncated,
             self.io_errors,
             self.eagain,
+            self.tcp_accepted,
+            self.tcp_refused,
+            self.tcp_closed_garbage,
+            self.tcp_closed_handshake_timeout,
+            self.tcp_closed_by_peer,
+            self.tcp_closed_error,
+            self.tcp_closed_session_end,
         )
     }
 }

@@ -40,6 +40,34 @@ pub trait IdSource {
     fn next_id(&mut self) -> u32;
 }
 
+/// A TCP connection as the driver names it: a slot index plus the slot's
+/// generation, so a reused slot is never mistaken for the connection before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    /// Slot in the driver's connection table.
+    pub index: u32,
+    /// Generation of that slot.
+    pub generation: u32,
+}
+
+/// Where a peer is reached: a UDP address, or a TCP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outside {
+    /// Datagrams to and from this address.
+    Udp(SocketAddr),
+    /// Length-prefixed frames on this connection.
+    Tcp(ConnId),
+}
+
+impl std::fmt::Display for Outside {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outside::Udp(a) => write!(f, "udp:{a}"),
+            Outside::Tcp(c) => write!(f, "tcp#{}.{}", c.index, c.generation),
+        }
+    }
+}
+
 /// What a received frame asks of the driver.
 #[derive(Debug)]
 pub enum OutsideAction<'a> {
@@ -48,7 +76,16 @@ pub enum OutsideAction<'a> {
     /// Write the decrypted packet at this range of the frame buffer to the TUN.
     ToInside(Range<usize>),
     /// Send these bytes back to the sender (a handshake response).
-    Reply(SocketAddr, CowBytes<'a>),
+    Reply(Outside, CowBytes<'a>),
+}
+
+/// What the timers ask of the driver.
+#[derive(Debug)]
+pub enum TimerOutput<'a> {
+    /// Send this frame (a keepalive or a disconnect).
+    Send(Outside, &'a [u8]),
+    /// This session is over; a TCP connection carrying it can be closed.
+    Ended(Outside),
 }
 
 /// What a packet read from the TUN asks of the driver.
@@ -58,8 +95,8 @@ pub enum InsideAction {
     Drop,
     /// Send `len` bytes from the frame start to `to`.
     Send {
-        /// The peer's current outside address.
-        to: SocketAddr,
+        /// Where the peer is reached now.
+        to: Outside,
         /// Sealed frame length.
         len: usize,
     },
@@ -78,7 +115,7 @@ struct PeerState {
 struct Entry {
     session: Session,
     peer: usize,
-    outside: SocketAddr,
+    outside: Outside,
     inner: Ipv4Addr,
 }
 
@@ -157,7 +194,7 @@ impl Sessions {
     pub fn handle_outside(
         &mut self,
         frame: &mut [u8],
-        from: SocketAddr,
+        from: Outside,
         now: Instant,
         ids: &mut impl IdSource,
     ) -> OutsideAction<'_> {
@@ -176,7 +213,7 @@ impl Sessions {
     fn handle_init(
         &mut self,
         frame: &[u8],
-        from: SocketAddr,
+        from: Outside,
         now: Instant,
         ids: &mut impl IdSource,
     ) -> OutsideAction<'_> {
@@ -260,7 +297,7 @@ impl Sessions {
     fn handle_transport(
         &mut self,
         frame: &mut [u8],
-        from: SocketAddr,
+        from: Outside,
         now: Instant,
     ) -> OutsideAction<'_> {
         let Some(entry) = peek_session_id(frame).and_then(|id| self.sessions.get_mut(&id)) else {
@@ -336,12 +373,12 @@ impl Sessions {
         }
     }
 
-    /// Runs every session's timers: emits keepalives through `send`, removes
-    /// expired sessions. Returns the earliest next deadline, if any session remains.
+    /// Runs every session's timers: emits keepalives and the ends of expired
+    /// sessions through `out`. Returns the earliest next deadline, if any.
     pub fn handle_timers(
         &mut self,
         now: Instant,
-        mut send: impl FnMut(SocketAddr, &[u8]),
+        mut out: impl FnMut(TimerOutput<'_>),
     ) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         self.expired.clear();
@@ -353,7 +390,7 @@ impl Sessions {
                 }
                 TimerEvent::SendKeepalive => {
                     if let Ok(n) = entry.session.sealer.seal_keepalive(&mut self.scratch, now) {
-                        send(entry.outside, &self.scratch[..n]);
+                        out(TimerOutput::Send(entry.outside, &self.scratch[..n]));
                     }
                 }
                 TimerEvent::Idle => {}
@@ -365,6 +402,7 @@ impl Sessions {
             let id = self.expired[i];
             if let Some(e) = self.sessions.get(&id) {
                 tracing::info!(peer = %self.peers[e.peer].config.name, session_id = id, "session expired");
+                out(TimerOutput::Ended(e.outside));
             }
             self.remove(id);
             self.counters.sessions_expired += 1;
@@ -373,15 +411,36 @@ impl Sessions {
     }
 
     /// Seals a disconnect for every session (for a clean shutdown) and forgets them.
-    pub fn disconnect_all(&mut self, now: Instant, mut send: impl FnMut(SocketAddr, &[u8])) {
+    pub fn disconnect_all(&mut self, now: Instant, mut out: impl FnMut(TimerOutput<'_>)) {
         for entry in self.sessions.values_mut() {
             if let Ok(n) = entry.session.sealer.seal_disconnect(&mut self.scratch, now) {
-                send(entry.outside, &self.scratch[..n]);
+                out(TimerOutput::Send(entry.outside, &self.scratch[..n]));
             }
         }
         let ids: Vec<u32> = self.sessions.keys().copied().collect();
         for id in ids {
             self.remove(id);
+        }
+    }
+
+    /// A TCP connection is gone: any session carried only by it ends (the
+    /// client re-handshakes on its next connection).
+    pub fn connection_closed(&mut self, conn: ConnId) {
+        let gone = Outside::Tcp(conn);
+        self.expired.clear();
+        self.expired.extend(
+            self.sessions
+                .iter()
+                .filter(|(_, e)| e.outside == gone)
+                .map(|(id, _)| *id),
+        );
+        for i in 0..self.expired.len() {
+            let id = self.expired[i];
+            if let Some(e) = self.sessions.get(&id) {
+                tracing::info!(peer = %self.peers[e.peer].config.name, session_id = id, "session ended with its TCP connection");
+            }
+            self.remove(id);
+            self.counters.sessions_disconnected += 1;
         }
     }
 

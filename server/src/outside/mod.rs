@@ -1,3 +1,4 @@
 //! The outside: the network sockets peers reach us on.
 
+pub mod tcp;
 pub mod udp;

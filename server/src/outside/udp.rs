@@ -6,10 +6,6 @@ use std::os::fd::{AsRawFd, RawFd};
 use anyhow::{Context, Result};
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// Socket buffer size asked of the kernel: bursts of a few thousand packets
-/// must not be dropped while the loop is busy with the previous batch.
-const SOCKET_BUFFER: usize = 4 << 20;
-
 /// A bound UDP socket, left in blocking mode: io_uring polls it internally and
 /// never blocks the loop on it.
 #[derive(Debug)]
@@ -18,13 +14,17 @@ pub struct Udp {
 }
 
 impl Udp {
-    /// Binds `addr` with large socket buffers.
-    pub fn bind(addr: SocketAddr) -> Result<Self> {
+    /// Binds `addr`, asking for `buffer` bytes of socket buffer each way: a
+    /// burst of thousands of packets must not be dropped while the loop is busy
+    /// with the previous batch.
+    pub fn bind(addr: SocketAddr, buffer: usize) -> Result<Self> {
         let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
             .context("cannot create UDP socket")?;
         // Best effort: the kernel caps these at net.core.{r,w}mem_max.
-        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
-        let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+        if buffer > 0 {
+            let _ = socket.set_recv_buffer_size(buffer);
+            let _ = socket.set_send_buffer_size(buffer);
+        }
         socket.bind(&addr.into()).map_err(|e| {
             if e.kind() == std::io::ErrorKind::AddrInUse {
                 anyhow::anyhow!("cannot listen on UDP {addr}: address already in use (another server running? change server.listen_udp)")

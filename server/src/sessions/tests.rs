@@ -26,7 +26,9 @@ fn server_keys() -> Keypair {
 
 fn settings(peers: &[(&str, &Keypair, Option<[u8; 32]>)], pool: &str) -> Settings {
     Settings {
-        listen_udp: "127.0.0.1:0".parse().unwrap(),
+        listen_udp: Some("127.0.0.1:0".parse().unwrap()),
+        listen_tcp: None,
+        udp_socket_buffer: 0,
         secret_key: server_keys().secret,
         pool: pool.parse().unwrap(),
         tun_name: "t".into(),
@@ -35,6 +37,7 @@ fn settings(peers: &[(&str, &Keypair, Option<[u8; 32]>)], pool: &str) -> Setting
         idle_timeout_secs: 60,
         cipher: Cipher::Aes256Gcm,
         uring: UringSection::default(),
+        tcp: crate::config::TcpSection::default(),
         peers: peers
             .iter()
             .map(|(n, k, psk)| Peer {
@@ -46,8 +49,8 @@ fn settings(peers: &[(&str, &Keypair, Option<[u8; 32]>)], pool: &str) -> Setting
     }
 }
 
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([192, 0, 2, 2], port))
+fn addr(port: u16) -> Outside {
+    Outside::Udp(SocketAddr::from(([192, 0, 2, 2], port)))
 }
 
 /// Runs a handshake for `client` and returns its session and config, or `None`
@@ -57,7 +60,7 @@ fn connect(
     client: &Keypair,
     psk: Option<[u8; 32]>,
     ts: u64,
-    from: SocketAddr,
+    from: Outside,
     now: Instant,
 ) -> Option<(Session, SessionConfig)> {
     let keys = ClientKeys {
@@ -224,12 +227,16 @@ fn keepalives_then_expiry_then_address_reuse() {
     let t0 = Instant::now();
     let (mut c, _) = connect(&mut s, &alice, None, 1, addr(1), t0).unwrap();
     let mut sent = Vec::new();
-    let next = s.handle_timers(t0, |to, b| sent.push((to, b.to_vec())));
-    assert!(sent.is_empty());
+    let mut ended = Vec::new();
+    let mut record = |o: TimerOutput<'_>| match o {
+        TimerOutput::Send(to, b) => sent.push((to, b.to_vec())),
+        TimerOutput::Ended(to) => ended.push(to),
+    };
+    let next = s.handle_timers(t0, &mut record);
     assert_eq!(next, Some(t0 + Duration::from_secs(10)));
-    s.handle_timers(t0 + Duration::from_secs(10), |to, b| {
-        sent.push((to, b.to_vec()))
-    });
+    s.handle_timers(t0 + Duration::from_secs(10), &mut record);
+    let next = s.handle_timers(t0 + Duration::from_secs(60), &mut record);
+    assert_eq!(next, None);
     assert_eq!(sent.len(), 1);
     let (to, mut ka) = sent.pop().unwrap();
     assert_eq!(to, addr(1));
@@ -237,8 +244,7 @@ fn keepalives_then_expiry_then_address_reuse() {
         c.opener.open(&mut ka, t0).unwrap().kind,
         ringway_proto::wire::FrameType::Keepalive
     );
-    let next = s.handle_timers(t0 + Duration::from_secs(60), |_, _| {});
-    assert_eq!(next, None);
+    assert_eq!(ended, vec![addr(1)]);
     assert_eq!(s.counters.sessions_expired, 1);
     assert!(s.is_empty());
 }
@@ -257,4 +263,42 @@ fn disconnect_frame_ends_the_session() {
     // Coming back after a clean disconnect: the same inner address.
     let (_, cfg2) = connect(&mut s, &alice, None, 2, addr(1), now).unwrap();
     assert_eq!(cfg2.client_addr, Ipv4Addr::new(198, 18, 0, 2));
+}
+
+#[test]
+fn tcp_sessions_end_with_their_connection_and_can_move() {
+    let alice = Keypair::from_random([2; 32]);
+    let mut s = Sessions::new(&settings(&[("alice", &alice, None)], "198.18.0.0/24"));
+    let now = Instant::now();
+    let conn = ConnId {
+        index: 3,
+        generation: 1,
+    };
+    let (mut c, cfg) = connect(&mut s, &alice, None, 1, Outside::Tcp(conn), now).unwrap();
+    // Replies to the server's side go to the connection.
+    let mut buf = ipv4_packet(cfg.server_addr, cfg.client_addr, 40);
+    buf.splice(0..0, [0u8; HEADER_LEN]);
+    buf.extend_from_slice(&[0u8; 16]);
+    assert!(matches!(
+        s.handle_inside(&mut buf, 40, now),
+        InsideAction::Send { to: Outside::Tcp(c2), .. } if c2 == conn
+    ));
+    // Another connection with the same index but a newer generation is a different one.
+    s.connection_closed(ConnId {
+        index: 3,
+        generation: 2,
+    });
+    assert_eq!(s.len(), 1);
+    // The client moves to UDP: authenticated frames re-point the session.
+    let pkt = ipv4_packet(cfg.client_addr, cfg.server_addr, 20);
+    let mut frame = seal_from_client(&mut c, &pkt, now);
+    assert!(matches!(
+        s.handle_outside(&mut frame, addr(7), now, &mut Counter(0)),
+        OutsideAction::ToInside(_)
+    ));
+    s.connection_closed(conn);
+    assert_eq!(s.len(), 1, "the session moved off the closed connection");
+    let (_c, _) = connect(&mut s, &alice, None, 2, Outside::Tcp(conn), now).unwrap();
+    s.connection_closed(conn);
+    assert!(s.is_empty());
 }

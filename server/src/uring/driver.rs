@@ -1,39 +1,44 @@
-//! The event loop.
+//! The event loop, and the TUN and UDP paths through it.
 //!
 //! Ownership of kernel-shared memory: every buffer, `msghdr`, `iovec`, socket
-//! address and timespec the kernel may touch lives in this struct's heap
-//! allocations, which are created once and never resized. A slot is marked busy
-//! when its request is queued and released only by that request's completion,
-//! so nothing is reused or freed while the kernel holds it. On shutdown every
-//! outstanding request is cancelled and the loop waits for all completions
-//! before returning; if some never arrive, the memory is leaked on drop rather
-//! than freed under the kernel.
+//! address and timespec the kernel may touch lives in heap allocations owned
+//! by this struct ([`Shared`], and the boxed TCP connections), created once
+//! and never moved. A slot is marked busy when its request is queued and
+//! released only by that request's completion, so nothing is reused or freed
+//! while the kernel holds it. On shutdown every outstanding request is
+//! cancelled and the loop waits for all completions before returning; if some
+//! never arrive, the memory is leaked on drop rather than freed under the kernel.
 #![allow(unsafe_code)]
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use io_uring::{opcode, squeue, types, IoUring};
+use io_uring::{opcode, types, IoUring};
 use ring::rand::{SecureRandom, SystemRandom};
 use ringway_proto::wire::transport::TAG_LEN;
+use ringway_proto::wire::STREAM_PREFIX_LEN;
 use socket2::SockAddr;
 
 use super::buffers::{BufId, BufferPool};
+use super::tcp::{self, CloseReason, Conns, TcpLimits};
+use super::tx::{queue_tun_write, queue_udp_send, take_copy, MsgSlot, Queue, TxKind, TxTable};
 use super::user_data::{next_generation, Path, UserData};
+use crate::metrics::IoCounters;
+use crate::outside::tcp::arena::Arena;
 use crate::sessions::{
-    IdSource, InsideAction, OutsideAction, Sessions, FRAME_OFFSET, PAYLOAD_OFFSET,
+    IdSource, InsideAction, Outside, OutsideAction, Sessions, TimerOutput, FRAME_OFFSET,
+    PAYLOAD_OFFSET,
 };
 
-/// How often session timers run; keepalive and expiry are whole seconds.
+/// How often session timers and TCP deadlines run; both are whole seconds.
 const TICK: Duration = Duration::from_secs(1);
 /// How long shutdown waits for cancelled requests to complete.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(800);
-/// Requests outside the slot tables: the timer and the signal read.
-const FIXED_REQUESTS: u32 = 2;
+/// Requests outside the slot tables: the timer, the signal read and the accept.
+const FIXED_REQUESTS: u32 = 3;
 
 /// Per-path in-flight request counts and ring settings.
 #[derive(Debug, Clone)]
@@ -70,6 +75,30 @@ impl Tunables {
         }
         Ok(())
     }
+
+    /// Completion queue size: room for every request that can be in flight at
+    /// once, TCP connections (a receive and a send each) included.
+    fn cq_entries(&self, max_tcp: u32) -> u32 {
+        let inflight =
+            self.tun_rx_slots + self.udp_rx_slots + self.tx_slots + FIXED_REQUESTS + 2 * max_tcp;
+        (2 * inflight)
+            .next_power_of_two()
+            .clamp(2 * self.ring_entries, 65536)
+    }
+}
+
+/// The descriptors the loop drives; the caller owns them and must keep them
+/// open until the driver is dropped.
+#[derive(Debug, Clone, Copy)]
+pub struct Fds {
+    /// The TUN device.
+    pub tun: RawFd,
+    /// The UDP socket, if UDP is on.
+    pub udp: Option<RawFd>,
+    /// The TCP listener, if TCP is on.
+    pub tcp_listener: Option<RawFd>,
+    /// The signalfd for SIGINT/SIGTERM.
+    pub signal: RawFd,
 }
 
 /// A receive slot: one request in flight at a time, with the buffer it fills.
@@ -80,71 +109,12 @@ struct RxSlot {
     armed: bool,
 }
 
-/// What the kernel reads or writes for a sendmsg/recvmsg. Pointers inside are
-/// refreshed each time the slot is armed, from the slot's own (stable) fields.
-struct MsgSlot {
-    hdr: libc::msghdr,
-    iov: libc::iovec,
-    /// Where recvmsg writes the sender's address.
-    from: libc::sockaddr_storage,
-    /// Where sendmsg reads the destination from.
-    to: SockAddr,
-}
-
-impl MsgSlot {
-    fn new() -> Self {
-        // SAFETY: msghdr, iovec and sockaddr_storage are plain C structs for
-        // which all-zero bytes are a valid (empty) value.
-        let (hdr, iov, from) =
-            unsafe { (std::mem::zeroed(), std::mem::zeroed(), std::mem::zeroed()) };
-        MsgSlot {
-            hdr,
-            iov,
-            from,
-            to: SockAddr::from(SocketAddr::from(([0, 0, 0, 0], 0))),
-        }
-    }
-}
-
 struct UdpRxSlot {
     rx: RxSlot,
     msg: MsgSlot,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TxKind {
-    Udp,
-    Tun,
-}
-
-struct TxSlot {
-    buf: BufId,
-    generation: u32,
-    busy: bool,
-    kind: TxKind,
-    msg: MsgSlot,
-}
-
-/// Slots for sends: each holds the buffer it sends from until its completion.
-struct TxTable {
-    slots: Vec<TxSlot>,
-    free: Vec<u32>,
-}
-
-/// Queued submissions and the count of requests the kernel holds.
-struct Queue {
-    pending: VecDeque<squeue::Entry>,
-    inflight: usize,
-}
-
-impl Queue {
-    fn push(&mut self, e: squeue::Entry) {
-        self.pending.push_back(e);
-        self.inflight += 1;
-    }
-}
-
-struct OsRandom(SystemRandom);
+pub(super) struct OsRandom(SystemRandom);
 
 impl IdSource for OsRandom {
     fn next_id(&mut self) -> u32 {
@@ -156,13 +126,13 @@ impl IdSource for OsRandom {
     }
 }
 
-/// Kernel-shared memory, boxed so it can be leaked as a unit if the kernel
-/// never returns some of it.
-struct Shared {
-    bufs: BufferPool,
+/// Kernel-shared memory of the fixed slots, boxed so it can be leaked as a
+/// unit if the kernel never returns some of it.
+pub(super) struct Shared {
+    pub bufs: BufferPool,
     tun_rx: Vec<RxSlot>,
     udp_rx: Vec<UdpRxSlot>,
-    tx: TxTable,
+    pub tx: TxTable,
     timespec: types::Timespec,
     siginfo: libc::signalfd_siginfo,
 }
@@ -171,16 +141,20 @@ struct Shared {
 /// before the memory its requests point into.
 pub struct Driver {
     ring: IoUring,
-    shared: Box<Shared>,
-    queue: Queue,
+    pub(super) shared: Box<Shared>,
+    pub(super) conns: Conns,
+    pub(super) arena: Arena,
+    pub(super) queue: Queue,
     cqes: Vec<(u64, i32, u32)>,
-    sessions: Sessions,
-    ids: OsRandom,
-    tun_fd: RawFd,
-    udp_fd: RawFd,
+    pub(super) sessions: Sessions,
+    pub(super) io: IoCounters,
+    pub(super) ids: OsRandom,
+    pub(super) tun_fd: RawFd,
+    udp_fd: Option<RawFd>,
     signal_fd: RawFd,
     timer_generation: u32,
     tun_poll_generation: Vec<u32>,
+    ended: Vec<Outside>,
     shutdown_deadline: Option<Instant>,
     stats_at: Instant,
 }
@@ -197,20 +171,56 @@ fn is_transient(res: i32) -> bool {
     res == -libc::EAGAIN || res == -libc::EINTR || res == -libc::ECANCELED || res == -libc::ENOBUFS
 }
 
+/// Where control frames (handshake replies, keepalives, disconnects) go out:
+/// bundles the fields a send needs so it can run inside a session callback.
+struct Sinks<'a> {
+    shared: &'a mut Shared,
+    conns: &'a mut Conns,
+    arena: &'a mut Arena,
+    queue: &'a mut Queue,
+    io: &'a mut IoCounters,
+    udp_fd: Option<RawFd>,
+}
+
+impl Sinks<'_> {
+    /// Sends a frame that does not sit in a slot buffer: copied once, into a
+    /// tx buffer (UDP) or the connection's send queue (TCP).
+    fn send(&mut self, to: Outside, frame: &[u8]) {
+        match to {
+            Outside::Udp(addr) => {
+                let Some(fd) = self.udp_fd else { return };
+                let s = &mut *self.shared;
+                match take_copy(&mut s.bufs, &mut s.tx, FRAME_OFFSET, frame) {
+                    Some((t, buf, n)) => {
+                        queue_udp_send(&mut s.bufs, &mut s.tx, self.queue, fd, t, buf, n, addr)
+                    }
+                    None => self.io.drop_tx_full += 1,
+                }
+            }
+            Outside::Tcp(id) => {
+                tcp::queue_unprefixed(self.conns, id, frame, self.arena, self.queue, self.io)
+            }
+        }
+    }
+}
+
 impl Driver {
-    /// Builds the ring and the slot tables. The descriptors must stay open for
-    /// the driver's lifetime (the caller owns them and drops them after it).
+    /// Builds the ring and the slot tables.
     pub fn new(
         t: &Tunables,
+        limits: TcpLimits,
         mtu: u16,
-        tun_fd: RawFd,
-        udp_fd: RawFd,
-        signal_fd: RawFd,
+        fds: Fds,
         sessions: Sessions,
     ) -> Result<Self> {
         t.check()?;
+        let max_tcp = if fds.tcp_listener.is_some() {
+            limits.max_connections
+        } else {
+            0
+        };
         let mut builder = IoUring::builder();
-        builder.setup_cqsize(t.ring_entries * 2);
+        builder.setup_cqsize(t.cq_entries(max_tcp));
         if t.sqpoll_idle_ms > 0 {
             builder.setup_sqpoll(t.sqpoll_idle_ms);
         } else {
@@ -223,7 +233,7 @@ impl Driver {
             // Older kernels lack DEFER_TASKRUN; fall back to a plain ring.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) && t.sqpoll_idle_ms == 0 => {
                 IoUring::builder()
-                    .setup_cqsize(t.ring_entries * 2)
+                    .setup_cqsize(t.cq_entries(max_tcp))
                     .build(t.ring_entries)
                     .context("cannot create io_uring")?
             }
@@ -233,12 +243,12 @@ impl Driver {
             Err(e) => return Err(anyhow::Error::new(e).context("cannot create io_uring")),
         };
 
-        // Payload room: the MTU plus headroom and tag; rounded to a cache line.
+        // Payload room: the MTU plus headroom and tag, rounded to a cache line.
         // Reading 64 KiB offloaded packets later only changes this size.
         let buf_size = (PAYLOAD_OFFSET + usize::from(mtu) + TAG_LEN + 63) & !63;
-        let rx_count = (t.tun_rx_slots + t.udp_rx_slots) as usize;
-        let tx_count = t.tx_slots as usize;
-        let mut bufs = BufferPool::new(rx_count + tx_count, buf_size);
+        let udp_rx_slots = if fds.udp.is_some() { t.udp_rx_slots } else { 0 };
+        let rx_count = (t.tun_rx_slots + udp_rx_slots) as usize;
+        let mut bufs = BufferPool::new(rx_count + t.tx_slots as usize, buf_size);
         let mut take = || {
             bufs.take()
                 .context("buffer pool smaller than the slot count")
@@ -252,7 +262,7 @@ impl Driver {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let udp_rx = (0..t.udp_rx_slots)
+        let udp_rx = (0..udp_rx_slots)
             .map(|_| {
                 Ok(UdpRxSlot {
                     rx: RxSlot {
@@ -264,44 +274,36 @@ impl Driver {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let tx = TxTable {
-            slots: (0..t.tx_slots)
-                .map(|_| TxSlot {
-                    buf: 0,
-                    generation: 0,
-                    busy: false,
-                    kind: TxKind::Udp,
-                    msg: MsgSlot::new(),
-                })
-                .collect(),
-            free: (0..t.tx_slots).rev().collect(),
-        };
         // SAFETY: signalfd_siginfo is a plain C struct; all-zero is valid.
         let siginfo = unsafe { std::mem::zeroed() };
         let shared = Box::new(Shared {
             bufs,
             tun_rx,
             udp_rx,
-            tx,
+            tx: TxTable::new(t.tx_slots),
             timespec: types::Timespec::from(TICK),
             siginfo,
         });
-        let total = (t.tun_rx_slots + t.udp_rx_slots + t.tx_slots + FIXED_REQUESTS) as usize;
+        let total = (t.tun_rx_slots + udp_rx_slots + t.tx_slots + FIXED_REQUESTS) as usize;
         Ok(Driver {
             ring,
             shared,
+            conns: Conns::new(limits, fds.tcp_listener),
+            arena: Arena::default(),
             queue: Queue {
                 pending: VecDeque::with_capacity(total * 2),
                 inflight: 0,
             },
-            cqes: Vec::with_capacity(t.ring_entries as usize * 2),
+            cqes: Vec::with_capacity(t.cq_entries(max_tcp) as usize),
             sessions,
+            io: IoCounters::default(),
             ids: OsRandom(SystemRandom::new()),
-            tun_fd,
-            udp_fd,
-            signal_fd,
+            tun_fd: fds.tun,
+            udp_fd: fds.udp,
+            signal_fd: fds.signal,
             timer_generation: 0,
             tun_poll_generation: vec![0; t.tun_rx_slots as usize],
+            ended: Vec::new(),
             shutdown_deadline: None,
             stats_at: Instant::now(),
         })
@@ -310,6 +312,11 @@ impl Driver {
     /// The session layer, for inspection after the loop ends.
     pub fn sessions(&self) -> &Sessions {
         &self.sessions
+    }
+
+    /// I/O counters, for inspection after the loop ends.
+    pub fn io_counters(&self) -> &IoCounters {
+        &self.io
     }
 
     /// Runs until SIGINT/SIGTERM, then cancels everything and waits for the
@@ -321,6 +328,7 @@ impl Driver {
         for slot in 0..self.shared.udp_rx.len() {
             self.arm_udp_rx(slot);
         }
+        self.arm_accept();
         self.arm_timer();
         self.arm_signal();
         loop {
@@ -335,7 +343,7 @@ impl Driver {
                     if left.is_zero() {
                         tracing::warn!(
                             inflight = self.queue.inflight,
-                            "requests still in flight after shutdown grace period"
+                            "requests still in flight after the shutdown grace period"
                         );
                         break;
                     }
@@ -357,7 +365,7 @@ impl Driver {
                 break;
             }
         }
-        tracing::info!(counters = %self.sessions.counters, "stopped");
+        tracing::info!(counters = %self.sessions.counters, io = %self.io, "stopped");
         Ok(())
     }
 
@@ -366,9 +374,9 @@ impl Driver {
     fn flush(&mut self) {
         let mut sq = self.ring.submission();
         while let Some(e) = self.queue.pending.front() {
-            // SAFETY: every queued entry points only into `self.shared`, whose
-            // heap memory is not moved, reused or freed until the entry's
-            // completion has been reaped (see the module doc).
+            // SAFETY: every queued entry points only into `self.shared` or a
+            // boxed TCP connection, whose memory is not moved, reused or freed
+            // until the entry's completion has been reaped (see the module doc).
             if unsafe { sq.push(e) }.is_err() {
                 break;
             }
@@ -387,30 +395,50 @@ impl Driver {
         }
         let now = Instant::now();
         for i in 0..self.cqes.len() {
-            let (ud, res, _flags) = self.cqes[i];
-            self.queue.inflight = self.queue.inflight.saturating_sub(1);
+            let (ud, res, flags) = self.cqes[i];
             let Some(ud) = UserData::decode(ud) else {
                 tracing::error!(user_data = ud, "completion with unknown user_data");
                 continue;
             };
+            // A multishot accept keeps its request (and its count) while "more" is set.
+            if !(ud.path == Path::Accept && io_uring::cqueue::more(flags)) {
+                self.queue.inflight = self.queue.inflight.saturating_sub(1);
+            }
             match ud.path {
                 Path::TunRx => self.on_tun_rx(ud, res, now),
-                Path::TunPoll => self.on_tun_poll(ud, res),
+                Path::TunPoll => self.on_tun_poll(ud),
                 Path::UdpRx => self.on_udp_rx(ud, res, now),
                 Path::Tx => self.on_tx(ud, res),
                 Path::Timer => self.on_timer(ud, now),
                 Path::Signal => self.on_signal(res, now),
+                Path::Accept => self.on_accept(ud, res, flags, now),
+                Path::TcpRx => self.on_tcp_rx(ud, res, now),
+                Path::TcpTx => self.on_tcp_tx(ud, res),
                 Path::Cancel => {}
             }
         }
         if now.duration_since(self.stats_at) >= Duration::from_secs(30) {
             self.stats_at = now;
-            tracing::debug!(sessions = self.sessions.len(), counters = %self.sessions.counters, "stats");
+            tracing::debug!(sessions = self.sessions.len(), tcp = self.conns.live(), counters = %self.sessions.counters, io = %self.io, "stats");
         }
     }
 
-    fn shutting_down(&self) -> bool {
+    pub(super) fn shutting_down(&self) -> bool {
         self.shutdown_deadline.is_some()
+    }
+
+    fn sinks(&mut self) -> (&mut Sessions, Sinks<'_>) {
+        (
+            &mut self.sessions,
+            Sinks {
+                shared: &mut self.shared,
+                conns: &mut self.conns,
+                arena: &mut self.arena,
+                queue: &mut self.queue,
+                io: &mut self.io,
+                udp_fd: self.udp_fd,
+            },
+        )
     }
 
     fn arm_tun_rx(&mut self, slot: usize) {
@@ -447,6 +475,7 @@ impl Driver {
     }
 
     fn arm_udp_rx(&mut self, slot: usize) {
+        let Some(udp_fd) = self.udp_fd else { return };
         let shared = &mut *self.shared;
         let s = &mut shared.udp_rx[slot];
         s.rx.generation = next_generation(s.rx.generation);
@@ -467,7 +496,7 @@ impl Driver {
             slot: slot as u32,
             generation: s.rx.generation,
         };
-        let e = opcode::RecvMsg::new(types::Fd(self.udp_fd), &mut m.hdr)
+        let e = opcode::RecvMsg::new(types::Fd(udp_fd), &mut m.hdr)
             .build()
             .user_data(ud.encode());
         self.queue.push(e);
@@ -516,13 +545,13 @@ impl Driver {
             return;
         }
         if res == -libc::EAGAIN {
-            self.sessions.counters.eagain += 1;
+            self.io.eagain += 1;
             self.arm_tun_poll(slot);
             return;
         }
         if res <= 0 {
             if !is_transient(res) && res != 0 {
-                self.sessions.counters.io_errors += 1;
+                self.io.io_errors += 1;
                 tracing::debug!(error = %io::Error::from_raw_os_error(-res), "TUN read failed");
             }
             self.arm_tun_rx(slot);
@@ -532,28 +561,61 @@ impl Driver {
         let shared = &mut *self.shared;
         let buf = shared.tun_rx[slot].buf;
         let frame = &mut shared.bufs.get_mut(buf)[FRAME_OFFSET..];
-        if let InsideAction::Send { to, len } = self.sessions.handle_inside(frame, n, now) {
-            match shared.tx.free.pop() {
-                Some(t) => {
-                    queue_udp_send(shared, &mut self.queue, self.udp_fd, t, buf, len, to);
-                    // The filled buffer now belongs to the send; read into a fresh one.
-                    match shared.bufs.take() {
-                        Some(fresh) => shared.tun_rx[slot].buf = fresh,
-                        None => {
-                            tracing::error!(
-                                "buffer pool empty with a tx slot free: TUN slot left idle"
-                            );
-                            return;
-                        }
+        match self.sessions.handle_inside(frame, n, now) {
+            InsideAction::Drop => {}
+            InsideAction::Send {
+                to: Outside::Udp(addr),
+                len,
+            } => {
+                let (Some(udp_fd), Some(t)) = (self.udp_fd, shared.tx.free.pop()) else {
+                    self.io.drop_tx_full += 1;
+                    self.arm_tun_rx(slot);
+                    return;
+                };
+                queue_udp_send(
+                    &mut shared.bufs,
+                    &mut shared.tx,
+                    &mut self.queue,
+                    udp_fd,
+                    t,
+                    buf,
+                    len,
+                    addr,
+                );
+                // The filled buffer now belongs to the send; read into a fresh one.
+                match shared.bufs.take() {
+                    Some(fresh) => shared.tun_rx[slot].buf = fresh,
+                    None => {
+                        tracing::error!(
+                            "buffer pool empty with a tx slot free: TUN slot left idle"
+                        );
+                        return;
                     }
                 }
-                None => self.sessions.counters.drop_tx_full += 1,
+            }
+            InsideAction::Send {
+                to: Outside::Tcp(id),
+                len,
+            } => {
+                // The length prefix goes in the headroom in front of the frame,
+                // then the connection's queue takes its one copy.
+                let b = shared.bufs.get_mut(buf);
+                let start = FRAME_OFFSET - STREAM_PREFIX_LEN;
+                b[start..FRAME_OFFSET].copy_from_slice(&(len as u16).to_be_bytes());
+                tcp::queue_frame(
+                    &mut self.conns,
+                    id,
+                    &[&b[start..FRAME_OFFSET + len]],
+                    &mut self.arena,
+                    &mut self.queue,
+                    &mut self.io,
+                );
             }
         }
         self.arm_tun_rx(slot);
     }
 
-    fn on_tun_poll(&mut self, ud: UserData, _res: i32) {
+    fn on_tun_poll(&mut self, ud: UserData) {
         let slot = ud.slot as usize;
         if self.tun_poll_generation.get(slot) != Some(&ud.generation) || self.shutting_down() {
             return;
@@ -575,14 +637,14 @@ impl Driver {
         }
         if res <= 0 {
             if !is_transient(res) && res != 0 {
-                self.sessions.counters.io_errors += 1;
+                self.io.io_errors += 1;
                 tracing::debug!(error = %io::Error::from_raw_os_error(-res), "UDP receive failed");
             }
             self.arm_udp_rx(slot);
             return;
         }
         if s.msg.hdr.msg_flags & libc::MSG_TRUNC != 0 {
-            self.sessions.counters.drop_oversize += 1;
+            self.io.drop_truncated += 1;
             self.arm_udp_rx(slot);
             return;
         }
@@ -595,21 +657,23 @@ impl Driver {
             return;
         };
         let n = (res as usize).min(self.shared.bufs.buf_size() - FRAME_OFFSET);
+        let (udp_fd, tun_fd) = (self.udp_fd, self.tun_fd);
         let shared = &mut *self.shared;
         let buf = shared.udp_rx[slot].rx.buf;
         let frame = &mut shared.bufs.get_mut(buf)[FRAME_OFFSET..FRAME_OFFSET + n];
         match self
             .sessions
-            .handle_outside(frame, from, now, &mut self.ids)
+            .handle_outside(frame, Outside::Udp(from), now, &mut self.ids)
         {
             OutsideAction::None => {}
             OutsideAction::ToInside(range) => match shared.tx.free.pop() {
                 Some(t) => {
                     let offset = FRAME_OFFSET + range.start;
                     queue_tun_write(
-                        shared,
+                        &mut shared.bufs,
+                        &mut shared.tx,
                         &mut self.queue,
-                        self.tun_fd,
+                        tun_fd,
                         t,
                         buf,
                         offset,
@@ -625,13 +689,30 @@ impl Driver {
                         }
                     }
                 }
-                None => self.sessions.counters.drop_tx_full += 1,
+                None => self.io.drop_tx_full += 1,
             },
-            OutsideAction::Reply(to, bytes) => {
-                if !send_copy(shared, &mut self.queue, self.udp_fd, to, &bytes) {
-                    self.sessions.counters.drop_tx_full += 1;
+            OutsideAction::Reply(Outside::Udp(to), bytes) => match (
+                udp_fd,
+                take_copy(&mut shared.bufs, &mut shared.tx, FRAME_OFFSET, &bytes),
+            ) {
+                (Some(fd), Some((t, b, len))) => queue_udp_send(
+                    &mut shared.bufs,
+                    &mut shared.tx,
+                    &mut self.queue,
+                    fd,
+                    t,
+                    b,
+                    len,
+                    to,
+                ),
+                (_, Some((t, b, _))) => {
+                    shared.tx.free.push(t);
+                    shared.bufs.put(b);
                 }
-            }
+                (_, None) => self.io.drop_tx_full += 1,
+            },
+            // A datagram is only ever answered over UDP.
+            OutsideAction::Reply(Outside::Tcp(_), _) => {}
         }
         self.arm_udp_rx(slot);
     }
@@ -651,9 +732,9 @@ impl Driver {
             if !is_transient(res) {
                 tracing::debug!(kind = ?s.kind, error = %io::Error::from_raw_os_error(-res), "send failed");
             }
-            self.sessions.counters.io_errors += 1;
+            self.io.io_errors += 1;
         } else if s.kind == TxKind::Udp {
-            self.sessions.counters.outside_tx_frames += 1;
+            self.io.udp_tx_frames += 1;
         }
     }
 
@@ -661,16 +742,19 @@ impl Driver {
         if ud.generation != self.timer_generation || self.shutting_down() {
             return;
         }
-        let shared = &mut *self.shared;
-        let queue = &mut self.queue;
-        let udp_fd = self.udp_fd;
-        let mut full = 0u64;
-        self.sessions.handle_timers(now, |to, bytes| {
-            if !send_copy(shared, queue, udp_fd, to, bytes) {
-                full += 1;
-            }
+        let mut ended = std::mem::take(&mut self.ended);
+        let (sessions, mut sinks) = self.sinks();
+        sessions.handle_timers(now, |out| match out {
+            TimerOutput::Send(to, frame) => sinks.send(to, frame),
+            TimerOutput::Ended(to) => ended.push(to),
         });
-        self.sessions.counters.drop_tx_full += full;
+        for to in ended.drain(..) {
+            if let Outside::Tcp(id) = to {
+                self.close_conn(id, CloseReason::SessionEnd);
+            }
+        }
+        self.ended = ended;
+        self.tcp_tick(now);
         self.arm_timer();
     }
 
@@ -684,13 +768,16 @@ impl Driver {
         }
         tracing::info!(signal = self.shared.siginfo.ssi_signo, "shutting down");
         self.shutdown_deadline = Some(now + SHUTDOWN_GRACE);
-        let shared = &mut *self.shared;
-        let queue = &mut self.queue;
-        let udp_fd = self.udp_fd;
-        self.sessions.disconnect_all(now, |to, bytes| {
-            send_copy(shared, queue, udp_fd, to, bytes);
+        // UDP peers get a Disconnect; TCP peers see their connection close.
+        let (sessions, mut sinks) = self.sinks();
+        sessions.disconnect_all(now, |out| {
+            if let TimerOutput::Send(to @ Outside::Udp(_), frame) = out {
+                sinks.send(to, frame);
+            }
         });
-        // Cancel every receive and the timer; sends finish on their own.
+        // Requests queued but never submitted need no cancel: forget them.
+        self.drop_unsubmitted();
+        // Cancel every receive, poll and the timer; sends finish on their own.
         let mut targets: Vec<u64> = Vec::new();
         for (i, s) in self.shared.tun_rx.iter().enumerate() {
             if s.armed {
@@ -744,134 +831,54 @@ impl Driver {
             );
             self.queue.push(e);
         }
-        // Requests still pending in our queue were never submitted: drop them.
-        self.drop_unsubmitted();
+        self.tcp_shutdown();
     }
 
-    /// Forgets queued-but-unsubmitted receives (their slots are simply left
-    /// unarmed); keeps sends and cancels.
+    /// Forgets queued-but-unsubmitted receives and polls (their slots are left
+    /// unarmed, so nothing waits for them); keeps sends.
     fn drop_unsubmitted(&mut self) {
         let before = self.queue.pending.len();
-        self.queue.pending.retain(|e| {
-            UserData::decode(e.get_user_data())
-                .is_some_and(|u| matches!(u.path, Path::Tx | Path::Cancel))
-        });
+        let mut dropped_tun = Vec::new();
+        let mut dropped_udp = Vec::new();
+        self.queue
+            .pending
+            .retain(|e| match UserData::decode(e.get_user_data()) {
+                Some(u) if u.path == Path::TunRx => {
+                    dropped_tun.push(u.slot as usize);
+                    false
+                }
+                Some(u) if u.path == Path::UdpRx => {
+                    dropped_udp.push(u.slot as usize);
+                    false
+                }
+                Some(u) => !matches!(u.path, Path::TunPoll | Path::Timer | Path::Signal),
+                None => false,
+            });
+        for i in dropped_tun {
+            self.shared.tun_rx[i].armed = false;
+        }
+        for i in dropped_udp {
+            self.shared.udp_rx[i].rx.armed = false;
+        }
         self.queue.inflight -= before - self.queue.pending.len();
     }
 }
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        if self.queue.inflight > 0 {
-            // The kernel may still write into these buffers: never free them.
-            let shared = std::mem::replace(
-                &mut self.shared,
-                Box::new(Shared {
-                    bufs: BufferPool::new(0, 0),
-                    tun_rx: Vec::new(),
-                    udp_rx: Vec::new(),
-                    tx: TxTable {
-                        slots: Vec::new(),
-                        free: Vec::new(),
-                    },
-                    timespec: types::Timespec::new(),
-                    // SAFETY: all-zero is a valid signalfd_siginfo.
-                    siginfo: unsafe { std::mem::zeroed() },
-                }),
-            );
-            std::mem::forget(shared);
+        if self.queue.inflight > self.queue.pending.len() {
+            // The kernel may still write into this memory: never free it.
+            let empty = Box::new(Shared {
+                bufs: BufferPool::new(0, 0),
+                tun_rx: Vec::new(),
+                udp_rx: Vec::new(),
+                tx: TxTable::new(0),
+                timespec: types::Timespec::new(),
+                // SAFETY: all-zero is a valid signalfd_siginfo.
+                siginfo: unsafe { std::mem::zeroed() },
+            });
+            std::mem::forget(std::mem::replace(&mut self.shared, empty));
+            self.conns.leak();
         }
     }
-}
-
-/// Queues a sendmsg of `len` bytes from `buf` (at the frame offset) to `to`
-/// using tx slot `t`, which now owns `buf` until the completion.
-fn queue_udp_send(
-    shared: &mut Shared,
-    queue: &mut Queue,
-    udp_fd: RawFd,
-    t: u32,
-    buf: BufId,
-    len: usize,
-    to: SocketAddr,
-) {
-    let ptr = shared.bufs.ptr(buf, FRAME_OFFSET);
-    let s = &mut shared.tx.slots[t as usize];
-    s.busy = true;
-    s.buf = buf;
-    s.kind = TxKind::Udp;
-    s.generation = next_generation(s.generation);
-    let m = &mut s.msg;
-    m.to = SockAddr::from(to);
-    m.iov.iov_base = ptr.cast();
-    m.iov.iov_len = len;
-    m.hdr.msg_name = m.to.as_ptr() as *mut libc::c_void;
-    m.hdr.msg_namelen = m.to.len();
-    m.hdr.msg_iov = &mut m.iov;
-    m.hdr.msg_iovlen = 1;
-    m.hdr.msg_control = std::ptr::null_mut();
-    m.hdr.msg_controllen = 0;
-    m.hdr.msg_flags = 0;
-    let ud = UserData {
-        path: Path::Tx,
-        slot: t,
-        generation: s.generation,
-    };
-    queue.push(
-        opcode::SendMsg::new(types::Fd(udp_fd), &m.hdr)
-            .build()
-            .user_data(ud.encode()),
-    );
-}
-
-/// Queues a TUN write of `len` bytes at `offset` in `buf` using tx slot `t`.
-fn queue_tun_write(
-    shared: &mut Shared,
-    queue: &mut Queue,
-    tun_fd: RawFd,
-    t: u32,
-    buf: BufId,
-    offset: usize,
-    len: usize,
-) {
-    let ptr = shared.bufs.ptr(buf, offset);
-    let s = &mut shared.tx.slots[t as usize];
-    s.busy = true;
-    s.buf = buf;
-    s.kind = TxKind::Tun;
-    s.generation = next_generation(s.generation);
-    let ud = UserData {
-        path: Path::Tx,
-        slot: t,
-        generation: s.generation,
-    };
-    queue.push(
-        opcode::Write::new(types::Fd(tun_fd), ptr, len as u32)
-            .build()
-            .user_data(ud.encode()),
-    );
-}
-
-/// Sends bytes that do not live in a slot buffer (handshake responses,
-/// keepalives): the one place the server copies, into a free buffer the send
-/// then owns. Returns false when no tx slot is free.
-fn send_copy(
-    shared: &mut Shared,
-    queue: &mut Queue,
-    udp_fd: RawFd,
-    to: SocketAddr,
-    bytes: &[u8],
-) -> bool {
-    let Some(t) = shared.tx.free.pop() else {
-        return false;
-    };
-    let Some(buf) = shared.bufs.take() else {
-        shared.tx.free.push(t);
-        return false;
-    };
-    let dst = &mut shared.bufs.get_mut(buf)[FRAME_OFFSET..];
-    let n = bytes.len().min(dst.len());
-    dst[..n].copy_from_slice(&bytes[..n]);
-    queue_udp_send(shared, queue, udp_fd, t, buf, n, to);
-    true
 }

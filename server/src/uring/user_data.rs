@@ -30,6 +30,12 @@ pub enum Path {
     Cancel = 6,
     /// A poll waiting for the TUN to become readable after EAGAIN.
     TunPoll = 7,
+    /// The multishot accept on the TCP listener.
+    Accept = 8,
+    /// A receive on a TCP connection (slot = connection index).
+    TcpRx = 9,
+    /// A send on a TCP connection (slot = connection index).
+    TcpTx = 10,
 }
 
 impl Path {
@@ -42,6 +48,9 @@ impl Path {
             5 => Path::Signal,
             6 => Path::Cancel,
             7 => Path::TunPoll,
+            8 => Path::Accept,
+            9 => Path::TcpRx,
+            10 => Path::TcpTx,
             _ => return None,
         })
     }
@@ -98,6 +107,9 @@ mod tests {
             Path::Signal,
             Path::Cancel,
             Path::TunPoll,
+            Path::Accept,
+            Path::TcpRx,
+            Path::TcpTx,
         ] {
             for (slot, generation) in [(0, 0), (u32::MAX, GENERATION_MASK), (17, 99)] {
                 let u = UserData {

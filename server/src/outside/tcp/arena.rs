@@ -1,0 +1,66 @@
+//! Owned copies of frames for TCP send queues without an allocation per packet.
+//!
+//! A frame queued on a TCP connection must outlive the buffer it was sealed in
+//! (that buffer goes straight back to a receive slot), so it is copied once into
+//! a `Bytes`. Copies are carved out of one large `BytesMut`; when every `Bytes`
+//! cut from a chunk has been sent and dropped, `reserve` reclaims the chunk in
+//! place, so in steady state no allocation happens at all.
+
+use bytes::{Bytes, BytesMut};
+
+/// Size of each arena chunk.
+const CHUNK: usize = 256 * 1024;
+
+/// A source of owned frame copies.
+#[derive(Debug)]
+pub struct Arena {
+    buf: BytesMut,
+}
+
+impl Default for Arena {
+    fn default() -> Self {
+        Arena {
+            buf: BytesMut::with_capacity(CHUNK),
+        }
+    }
+}
+
+impl Arena {
+    /// Copies `parts` (e.g. a length prefix and a frame) into one owned `Bytes`.
+    pub fn copy(&mut self, parts: &[&[u8]]) -> Bytes {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if self.buf.capacity() < len {
+            self.buf.reserve(len.max(CHUNK));
+        }
+        for p in parts {
+            self.buf.extend_from_slice(p);
+        }
+        self.buf.split().freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_are_independent_and_chunk_is_reclaimed() {
+        let mut a = Arena::default();
+        let x = a.copy(&[b"ab", b"cd"]);
+        let y = a.copy(&[b"ef"]);
+        assert_eq!(&x[..], b"abcd");
+        assert_eq!(&y[..], b"ef");
+        let base = x.as_ptr();
+        drop(x);
+        drop(y);
+        // Fill past the chunk: once nothing from the chunk is alive, it is reused.
+        let mut last = a.copy(&[&[0u8; 1000]]);
+        for _ in 0..(CHUNK / 1000) * 3 {
+            drop(last);
+            last = a.copy(&[&[0u8; 1000]]);
+        }
+        let p = last.as_ptr() as usize;
+        let start = base as usize;
+        assert!(p >= start && p < start + CHUNK, "chunk was not reclaimed");
+    }
+}
