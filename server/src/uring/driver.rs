@@ -97,7 +97,8 @@ pub struct Fds {
     pub udp: Option<RawFd>,
     /// The TCP listener, if TCP is on.
     pub tcp_listener: Option<RawFd>,
-    /// The signalfd for SIGINT/SIGTERM.
+    /// Becomes readable when the server should stop: the signalfd for
+    /// SIGINT/SIGTERM in production, any socket or pipe in tests.
     pub signal: RawFd,
 }
 

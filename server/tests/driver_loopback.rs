@@ -1,0 +1,393 @@
+//! The real io_uring driver, in process, without root: a Unix datagram
+//! socketpair stands in for the TUN (it keeps packet boundaries like a TUN
+//! does), UDP and TCP listen on 127.0.0.1, and clients are built from
+//! ringway-proto. This exercises the ring code paths (slots, buffers, TCP
+//! reassembly and send queues, teardown) that the namespace tests cover only
+//! as root.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ringway_proto::handshake::client::{ClientHandshake, ClientKeys};
+use ringway_proto::handshake::{InitPayload, Keypair, Timestamp};
+use ringway_proto::wire::handshake::{INIT_LEN, RESP_LEN};
+use ringway_proto::wire::stream::encode_prefix;
+use ringway_proto::wire::transport::{HEADER_LEN, OVERHEAD};
+use ringway_proto::wire::FrameType;
+use ringway_proto::{Cipher, Session};
+use ringway_server::config::{Peer, Settings, TcpSection, UringSection};
+use ringway_server::metrics::{Counters, IoCounters};
+use ringway_server::outside::tcp::listener::Listener;
+use ringway_server::outside::udp::Udp;
+use ringway_server::sessions::Sessions;
+use ringway_server::uring::{Driver, Fds, TcpLimits, Tunables};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn server_keys() -> Keypair {
+    Keypair::from_random([11; 32])
+}
+
+fn peer_keys(i: u8) -> Keypair {
+    Keypair::from_random([20 + i; 32])
+}
+
+struct Server {
+    udp: SocketAddr,
+    tcp: SocketAddr,
+    /// The TUN stand-in's other end.
+    inside: UnixDatagram,
+    stop: UnixDatagram,
+    done: mpsc::Receiver<(Counters, IoCounters)>,
+}
+
+impl Server {
+    fn start(peers: u8, handshake_timeout: Duration) -> Server {
+        let (tun_ours, inside) = UnixDatagram::pair().unwrap();
+        let (stop_theirs, stop) = UnixDatagram::pair().unwrap();
+        inside.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel();
+        thread::spawn(move || {
+            let settings = Settings {
+                listen_udp: Some("127.0.0.1:0".parse().unwrap()),
+                listen_tcp: Some("127.0.0.1:0".parse().unwrap()),
+                udp_socket_buffer: 1 << 20,
+                secret_key: server_keys().secret,
+                pool: "198.18.0.0/24".parse().unwrap(),
+                tun_name: "unused".into(),
+                mtu: 1420,
+                keepalive_secs: 25,
+                idle_timeout_secs: 180,
+                cipher: Cipher::Aes256Gcm,
+                uring: UringSection::default(),
+                tcp: TcpSection::default(),
+                peers: (0..peers)
+                    .map(|i| Peer {
+                        name: format!("p{i}"),
+                        public_key: peer_keys(i).public,
+                        psk: None,
+                    })
+                    .collect(),
+            };
+            let udp = Udp::bind(settings.listen_udp.unwrap(), settings.udp_socket_buffer).unwrap();
+            let tcp = Listener::bind(settings.listen_tcp.unwrap()).unwrap();
+            addr_tx
+                .send((udp.local_addr().unwrap(), tcp.local_addr().unwrap()))
+                .unwrap();
+            let tunables = Tunables {
+                ring_entries: 256,
+                tun_rx_slots: 8,
+                udp_rx_slots: 8,
+                tx_slots: 64,
+                sqpoll_idle_ms: 0,
+            };
+            let limits = TcpLimits {
+                max_connections: 300,
+                handshake_timeout,
+                send_queue_bytes: 64 * 1024,
+                rx_buffer_bytes: 4096,
+                max_frame: 1420 + OVERHEAD,
+                socket_send_buffer: 0,
+                socket_recv_buffer: 0,
+            };
+            let fds = Fds {
+                tun: tun_ours.as_raw_fd(),
+                udp: Some(udp.fd()),
+                tcp_listener: Some(tcp.fd()),
+                signal: stop_theirs.as_raw_fd(),
+            };
+            let mut driver =
+                Driver::new(&tunables, limits, 1420, fds, Sessions::new(&settings)).unwrap();
+            driver.run().unwrap();
+            let counters = (
+                driver.sessions().counters.clone(),
+                driver.io_counters().clone(),
+            );
+            drop(driver);
+            drop((tun_ours, stop_theirs, udp, tcp));
+            done_tx.send(counters).unwrap();
+        });
+        let (udp, tcp) = addr_rx.recv_timeout(TIMEOUT).unwrap();
+        Server {
+            udp,
+            tcp,
+            inside,
+            stop,
+            done,
+        }
+    }
+
+    /// Asks the loop to stop and returns its counters; fails if it takes over a second.
+    fn stop(self) -> (Counters, IoCounters) {
+        let t = Instant::now();
+        self.stop.send(b"x").unwrap();
+        let c = self
+            .done
+            .recv_timeout(Duration::from_secs(2))
+            .expect("driver did not stop");
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "stop took {:?}",
+            t.elapsed()
+        );
+        c
+    }
+}
+
+fn init(peer: u8, ts: u64) -> (ClientHandshake, [u8; INIT_LEN]) {
+    let keys = ClientKeys {
+        secret: peer_keys(peer).secret,
+        server_public: server_keys().public,
+        psk: None,
+    };
+    let mut buf = [0u8; INIT_LEN];
+    let payload = InitPayload {
+        timestamp: Timestamp { secs: ts, nanos: 0 },
+        cipher: None,
+    };
+    let hs = ClientHandshake::initiate(&keys, payload, 77, &mut buf).unwrap();
+    (hs, buf)
+}
+
+fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, len: usize, tag: u8) -> Vec<u8> {
+    let mut p = vec![tag; len];
+    p[0] = 0x45;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    p
+}
+
+fn seal(s: &mut Session, packet: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; packet.len() + OVERHEAD];
+    f[HEADER_LEN..HEADER_LEN + packet.len()].copy_from_slice(packet);
+    let n = s
+        .sealer
+        .seal_data(&mut f, packet.len(), Instant::now())
+        .unwrap();
+    f.truncate(n);
+    f
+}
+
+struct TcpClient {
+    stream: TcpStream,
+}
+
+impl TcpClient {
+    fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        TcpClient { stream }
+    }
+    fn send(&mut self, frame: &[u8]) {
+        let mut out = encode_prefix(frame.len()).unwrap().to_vec();
+        out.extend_from_slice(frame);
+        self.stream.write_all(&out).unwrap();
+    }
+    fn recv(&mut self) -> Vec<u8> {
+        let mut len = [0u8; 2];
+        self.stream.read_exact(&mut len).unwrap();
+        let mut f = vec![0u8; u16::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut f).unwrap();
+        f
+    }
+}
+
+fn client_addr(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, 2 + i)
+}
+const SERVER_INNER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+
+#[test]
+fn udp_and_tcp_clients_pass_packets_both_ways_at_once() {
+    let server = Server::start(2, Duration::from_secs(10));
+
+    // UDP client (peer 0).
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let (hs, frame) = init(0, 1);
+    udp.send_to(&frame, server.udp).unwrap();
+    let mut resp = [0u8; 2048];
+    let n = udp.recv(&mut resp).unwrap();
+    assert_eq!(n, RESP_LEN);
+    let (mut u, ucfg) = hs.handle_response(&resp[..n], Instant::now()).unwrap();
+
+    // TCP client (peer 1).
+    let mut tcp = TcpClient::connect(server.tcp);
+    let (hs, frame) = init(1, 1);
+    tcp.send(&frame);
+    let resp = tcp.recv();
+    let (mut t, tcfg) = hs.handle_response(&resp, Instant::now()).unwrap();
+    assert_ne!(ucfg.client_addr, tcfg.client_addr);
+
+    let mut buf = vec![0u8; 4096];
+    for round in 0..200u32 {
+        let tag = round as u8;
+        // Outside to inside, each client.
+        for (sess, cfg, is_tcp) in [(&mut u, &ucfg, false), (&mut t, &tcfg, true)] {
+            let pkt = ipv4(
+                cfg.client_addr,
+                SERVER_INNER,
+                100 + (round as usize % 1200),
+                tag,
+            );
+            let f = seal(sess, &pkt);
+            if is_tcp {
+                tcp.send(&f);
+            } else {
+                udp.send_to(&f, server.udp).unwrap();
+            }
+            let n = server.inside.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &pkt[..], "round {round} tcp={is_tcp}");
+        }
+        // Inside to outside, each client.
+        for (sess, cfg, is_tcp) in [(&mut u, &ucfg, false), (&mut t, &tcfg, true)] {
+            let pkt = ipv4(
+                SERVER_INNER,
+                cfg.client_addr,
+                60 + (round as usize % 1300),
+                tag,
+            );
+            server.inside.send(&pkt).unwrap();
+            let mut f = if is_tcp {
+                tcp.recv()
+            } else {
+                let n = udp.recv(&mut buf).unwrap();
+                buf[..n].to_vec()
+            };
+            let opened = sess.opener.open(&mut f, Instant::now()).unwrap();
+            assert_eq!(opened.kind, FrameType::Data);
+            assert_eq!(&f[opened.payload], &pkt[..], "round {round} tcp={is_tcp}");
+        }
+    }
+    let (counters, io) = server.stop();
+    assert_eq!(counters.handshakes, 2);
+    assert_eq!(counters.inside_tx_packets, 400);
+    assert_eq!(counters.inside_rx_packets, 400);
+    assert_eq!(io.tcp_accepted, 1);
+}
+
+#[test]
+fn tcp_frames_split_and_packed_across_reads() {
+    let server = Server::start(1, Duration::from_secs(10));
+    let mut tcp = TcpClient::connect(server.tcp);
+    let (hs, frame) = init(0, 1);
+    tcp.send(&frame);
+    let (mut s, cfg) = hs.handle_response(&tcp.recv(), Instant::now()).unwrap();
+    // 50 frames in one stream, written in awkward chunk sizes.
+    let mut stream = Vec::new();
+    let mut packets = Vec::new();
+    for i in 0..50u8 {
+        let pkt = ipv4(cfg.client_addr, SERVER_INNER, 40 + i as usize * 20, i);
+        let f = seal(&mut s, &pkt);
+        stream.extend_from_slice(&encode_prefix(f.len()).unwrap());
+        stream.extend_from_slice(&f);
+        packets.push(pkt);
+    }
+    for chunk in stream.chunks(777) {
+        tcp.stream.write_all(chunk).unwrap();
+        thread::sleep(Duration::from_millis(2));
+    }
+    let mut buf = vec![0u8; 4096];
+    for (i, pkt) in packets.iter().enumerate() {
+        let n = server.inside.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &pkt[..], "packet {i}");
+    }
+    server.stop();
+}
+
+fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut b = [0u8; 64];
+    loop {
+        match stream.read(&mut b) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn bad_tcp_peers_are_closed_and_good_ones_keep_working() {
+    let server = Server::start(1, Duration::from_secs(1));
+    // Garbage: closed at once.
+    let mut garbage = TcpStream::connect(server.tcp).unwrap();
+    garbage.write_all(&[0xffu8; 4096]).unwrap();
+    // A zero length, then an oversized one.
+    let mut zero = TcpStream::connect(server.tcp).unwrap();
+    zero.write_all(&[0, 0, 1, 2]).unwrap();
+    let mut huge = TcpStream::connect(server.tcp).unwrap();
+    huge.write_all(&[0xff, 0xff]).unwrap();
+    // A valid prefix, then a stall mid-frame: closed at the handshake deadline.
+    let mut stall = TcpStream::connect(server.tcp).unwrap();
+    stall.write_all(&[0, 100, 1, 2, 3]).unwrap();
+    // Silent connections.
+    let mut idle: Vec<TcpStream> = (0..50)
+        .map(|_| TcpStream::connect(server.tcp).unwrap())
+        .collect();
+
+    // Meanwhile a good client works.
+    let mut good = TcpClient::connect(server.tcp);
+    let (hs, frame) = init(0, 1);
+    good.send(&frame);
+    let (mut s, cfg) = hs.handle_response(&good.recv(), Instant::now()).unwrap();
+
+    assert!(closed_within(&mut garbage, Duration::from_millis(900)));
+    assert!(closed_within(&mut zero, Duration::from_millis(900)));
+    assert!(closed_within(&mut huge, Duration::from_millis(900)));
+    assert!(closed_within(&mut stall, Duration::from_secs(4)));
+    for c in &mut idle {
+        assert!(closed_within(c, Duration::from_secs(4)));
+    }
+    // Well past its own handshake deadline, the good client still works.
+    let pkt = ipv4(cfg.client_addr, SERVER_INNER, 300, 9);
+    good.send(&seal(&mut s, &pkt));
+    let mut buf = vec![0u8; 2048];
+    let n = server.inside.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], &pkt[..]);
+    let (_, io) = server.stop();
+    assert_eq!(io.tcp_closed_garbage, 3, "{io}");
+    assert_eq!(io.tcp_closed_handshake_timeout, 51, "{io}");
+}
+
+#[test]
+fn tcp_connection_cap_refuses_cleanly() {
+    let server = Server::start(1, Duration::from_secs(10));
+    let mut held: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(server.tcp).unwrap())
+        .collect();
+    // Give the loop time to accept them all, then one more is refused.
+    thread::sleep(Duration::from_millis(300));
+    let mut extra = TcpStream::connect(server.tcp).unwrap();
+    assert!(closed_within(&mut extra, Duration::from_secs(3)));
+    // The ones accepted stay open.
+    held[0]
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    assert!(
+        held[0].read(&mut b).is_err(),
+        "an accepted connection was closed"
+    );
+    let (_, io) = server.stop();
+    assert_eq!(io.tcp_refused, 1, "{io}");
+    drop(held);
+}
+
+#[test]
+fn stops_within_a_second_with_requests_in_flight() {
+    let server = Server::start(1, Duration::from_secs(10));
+    let _conns: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(server.tcp).unwrap())
+        .collect();
+    thread::sleep(Duration::from_millis(100));
+    server.stop();
+}
