@@ -199,9 +199,6 @@ impl TcpClient {
     }
 }
 
-fn client_addr(i: u8) -> Ipv4Addr {
-    Ipv4Addr::new(198, 18, 0, 2 + i)
-}
 const SERVER_INNER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 
 #[test]
