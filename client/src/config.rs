@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! # Ringway client config for peer "NAME"
-//! endpoint = "192.0.2.1:51820"          # server UDP address (host:port)
+//! endpoint = "192.0.2.1:51820"          # server address (host:port), UDP and TCP
 //! server_public_key = "<base64 32 bytes>"
 //! private_key = "<base64 32 bytes>"
 //! psk = "<base64 32 bytes>"             # optional

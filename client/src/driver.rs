@@ -8,9 +8,15 @@
 //! ```
 //!
 //! One task per direction, each owning its half of the session and one buffer
-//! reused for every packet. The timers are lazy: a timer that fires looks at
-//! when the last frame actually went out (or came in) and either acts or
-//! re-arms for the new due time, so the per-packet path never touches a timer.
+//! reused for every packet (the outbound task's, with [`HEADROOM`] in front of
+//! the packet; the inbound one inside the receiver). Neither knows the
+//! transport: over TCP a backed-up connection makes the outbound send wait,
+//! and with it the next read from the inside, which is all the flow control a
+//! client needs.
+//!
+//! The timers are lazy: a timer that fires looks at when the last frame
+//! actually went out (or came in) and either acts or re-arms for the new due
+//! time, so the per-packet path never touches a timer.
 //! All times come from tokio's clock ([`crate::now`]), so tests can pause it.
 
 use std::future::Future;
@@ -18,14 +24,16 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use ringway_proto::wire::transport::{HEADER_LEN, MAX_FRAME_LEN, TAG_LEN};
+use ringway_proto::wire::transport::TAG_LEN;
 use tokio::sync::oneshot;
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::{sleep_until, timeout};
 
 use crate::inside::{Inside, InsideReader, InsideWriter};
 use crate::ip;
-use crate::outside::{Event, SendError, Tunnel, TunnelReceiver, TunnelSender};
+use crate::outside::{
+    Event, RecvError, SendError, Tunnel, TunnelReceiver, TunnelSender, HEADROOM, SEND_BUF_LEN,
+};
 use crate::stats::inc;
 
 /// How long the outbound task gets to send its disconnect when stopping.
@@ -49,21 +57,25 @@ pub enum DriverError {
     /// Sending to the server failed for good.
     #[error(transparent)]
     Send(SendError),
-    /// Receiving from the server failed for good.
-    #[error("receiving from the server failed: {0}")]
-    Recv(io::Error),
+    /// Receiving from the server failed for good (over TCP: the connection
+    /// closed or broke).
+    #[error(transparent)]
+    Recv(RecvError),
     /// A direction's task panicked or was cancelled: a bug.
     #[error("tunnel task failed: {0}")]
     Task(String),
 }
 
 impl DriverError {
-    /// Whether the session itself ended (as opposed to a local failure).
+    /// Whether the session itself ended (as opposed to a local failure): the
+    /// server went quiet or said goodbye, or its connection closed or broke.
     pub fn is_session_lost(&self) -> bool {
-        matches!(
-            self,
-            DriverError::ServerStoppedResponding(_) | DriverError::ServerClosed
-        )
+        match self {
+            DriverError::ServerStoppedResponding(_) | DriverError::ServerClosed => true,
+            DriverError::Recv(e) => e.is_session_lost(),
+            DriverError::Send(e) => e.is_session_lost(),
+            _ => false,
+        }
     }
 }
 
@@ -116,7 +128,11 @@ pub async fn run<I: Inside>(
         }
         Ended::Inbound(result) => {
             let how = match result {
-                Err(DriverError::ServerClosed) => Stop::Quietly,
+                // The server knows, or there is no connection left to tell it on.
+                Err(DriverError::ServerClosed)
+                | Err(DriverError::Recv(RecvError::Closed | RecvError::ConnectionLost(_))) => {
+                    Stop::Quietly
+                }
                 _ => Stop::Disconnect,
             };
             // The inbound failure is the news; the outbound's exit is not.
@@ -161,15 +177,16 @@ async fn stop_outbound(
     }
 }
 
-/// Inside to outside: read a packet into the buffer past the header's
-/// headroom, seal it in place, send it; keepalives when idle.
+/// Inside to outside: read a packet into the buffer past the headroom, seal it
+/// in place, send it; keepalives when idle.
 async fn outbound<R: InsideReader>(
     mut sender: TunnelSender,
     mut reader: R,
     keepalive: Duration,
     mut stop: oneshot::Receiver<Stop>,
 ) -> Result<(), DriverError> {
-    let mut buf = vec![0u8; MAX_FRAME_LEN].into_boxed_slice();
+    let mut buf = vec![0u8; SEND_BUF_LEN].into_boxed_slice();
+    let packet_end = buf.len() - TAG_LEN;
     let stats = std::sync::Arc::clone(sender.stats());
     let timer = sleep_until((sender.last_sent() + keepalive).into());
     tokio::pin!(timer);
@@ -189,7 +206,7 @@ async fn outbound<R: InsideReader>(
                 }
                 timer.as_mut().reset((sender.last_sent() + keepalive).into());
             }
-            read = reader.read_packet(&mut buf[HEADER_LEN..MAX_FRAME_LEN - TAG_LEN]) => {
+            read = reader.read_packet(&mut buf[HEADROOM..packet_end]) => {
                 let len = match read {
                     Ok(len) => len,
                     Err(e) => {
@@ -197,7 +214,7 @@ async fn outbound<R: InsideReader>(
                         return Err(DriverError::InsideRead(e));
                     }
                 };
-                if !ip::is_ipv4(&buf[HEADER_LEN..HEADER_LEN + len]) {
+                if !ip::is_ipv4(&buf[HEADROOM..HEADROOM + len]) {
                     inc(&stats.tx.dropped_not_ipv4);
                     continue;
                 }
@@ -220,15 +237,14 @@ async fn say_goodbye(sender: &mut TunnelSender) {
     }
 }
 
-/// Outside to inside: receive a frame into the buffer, open it in place, write
-/// the packet; fail when the server has been silent for the idle timeout.
+/// Outside to inside: receive a frame, open it in place, write the packet; fail
+/// when the server has been silent for the idle timeout.
 async fn inbound<W: InsideWriter>(
     mut receiver: TunnelReceiver,
     mut writer: W,
     idle_timeout: Duration,
     our_addr: Ipv4Addr,
 ) -> Result<(), DriverError> {
-    let mut buf = vec![0u8; MAX_FRAME_LEN].into_boxed_slice();
     let stats = std::sync::Arc::clone(receiver.stats());
     let timer = sleep_until((receiver.last_received() + idle_timeout).into());
     tokio::pin!(timer);
@@ -243,9 +259,8 @@ async fn inbound<W: InsideWriter>(
                 }
                 timer.as_mut().reset(due.into());
             }
-            event = receiver.recv(&mut buf) => match event.map_err(DriverError::Recv)? {
-                Event::Packet(range) => {
-                    let packet = &buf[range];
+            event = receiver.recv() => match event.map_err(DriverError::Recv)? {
+                Event::Packet(packet) => {
                     if ip::ipv4_destination(packet) != Some(our_addr) {
                         inc(&stats.rx.dropped_not_for_us);
                         continue;
@@ -261,7 +276,7 @@ async fn inbound<W: InsideWriter>(
                         Err(e) => return Err(DriverError::InsideWrite(e)),
                     }
                 }
-                Event::Keepalive => {}
+                Event::Keepalive | Event::Dropped(_) => {}
                 Event::Disconnected => return Err(DriverError::ServerClosed),
             }
         }

@@ -4,9 +4,10 @@
 //! timers) and never touches a socket or a clock; this crate owns the I/O:
 //!
 //! - [`config`]: the client config file that `ringway-server add-peer` writes.
-//! - [`outside`]: the network side. [`outside::Tunnel::connect`] handshakes
-//!   over UDP and [`split`](outside::Tunnel::split)s into a sender and a
-//!   receiver that seal and open in the caller's buffers.
+//! - [`outside`]: the network side. [`outside::Tunnel::connect_with`]
+//!   handshakes over UDP or TCP (or UDP, then TCP) and
+//!   [`split`](outside::Tunnel::split)s into a sender and a receiver that seal
+//!   and open in place, whatever the transport.
 //! - [`inside`]: the packet side, a trait pair with the TUN device and an
 //!   in-memory channel as implementations.
 //! - [`driver`]: one task per direction between inside and outside, with the
@@ -29,7 +30,10 @@ pub mod stats;
 
 pub use config::{ClientConfig, ConfigError};
 pub use driver::DriverError;
-pub use outside::{ConnectError, ConnectOptions, Event, Tunnel, TunnelReceiver, TunnelSender};
+pub use outside::{
+    ConnectError, ConnectOptions, Event, RecvError, SendError, Transport, Tunnel, TunnelReceiver,
+    TunnelSender,
+};
 pub use stats::{Stats, StatsSnapshot};
 
 /// The current time, from tokio's clock.

@@ -16,6 +16,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use ringway_client::inside::tun::Tun;
 use ringway_client::platform::TunError;
+use ringway_client::Transport as OutsideTransport;
 use ringway_client::{
     driver, ClientConfig, ConfigError, ConnectError, ConnectOptions, DriverError, Tunnel,
 };
@@ -30,13 +31,14 @@ const EXIT_STATUS_HELP: &str = "\
 Exit status:
   0  stopped by SIGINT or SIGTERM (the server was told and the TUN removed)
   1  unexpected failure (I/O error on the TUN or the socket, a bug)
-  2  usage error (bad arguments, --transport tcp which is not supported yet)
+  2  usage error (bad arguments)
   3  bad config file (unreadable, unknown or missing key, invalid value)
   4  permission denied: creating the TUN needs root or CAP_NET_ADMIN
   5  system setup failed (no /dev/net/tun, TUN name in use, `ip` failed, unsupported OS)
   6  server unreachable (no handshake response before the deadline, or DNS failed)
   7  handshake rejected: server key or psk mismatch, or an unusable session config
-  8  session lost: the server stopped responding or closed the session
+  8  session lost: the server stopped responding or closed the session (or, over TCP,
+     the connection closed or broke)
 
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change the level (default info).";
 
@@ -73,15 +75,29 @@ enum Command {
 enum Transport {
     /// One frame per UDP datagram.
     Udp,
-    /// Length-prefixed frames on a TCP stream (not supported yet).
+    /// Length-prefixed frames on a TCP connection to the same host and port
+    /// (for networks that block UDP).
     Tcp,
+    /// UDP for up to 3 s (at most half the connect timeout), then TCP if UDP
+    /// got no answer.
+    Auto,
+}
+
+impl From<Transport> for OutsideTransport {
+    fn from(t: Transport) -> Self {
+        match t {
+            Transport::Udp => OutsideTransport::Udp,
+            Transport::Tcp => OutsideTransport::Tcp,
+            Transport::Auto => OutsideTransport::Auto,
+        }
+    }
 }
 
 /// Exit statuses, one per class of failure; [`EXIT_STATUS_HELP`] documents them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Exit {
     Unexpected = 1,
-    Usage = 2,
+    // 2, usage errors, is clap's to report.
     Config = 3,
     Permission = 4,
     System = 5,
@@ -176,15 +192,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         transport,
         connect_timeout,
     } = cli.command;
-    if transport == Transport::Tcp {
-        return Err(Failure::new(
-            Exit::Usage,
-            "--transport tcp is not supported yet; use --transport udp (the default)",
-        ));
-    }
     let client_config = ClientConfig::load(&config)?;
     warn_if_exposed(&config);
     let opts = ConnectOptions {
+        transport: transport.into(),
         deadline: Duration::from_secs(connect_timeout),
         ..ConnectOptions::default()
     };
@@ -227,7 +238,7 @@ async fn up(config: ClientConfig, opts: ConnectOptions) -> Result<(), Failure> {
     let tun = Tun::create(&config.tun_name)?;
     tracing::info!(tun = tun.name(), "created TUN device");
 
-    tracing::info!(endpoint = %config.endpoint, "connecting");
+    tracing::info!(endpoint = %config.endpoint, transport = %opts.transport, "connecting");
     let tunnel = tokio::select! {
         r = Tunnel::connect_with(&config, &opts) => r?,
         signal = signals.recv() => {
@@ -239,6 +250,7 @@ async fn up(config: ClientConfig, opts: ConnectOptions) -> Result<(), Failure> {
     let session = *tunnel.session_config();
     tracing::info!(
         server = %tunnel.server_addr(),
+        transport = %tunnel.transport(),
         session_id = tunnel.session_id(),
         "connected: address {}/{}, server {}, mtu {}, cipher {}, keepalive {:?}, idle timeout {:?}",
         session.client_addr,

@@ -19,6 +19,7 @@ async fn connected(server: &FakeServer) -> Tunnel {
     let opts = ConnectOptions {
         deadline: Duration::from_secs(5),
         retry_interval: Duration::from_millis(100),
+        ..ConnectOptions::default()
     };
     Tunnel::connect_with(&config, &opts).await.unwrap()
 }

@@ -4,18 +4,23 @@
 //! timestamp is newer than the last one it accepted from us, and a Noise state
 //! that failed to read a response cannot be reused. [`Initiator`] makes those
 //! initiations; [`Attempts`] remembers how the tries went, so that when the
-//! deadline passes the error says what most likely went wrong.
+//! deadline passes the error says what most likely went wrong. `Handshaker`
+//! puts the two together for a transport's connect loop, which only moves the
+//! bytes and decides when to retry.
 
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ring::rand::{SecureRandom, SystemRandom};
 use ringway_proto::handshake::client::{ClientHandshake, ClientKeys};
 use ringway_proto::handshake::{HandshakeError, InitPayload, Timestamp};
 use ringway_proto::wire::handshake::INIT_LEN;
-use ringway_proto::Cipher;
+use ringway_proto::wire::STREAM_PREFIX_LEN;
+use ringway_proto::{Cipher, Session, SessionConfig};
 
+use super::Transport;
 use crate::config::ClientConfig;
 
 /// Why no session came of connecting.
@@ -30,23 +35,27 @@ pub enum ConnectError {
         source: io::Error,
     },
     /// The socket towards the server could not be set up.
-    #[error("cannot open a UDP socket towards {server}: {source}")]
+    #[error("cannot open a {transport} socket towards {server}: {source}")]
     Socket {
         /// The resolved server address.
         server: SocketAddr,
+        /// The transport the socket was for.
+        transport: Transport,
         /// What the OS said.
         source: io::Error,
     },
     /// Nothing answered our initiations before the deadline.
     #[error(
-        "server unreachable: no handshake response from {server} within {waited:.1?} \
-         ({attempts} initiations sent{}); check the endpoint, firewalls, `server_public_key`, \
-         and that the server lists this client's key",
+        "server unreachable: no handshake response from {server} over {transport} within \
+         {waited:.1?} ({attempts} initiations sent{}); check the endpoint, firewalls, \
+         `server_public_key`, and that the server lists this client's key",
         last_error.as_ref().map(|e| format!(", last socket error: {e}")).unwrap_or_default()
     )]
     Unreachable {
         /// The resolved server address.
         server: SocketAddr,
+        /// The transport tried last.
+        transport: Transport,
         /// How long we tried.
         waited: Duration,
         /// Initiations sent.
@@ -195,8 +204,8 @@ impl Attempts {
         self.auth_failures >= AUTH_FAILURES_BEFORE_GIVING_UP
     }
 
-    /// Records a transient socket error.
-    pub fn record_io_error(&mut self, e: &io::Error) {
+    /// Records a transient socket error (or a connection that failed or closed).
+    pub fn record_io_error(&mut self, e: &dyn fmt::Display) {
         self.last_io_error = Some(e.to_string());
     }
 
@@ -204,7 +213,12 @@ impl Attempts {
     /// hopeless) without a session: an
     /// authentication failure is the most specific thing we learned, then a
     /// config we could not use, and silence otherwise.
-    pub fn verdict(self, server: SocketAddr, waited: Duration) -> ConnectError {
+    pub fn verdict(
+        self,
+        server: SocketAddr,
+        transport: Transport,
+        waited: Duration,
+    ) -> ConnectError {
         if self.auth_failures > 0 {
             ConnectError::KeyMismatch { server }
         } else if let Some(reason) = self.bad_config {
@@ -212,11 +226,132 @@ impl Attempts {
         } else {
             ConnectError::Unreachable {
                 server,
+                transport,
                 waited,
                 attempts: self.sent,
                 last_error: self.last_io_error,
             }
         }
+    }
+}
+
+/// One connect's handshake over one transport: makes fresh initiations, judges
+/// what comes back, and keeps the score for the verdict.
+///
+/// The transport's loop sends what [`Handshaker::initiate`] wrote, feeds every
+/// frame it receives to [`Handshaker::handle_frame`], and calls
+/// [`Handshaker::give_up`] at its deadline.
+#[derive(Debug)]
+pub(crate) struct Handshaker {
+    initiator: Initiator,
+    attempts: Attempts,
+    /// The latest initiation's state; answers to earlier ones are strays.
+    pending: Option<ClientHandshake>,
+    server: SocketAddr,
+    transport: Transport,
+    started: Instant,
+    /// The initiation at `[STREAM_PREFIX_LEN..]`, with room in front for a
+    /// stream's length prefix, so TCP sends it in one write without a copy.
+    init: [u8; STREAM_PREFIX_LEN + INIT_LEN],
+}
+
+impl Handshaker {
+    pub(crate) fn new(config: &ClientConfig, server: SocketAddr, transport: Transport) -> Self {
+        Handshaker {
+            initiator: Initiator::new(config),
+            attempts: Attempts::default(),
+            pending: None,
+            server,
+            transport,
+            started: crate::now(),
+            init: [0; STREAM_PREFIX_LEN + INIT_LEN],
+        }
+    }
+
+    /// Writes a fresh initiation, which replaces the pending one, and returns
+    /// the buffer holding it at `[STREAM_PREFIX_LEN..]`.
+    pub(crate) fn initiate(&mut self) -> Result<&mut [u8], ConnectError> {
+        let out: &mut [u8; INIT_LEN] = (&mut self.init[STREAM_PREFIX_LEN..])
+            .try_into()
+            .map_err(|_| ConnectError::Internal("initiation buffer mis-sized".into()))?;
+        self.pending = Some(self.initiator.initiate(out)?);
+        self.attempts.sent += 1;
+        tracing::debug!(
+            server = %self.server,
+            transport = %self.transport,
+            attempt = self.attempts.sent,
+            "sending handshake initiation"
+        );
+        Ok(&mut self.init)
+    }
+
+    /// Judges a frame that arrived while waiting: the session if it is the
+    /// answer to the pending initiation and authenticates, `None` to keep
+    /// waiting (a stray, or a response that failed), and an error once more
+    /// tries cannot help.
+    pub(crate) fn handle_frame(
+        &mut self,
+        frame: &[u8],
+    ) -> Result<Option<(Session, SessionConfig)>, ConnectError> {
+        let Some(hs) = self.pending.take_if(|hs| hs.is_response_to_me(frame)) else {
+            tracing::debug!(
+                len = frame.len(),
+                "ignoring a frame that does not answer us"
+            );
+            return Ok(None);
+        };
+        match hs.handle_response(frame, crate::now()) {
+            Ok((session, config)) => {
+                tracing::debug!(
+                    server = %self.server,
+                    transport = %self.transport,
+                    session_id = session.id(),
+                    took = ?(crate::now() - self.started),
+                    "handshake complete"
+                );
+                Ok(Some((session, config)))
+            }
+            Err(e) => {
+                if let Some(line) = self.attempts.record_failure(&e) {
+                    tracing::warn!(server = %self.server, "{line}");
+                } else {
+                    tracing::debug!(
+                        server = %self.server,
+                        error = %e,
+                        "handshake response refused"
+                    );
+                }
+                if self.attempts.is_hopeless() {
+                    Err(self.take_verdict())
+                } else {
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    /// Records a transient socket error, or a connection that failed or closed.
+    pub(crate) fn record_io_error(&mut self, e: &dyn fmt::Display) {
+        tracing::debug!(
+            server = %self.server,
+            transport = %self.transport,
+            error = %e,
+            "handshake attempt failed"
+        );
+        self.attempts.record_io_error(e);
+    }
+
+    /// The error to report at the deadline.
+    pub(crate) fn give_up(mut self) -> ConnectError {
+        self.take_verdict()
+    }
+
+    fn take_verdict(&mut self) -> ConnectError {
+        std::mem::take(&mut self.attempts).verdict(
+            self.server,
+            self.transport,
+            crate::now() - self.started,
+        )
     }
 }
 
@@ -274,9 +409,10 @@ mod tests {
             sent: 10,
             ..Attempts::default()
         };
-        a.record_io_error(&io::ErrorKind::ConnectionRefused.into());
-        let e = a.verdict(server, wait).to_string();
+        a.record_io_error(&io::Error::from(io::ErrorKind::ConnectionRefused));
+        let e = a.verdict(server, Transport::Tcp, wait).to_string();
         assert!(e.starts_with("server unreachable"), "{e}");
+        assert!(e.contains("over TCP within 10.0s"), "{e}");
         assert!(e.contains("10 initiations"), "{e}");
 
         let mut a = Attempts::default();
@@ -287,7 +423,7 @@ mod tests {
         assert!(a.record_failure(&HandshakeError::Decrypt).is_none());
         assert!(a.is_hopeless());
         assert!(matches!(
-            a.verdict(server, wait),
+            a.verdict(server, Transport::Udp, wait),
             ConnectError::KeyMismatch { .. }
         ));
     }

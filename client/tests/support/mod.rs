@@ -1,15 +1,19 @@
-//! An in-process stand-in for the server on a loopback UDP socket, built from
-//! `ringway-proto`'s responder, so the client library is tested against the
-//! real protocol without root, a TUN or the io_uring server.
+//! An in-process stand-in for the server on a loopback port, UDP and TCP,
+//! built from `ringway-proto`'s responder, so the client library is tested
+//! against the real protocol without root, a TUN or the io_uring server.
 //!
 //! It accepts one client key, answers handshakes (refusing timestamps that are
-//! not newer, as the real server does), and echoes data frames back: IPv4
-//! packets with source and destination swapped, like a ping responder, sealed
-//! in place in the buffer they were opened in. Tests can also make it send
-//! arbitrary datagrams, packets or a disconnect.
+//! not newer, as the real server does) on whichever transport they came, and
+//! echoes data frames back: IPv4 packets with source and destination swapped,
+//! like a ping responder, sealed in place in the buffer they were opened in.
+//! Over TCP each connection has a reader task feeding frames to the server
+//! task and a writer task that can write in odd chunk sizes. Tests can also
+//! make it send arbitrary frames or bytes, packets, a disconnect, or close the
+//! connection.
 // Each test crate uses a different part of this module.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -19,10 +23,13 @@ use ringway_client::ClientConfig;
 use ringway_proto::handshake::server::Responder;
 use ringway_proto::handshake::Timestamp;
 use ringway_proto::wire::handshake::RESP_LEN;
+use ringway_proto::wire::stream::encode_prefix;
 use ringway_proto::wire::transport::{HEADER_LEN, MAX_FRAME_LEN, OVERHEAD};
-use ringway_proto::wire::{frame_type, FrameType};
+use ringway_proto::wire::{frame_type, FrameAssembler, FrameType};
 use ringway_proto::{Cipher, Keypair, Opener, Sealer, SessionConfig};
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -81,6 +88,19 @@ pub struct Options {
     pub echo: bool,
     /// Send a keepalive this often once a session exists.
     pub keepalive_every: Option<Duration>,
+    /// Listen on UDP too (TCP is always on, on the same port).
+    pub udp: bool,
+    /// Write what there is to send on a TCP connection in chunks of these
+    /// sizes (cycling), yielding between chunks so the client sees them in
+    /// separate reads; empty: in one write. Frames waiting together are always
+    /// written together, so a burst arrives packed.
+    pub tcp_chunks: &'static [usize],
+    /// Close this many TCP connections, one per initiation, before answering
+    /// one: the server dropping the client mid-handshake.
+    pub tcp_drop_on_init: u64,
+    /// A packet sent right behind the handshake response (over TCP, in the
+    /// same write).
+    pub greeting: Option<Vec<u8>>,
 }
 
 impl Default for Options {
@@ -91,6 +111,10 @@ impl Default for Options {
             config: session_config(25, 180),
             echo: true,
             keepalive_every: None,
+            udp: true,
+            tcp_chunks: &[],
+            tcp_drop_on_init: 0,
+            greeting: None,
         }
     }
 }
@@ -105,14 +129,22 @@ pub struct Seen {
     pub keepalives: AtomicU64,
     pub disconnects: AtomicU64,
     pub bad_frames: AtomicU64,
+    pub tcp_connections: AtomicU64,
 }
 
 enum Command {
+    /// One frame's bytes as they are (over TCP with a prefix in front).
     Raw(Vec<u8>),
+    /// Bytes written to the TCP connection as they are, prefix or not.
+    RawStream(Vec<u8>),
     Packet(Vec<u8>),
     /// Seal a packet and send the same frame twice.
     PacketTwice(Vec<u8>),
+    /// Seal packets and send them at once: over TCP, in one write.
+    Burst(Vec<Vec<u8>>),
     Disconnect,
+    /// Close the session's TCP connection.
+    CloseTcp,
 }
 
 pub struct FakeServer {
@@ -129,16 +161,38 @@ impl Drop for FakeServer {
 }
 
 impl FakeServer {
+    /// Listens on TCP (and UDP, unless told not to) on one loopback port.
     pub async fn start(opts: Options) -> FakeServer {
-        Self::start_on("127.0.0.1:0".parse().unwrap(), opts).await
+        loop {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let udp = if opts.udp {
+                match UdpSocket::bind(addr).await {
+                    Ok(udp) => Some(udp),
+                    Err(_) => continue, // the UDP port is taken: try another
+                }
+            } else {
+                None
+            };
+            return Self::serve_on(listener, udp, opts);
+        }
     }
 
     pub async fn start_on(addr: SocketAddr, opts: Options) -> FakeServer {
-        let socket = UdpSocket::bind(addr).await.unwrap();
-        let addr = socket.local_addr().unwrap();
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let udp = if opts.udp {
+            Some(UdpSocket::bind(addr).await.unwrap())
+        } else {
+            None
+        };
+        Self::serve_on(listener, udp, opts)
+    }
+
+    fn serve_on(listener: TcpListener, udp: Option<UdpSocket>, opts: Options) -> FakeServer {
+        let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Seen::default());
         let (commands, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(serve(socket, opts, Arc::clone(&seen), rx));
+        let task = tokio::spawn(serve(udp, listener, opts, Arc::clone(&seen), rx));
         FakeServer {
             addr,
             seen,
@@ -147,9 +201,14 @@ impl FakeServer {
         }
     }
 
-    /// Sends raw bytes to the client.
-    pub fn send_raw(&self, datagram: Vec<u8>) {
-        let _ = self.commands.send(Command::Raw(datagram));
+    /// Sends raw bytes to the client as one frame.
+    pub fn send_raw(&self, frame: Vec<u8>) {
+        let _ = self.commands.send(Command::Raw(frame));
+    }
+
+    /// Writes bytes to the client's TCP connection as they are.
+    pub fn send_raw_stream(&self, bytes: Vec<u8>) {
+        let _ = self.commands.send(Command::RawStream(bytes));
     }
 
     /// Seals `packet` in the session and sends it.
@@ -162,115 +221,346 @@ impl FakeServer {
         let _ = self.commands.send(Command::PacketTwice(packet));
     }
 
+    /// Seals `packets` and sends them at once: over TCP, packed in one write.
+    pub fn send_burst(&self, packets: Vec<Vec<u8>>) {
+        let _ = self.commands.send(Command::Burst(packets));
+    }
+
     /// Ends the session.
     pub fn disconnect(&self) {
         let _ = self.commands.send(Command::Disconnect);
     }
+
+    /// Closes the session's TCP connection without a word.
+    pub fn close_tcp(&self) {
+        let _ = self.commands.send(Command::CloseTcp);
+    }
+}
+
+/// Where a frame came from, and where the peer's replies go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Udp(SocketAddr),
+    Tcp(u64),
 }
 
 struct Peer {
-    addr: SocketAddr,
+    path: Path,
     sealer: Sealer,
     opener: Opener,
 }
 
+/// A TCP connection: its writer task's queue, and its reader task.
+struct Conn {
+    writer: mpsc::UnboundedSender<Vec<u8>>,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+struct State {
+    opts: Options,
+    seen: Arc<Seen>,
+    responder: Responder,
+    last_timestamp: Option<Timestamp>,
+    peer: Option<Peer>,
+    udp: Option<UdpSocket>,
+    conns: HashMap<u64, Conn>,
+    dropped_on_init: u64,
+}
+
 async fn serve(
-    socket: UdpSocket,
+    udp: Option<UdpSocket>,
+    listener: TcpListener,
     opts: Options,
     seen: Arc<Seen>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
-    let responder = Responder::new(opts.server.secret.clone());
-    let client_public = client_keys().public;
-    let mut last_timestamp: Option<Timestamp> = None;
-    let mut peer: Option<Peer> = None;
-    let mut buf = vec![0u8; MAX_FRAME_LEN];
     let mut keepalive = opts.keepalive_every.map(tokio::time::interval);
-    let now = ringway_client::now;
+    let mut state = State {
+        responder: Responder::new(opts.server.secret.clone()),
+        opts,
+        seen,
+        last_timestamp: None,
+        peer: None,
+        udp,
+        conns: HashMap::new(),
+        dropped_on_init: 0,
+    };
+    let (frames_tx, mut frames) = mpsc::unbounded_channel::<(u64, Option<Vec<u8>>)>();
+    let mut next_conn = 0u64;
+    let mut buf = vec![0u8; MAX_FRAME_LEN];
     loop {
         tokio::select! {
-            received = socket.recv_from(&mut buf) => {
+            received = recv_udp(state.udp.as_ref(), &mut buf) => {
                 let Ok((n, from)) = received else { continue };
-                match frame_type(&buf[..n]) {
-                    Ok(FrameType::HandshakeInit) => {
-                        seen.inits.fetch_add(1, Relaxed);
-                        let Ok(pending) = responder.read_init(&buf[..n]) else { continue };
-                        if pending.client_key() != &client_public {
-                            continue;
-                        }
-                        let ts = pending.payload().timestamp;
-                        if last_timestamp.is_some_and(|last| ts <= last) {
-                            seen.stale_timestamps.fetch_add(1, Relaxed);
-                            continue;
-                        }
-                        last_timestamp = Some(ts);
-                        let mut resp = [0u8; RESP_LEN];
-                        let session = pending
-                            .accept(opts.psk.as_ref(), SESSION_ID, &opts.config, now(), &mut resp)
-                            .unwrap();
-                        let (sealer, opener) = session.split();
-                        peer = Some(Peer { addr: from, sealer, opener });
-                        seen.accepted.fetch_add(1, Relaxed);
-                        socket.send_to(&resp, from).await.unwrap();
-                    }
-                    Ok(_) => {
-                        let Some(p) = peer.as_mut() else { continue };
-                        let Ok(opened) = p.opener.open(&mut buf[..n], now()) else {
-                            seen.bad_frames.fetch_add(1, Relaxed);
-                            continue;
-                        };
-                        match opened.kind {
-                            FrameType::Data => {
-                                seen.data.fetch_add(1, Relaxed);
-                                if opts.echo {
-                                    let len = opened.payload.len();
-                                    swap_addresses(&mut buf[opened.payload]);
-                                    let n = p.sealer.seal_data(&mut buf, len, now()).unwrap();
-                                    socket.send_to(&buf[..n], p.addr).await.unwrap();
-                                }
-                            }
-                            FrameType::Keepalive => {
-                                seen.keepalives.fetch_add(1, Relaxed);
-                            }
-                            FrameType::Disconnect => {
-                                seen.disconnects.fetch_add(1, Relaxed);
-                            }
-                            _ => {}
-                        }
-                    }
-                    Err(_) => {
-                        seen.bad_frames.fetch_add(1, Relaxed);
-                    }
-                }
+                state.handle_frame(&mut buf[..n], Path::Udp(from)).await;
             }
-            Some(command) = commands.recv() => {
-                let Some(p) = peer.as_mut() else { continue };
-                let mut out = vec![0u8; MAX_FRAME_LEN];
-                match command {
-                    Command::Raw(d) => {
-                        socket.send_to(&d, p.addr).await.unwrap();
-                    }
-                    Command::Packet(packet) => {
-                        let n = seal(&mut p.sealer, &mut out, &packet);
-                        socket.send_to(&out[..n], p.addr).await.unwrap();
-                    }
-                    Command::PacketTwice(packet) => {
-                        let n = seal(&mut p.sealer, &mut out, &packet);
-                        socket.send_to(&out[..n], p.addr).await.unwrap();
-                        socket.send_to(&out[..n], p.addr).await.unwrap();
-                    }
-                    Command::Disconnect => {
-                        let n = p.sealer.seal_disconnect(&mut out, now()).unwrap();
-                        socket.send_to(&out[..n], p.addr).await.unwrap();
-                    }
-                }
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                state.seen.tcp_connections.fetch_add(1, Relaxed);
+                stream.set_nodelay(true).unwrap();
+                let (read, write) = stream.into_split();
+                let id = next_conn;
+                next_conn += 1;
+                let (writer, queue) = mpsc::unbounded_channel();
+                tokio::spawn(write_conn(write, queue, state.opts.tcp_chunks));
+                let reader = tokio::spawn(read_conn(id, read, frames_tx.clone()));
+                state.conns.insert(id, Conn { writer, reader });
             }
-            _ = async { keepalive.as_mut().unwrap().tick().await }, if keepalive.is_some() && peer.is_some() => {
-                let p = peer.as_mut().unwrap();
+            Some((id, frame)) = frames.recv() => match frame {
+                Some(mut frame) => state.handle_frame(&mut frame, Path::Tcp(id)).await,
+                None => { state.conns.remove(&id); }
+            },
+            Some(command) = commands.recv() => state.handle_command(command).await,
+            _ = async { keepalive.as_mut().unwrap().tick().await }, if keepalive.is_some() && state.peer.is_some() => {
+                let p = state.peer.as_mut().unwrap();
                 let mut out = [0u8; OVERHEAD];
                 let n = p.sealer.seal_keepalive(&mut out, now()).unwrap();
-                socket.send_to(&out[..n], p.addr).await.unwrap();
+                let path = p.path;
+                state.send(path, &out[..n]).await;
             }
+        }
+    }
+}
+
+fn now() -> std::time::Instant {
+    ringway_client::now()
+}
+
+/// A datagram from the UDP socket, or never if there is none.
+async fn recv_udp(udp: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    match udp {
+        Some(socket) => socket.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl State {
+    /// Handles one frame in place in `frame` (exactly its bytes).
+    async fn handle_frame(&mut self, frame: &mut [u8], from: Path) {
+        let seen = Arc::clone(&self.seen);
+        match frame_type(frame) {
+            Ok(FrameType::HandshakeInit) => {
+                seen.inits.fetch_add(1, Relaxed);
+                if let Path::Tcp(id) = from {
+                    if self.dropped_on_init < self.opts.tcp_drop_on_init {
+                        self.dropped_on_init += 1;
+                        self.conns.remove(&id);
+                        return;
+                    }
+                }
+                let Ok(pending) = self.responder.read_init(frame) else {
+                    return;
+                };
+                if pending.client_key() != &client_keys().public {
+                    return;
+                }
+                let ts = pending.payload().timestamp;
+                if self.last_timestamp.is_some_and(|last| ts <= last) {
+                    seen.stale_timestamps.fetch_add(1, Relaxed);
+                    return;
+                }
+                self.last_timestamp = Some(ts);
+                let mut resp = [0u8; RESP_LEN];
+                let session = pending
+                    .accept(
+                        self.opts.psk.as_ref(),
+                        SESSION_ID,
+                        &self.opts.config,
+                        now(),
+                        &mut resp,
+                    )
+                    .unwrap();
+                let (mut sealer, opener) = session.split();
+                let mut frames = vec![resp.to_vec()];
+                if let Some(packet) = &self.opts.greeting {
+                    let mut out = vec![0u8; MAX_FRAME_LEN];
+                    let n = seal(&mut sealer, &mut out, packet);
+                    frames.push(out[..n].to_vec());
+                }
+                self.peer = Some(Peer {
+                    path: from,
+                    sealer,
+                    opener,
+                });
+                seen.accepted.fetch_add(1, Relaxed);
+                self.send_all(from, frames).await;
+            }
+            Ok(_) => {
+                let Some(p) = self.peer.as_mut() else { return };
+                let Ok(opened) = p.opener.open(frame, now()) else {
+                    seen.bad_frames.fetch_add(1, Relaxed);
+                    return;
+                };
+                match opened.kind {
+                    FrameType::Data => {
+                        seen.data.fetch_add(1, Relaxed);
+                        if self.opts.echo {
+                            let len = opened.payload.len();
+                            swap_addresses(&mut frame[opened.payload]);
+                            let n = p.sealer.seal_data(frame, len, now()).unwrap();
+                            let path = p.path;
+                            self.send(path, &frame[..n]).await;
+                        }
+                    }
+                    FrameType::Keepalive => {
+                        seen.keepalives.fetch_add(1, Relaxed);
+                    }
+                    FrameType::Disconnect => {
+                        seen.disconnects.fetch_add(1, Relaxed);
+                    }
+                    _ => {}
+                }
+            }
+            Err(_) => {
+                seen.bad_frames.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    async fn handle_command(&mut self, command: Command) {
+        let Some(p) = self.peer.as_mut() else { return };
+        let path = p.path;
+        let mut out = vec![0u8; MAX_FRAME_LEN];
+        // Frames to send, sealed while the peer is borrowed.
+        let frames = match command {
+            Command::Raw(frame) => vec![frame],
+            Command::Packet(packet) => {
+                let n = seal(&mut p.sealer, &mut out, &packet);
+                vec![out[..n].to_vec()]
+            }
+            Command::PacketTwice(packet) => {
+                let n = seal(&mut p.sealer, &mut out, &packet);
+                vec![out[..n].to_vec(), out[..n].to_vec()]
+            }
+            Command::Burst(packets) => packets
+                .iter()
+                .map(|packet| {
+                    let n = seal(&mut p.sealer, &mut out, packet);
+                    out[..n].to_vec()
+                })
+                .collect(),
+            Command::Disconnect => {
+                let n = p.sealer.seal_disconnect(&mut out, now()).unwrap();
+                vec![out[..n].to_vec()]
+            }
+            Command::RawStream(bytes) => {
+                self.write_stream(path, bytes);
+                return;
+            }
+            Command::CloseTcp => {
+                if let Path::Tcp(id) = path {
+                    self.conns.remove(&id);
+                }
+                return;
+            }
+        };
+        self.send_all(path, frames).await;
+    }
+
+    /// Sends frames at once: over TCP, packed in one write.
+    async fn send_all(&self, path: Path, frames: Vec<Vec<u8>>) {
+        match path {
+            Path::Udp(_) => {
+                for frame in frames {
+                    self.send(path, &frame).await;
+                }
+            }
+            Path::Tcp(_) => {
+                let mut bytes = Vec::new();
+                for frame in frames {
+                    bytes.extend_from_slice(&encode_prefix(frame.len()).unwrap());
+                    bytes.extend_from_slice(&frame);
+                }
+                self.write_stream(path, bytes);
+            }
+        }
+    }
+
+    /// Queues bytes as they are for the connection's writer.
+    fn write_stream(&self, path: Path, bytes: Vec<u8>) {
+        if let Path::Tcp(id) = path {
+            if let Some(conn) = self.conns.get(&id) {
+                let _ = conn.writer.send(bytes);
+            }
+        }
+    }
+
+    /// Sends one frame: a datagram, or a prefixed frame on the connection.
+    async fn send(&self, path: Path, frame: &[u8]) {
+        match path {
+            Path::Udp(addr) => {
+                if let Some(udp) = &self.udp {
+                    udp.send_to(frame, addr).await.unwrap();
+                }
+            }
+            Path::Tcp(_) => {
+                let mut bytes = encode_prefix(frame.len()).unwrap().to_vec();
+                bytes.extend_from_slice(frame);
+                self.write_stream(path, bytes);
+            }
+        }
+    }
+}
+
+/// Reads frames off a connection for the server task; `None` when it ends.
+async fn read_conn(
+    id: u64,
+    mut read: OwnedReadHalf,
+    frames: mpsc::UnboundedSender<(u64, Option<Vec<u8>>)>,
+) {
+    let mut asm = FrameAssembler::new(1 << 16, MAX_FRAME_LEN);
+    'read: loop {
+        match read.read(asm.spare_mut()).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => asm.commit(n),
+        }
+        loop {
+            match asm.next_frame() {
+                Ok(Some(frame)) => {
+                    let _ = frames.send((id, Some(frame.to_vec())));
+                }
+                Ok(None) => break,
+                Err(_) => break 'read,
+            }
+        }
+    }
+    let _ = frames.send((id, None));
+}
+
+/// Writes what the server task queues, packing what waits together, in the
+/// configured chunks. Dropping the queue closes the connection.
+async fn write_conn(
+    mut write: OwnedWriteHalf,
+    mut queue: mpsc::UnboundedReceiver<Vec<u8>>,
+    chunks: &'static [usize],
+) {
+    while let Some(mut bytes) = queue.recv().await {
+        while let Ok(more) = queue.try_recv() {
+            bytes.extend_from_slice(&more);
+        }
+        if chunks.is_empty() {
+            if write.write_all(&bytes).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let mut rest = &bytes[..];
+        for &size in chunks.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let n = size.clamp(1, rest.len());
+            if write.write_all(&rest[..n]).await.is_err() {
+                return;
+            }
+            rest = &rest[n..];
+            tokio::task::yield_now().await;
         }
     }
 }
@@ -325,4 +615,16 @@ pub async fn wait_until(mut done: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("condition not met within 5 s");
+}
+
+/// A loopback address whose port is free on both UDP and TCP right now, for a
+/// server started later.
+pub fn free_port() -> SocketAddr {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = tcp.local_addr().unwrap();
+        if std::net::UdpSocket::bind(addr).is_ok() {
+            return addr;
+        }
+    }
 }
