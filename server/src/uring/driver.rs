@@ -24,7 +24,9 @@ use socket2::SockAddr;
 
 use super::buffers::{BufId, BufferPool};
 use super::tcp::{self, CloseReason, Conns, TcpLimits};
-use super::tx::{queue_tun_write, queue_udp_send, take_copy, MsgSlot, Queue, TxKind, TxTable};
+use super::tx::{
+    queue_cancel, queue_tun_write, queue_udp_send, take_copy, MsgSlot, Queue, TxKind, TxTable,
+};
 use super::user_data::{next_generation, Path, UserData};
 use crate::metrics::IoCounters;
 use crate::outside::tcp::arena::Arena;
@@ -483,15 +485,7 @@ impl Driver {
         s.rx.armed = true;
         let len = shared.bufs.buf_size() - FRAME_OFFSET;
         let m = &mut s.msg;
-        m.iov.iov_base = shared.bufs.ptr(s.rx.buf, FRAME_OFFSET).cast();
-        m.iov.iov_len = len;
-        m.hdr.msg_name = (&mut m.from as *mut libc::sockaddr_storage).cast();
-        m.hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        m.hdr.msg_iov = &mut m.iov;
-        m.hdr.msg_iovlen = 1;
-        m.hdr.msg_control = std::ptr::null_mut();
-        m.hdr.msg_controllen = 0;
-        m.hdr.msg_flags = 0;
+        m.point_for_recv(shared.bufs.ptr(s.rx.buf, FRAME_OFFSET), len);
         let ud = UserData {
             path: Path::UdpRx,
             slot: slot as u32,
@@ -779,58 +773,38 @@ impl Driver {
         // Requests queued but never submitted need no cancel: forget them.
         self.drop_unsubmitted();
         // Cancel every receive, poll and the timer; sends finish on their own.
-        let mut targets: Vec<u64> = Vec::new();
+        let mut targets: Vec<UserData> = Vec::new();
         for (i, s) in self.shared.tun_rx.iter().enumerate() {
             if s.armed {
-                targets.push(
-                    UserData {
-                        path: Path::TunRx,
-                        slot: i as u32,
-                        generation: s.generation,
-                    }
-                    .encode(),
-                );
+                targets.push(UserData {
+                    path: Path::TunRx,
+                    slot: i as u32,
+                    generation: s.generation,
+                });
             }
             let g = self.tun_poll_generation[i];
-            targets.push(
-                UserData {
-                    path: Path::TunPoll,
-                    slot: i as u32,
-                    generation: g,
-                }
-                .encode(),
-            );
+            targets.push(UserData {
+                path: Path::TunPoll,
+                slot: i as u32,
+                generation: g,
+            });
         }
         for (i, s) in self.shared.udp_rx.iter().enumerate() {
             if s.rx.armed {
-                targets.push(
-                    UserData {
-                        path: Path::UdpRx,
-                        slot: i as u32,
-                        generation: s.rx.generation,
-                    }
-                    .encode(),
-                );
+                targets.push(UserData {
+                    path: Path::UdpRx,
+                    slot: i as u32,
+                    generation: s.rx.generation,
+                });
             }
         }
-        targets.push(
-            UserData {
-                path: Path::Timer,
-                slot: 0,
-                generation: self.timer_generation,
-            }
-            .encode(),
-        );
+        targets.push(UserData {
+            path: Path::Timer,
+            slot: 0,
+            generation: self.timer_generation,
+        });
         for t in targets {
-            let e = opcode::AsyncCancel::new(t).build().user_data(
-                UserData {
-                    path: Path::Cancel,
-                    slot: 0,
-                    generation: 0,
-                }
-                .encode(),
-            );
-            self.queue.push(e);
+            queue_cancel(&mut self.queue, t);
         }
         self.tcp_shutdown();
     }

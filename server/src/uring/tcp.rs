@@ -18,7 +18,7 @@ use ringway_proto::wire::stream::{encode_prefix, FrameAssembler};
 use ringway_proto::wire::{frame_type, FrameType};
 
 use super::driver::Driver;
-use super::tx::{queue_tun_write, take_copy, Queue};
+use super::tx::{queue_cancel, queue_tun_write, take_copy, Queue};
 use super::user_data::{next_generation, Path, UserData};
 use crate::metrics::IoCounters;
 use crate::outside::tcp::arena::Arena;
@@ -246,20 +246,13 @@ fn arm_recv(conn: &mut Conn, id: ConnId, queue: &mut Queue) {
 }
 
 fn cancel(queue: &mut Queue, path: Path, id: ConnId) {
-    let target = UserData {
-        path,
-        slot: id.index,
-        generation: id.generation,
-    };
-    queue.push(
-        opcode::AsyncCancel::new(target.encode()).build().user_data(
-            UserData {
-                path: Path::Cancel,
-                slot: 0,
-                generation: 0,
-            }
-            .encode(),
-        ),
+    queue_cancel(
+        queue,
+        UserData {
+            path,
+            slot: id.index,
+            generation: id.generation,
+        },
     );
 }
 
@@ -541,16 +534,7 @@ impl Driver {
                 slot: 0,
                 generation: self.conns.accept_generation,
             };
-            self.queue.push(
-                opcode::AsyncCancel::new(target.encode()).build().user_data(
-                    UserData {
-                        path: Path::Cancel,
-                        slot: 0,
-                        generation: 0,
-                    }
-                    .encode(),
-                ),
-            );
+            queue_cancel(&mut self.queue, target);
         }
         for (index, slot) in self.conns.slots.iter().enumerate() {
             if slot.conn.is_some() {

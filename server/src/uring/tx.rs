@@ -42,6 +42,61 @@ impl MsgSlot {
     }
 }
 
+impl MsgSlot {
+    /// Points the header at one data buffer and a socket address, refreshing
+    /// every pointer from this slot's own (stable) fields.
+    pub fn point(
+        &mut self,
+        data: *mut u8,
+        len: usize,
+        name: *mut libc::c_void,
+        namelen: libc::socklen_t,
+    ) {
+        self.iov.iov_base = data.cast();
+        self.iov.iov_len = len;
+        self.hdr.msg_name = name;
+        self.hdr.msg_namelen = namelen;
+        self.hdr.msg_iov = &mut self.iov;
+        self.hdr.msg_iovlen = 1;
+        self.hdr.msg_control = std::ptr::null_mut();
+        self.hdr.msg_controllen = 0;
+        self.hdr.msg_flags = 0;
+    }
+
+    /// Points the header at `data` and at `from` for recvmsg to fill.
+    pub fn point_for_recv(&mut self, data: *mut u8, len: usize) {
+        let name = (&mut self.from as *mut libc::sockaddr_storage).cast();
+        self.point(
+            data,
+            len,
+            name,
+            std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        );
+    }
+
+    /// Points the header at `data` and at destination `to`.
+    pub fn point_for_send(&mut self, data: *mut u8, len: usize, to: SocketAddr) {
+        self.to = SockAddr::from(to);
+        let (name, namelen) = (self.to.as_ptr() as *mut libc::c_void, self.to.len());
+        self.point(data, len, name, namelen);
+    }
+}
+
+/// Queues a cancel of the request tagged `target`; the cancel's own
+/// completion carries nothing we need.
+pub(super) fn queue_cancel(queue: &mut Queue, target: UserData) {
+    let me = UserData {
+        path: Path::Cancel,
+        slot: 0,
+        generation: 0,
+    };
+    queue.push(
+        opcode::AsyncCancel::new(target.encode())
+            .build()
+            .user_data(me.encode()),
+    );
+}
+
 /// Which kind of send a tx slot carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum TxKind {
@@ -113,16 +168,7 @@ pub(super) fn queue_udp_send(
     s.kind = TxKind::Udp;
     s.generation = next_generation(s.generation);
     let m = &mut s.msg;
-    m.to = SockAddr::from(to);
-    m.iov.iov_base = ptr.cast();
-    m.iov.iov_len = len;
-    m.hdr.msg_name = m.to.as_ptr() as *mut libc::c_void;
-    m.hdr.msg_namelen = m.to.len();
-    m.hdr.msg_iov = &mut m.iov;
-    m.hdr.msg_iovlen = 1;
-    m.hdr.msg_control = std::ptr::null_mut();
-    m.hdr.msg_controllen = 0;
-    m.hdr.msg_flags = 0;
+    m.point_for_send(ptr, len, to);
     let ud = UserData {
         path: Path::Tx,
         slot: t,
