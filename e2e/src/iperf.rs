@@ -4,7 +4,6 @@
 //! MTU, reordering); iperf3's JSON report gives goodput measured at the receiver and the
 //! sender's retransmit count.
 
-use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -12,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use crate::netns::Netns;
+use crate::path::TunnelPath;
 use crate::process::{self, Process};
 
 /// iperf3's default control/data port; each testbed has its own namespaces, so no clash.
@@ -41,22 +41,22 @@ impl IperfReport {
     }
 }
 
-/// Runs a `secs`-second iperf3 TCP test between a one-shot server bound to `server_ip` in
-/// `server_ns` and a client in `client_ns`; `reverse` makes the server send.
+/// Runs a `secs`-second iperf3 TCP test along `path`: a one-shot server bound to the server's
+/// inside address, and a client bound to the client's; `reverse` makes the server send.
 ///
 /// `log_dir` receives the server's output. Everything is bounded: the client is killed after
-/// `secs` + 20 s, and the server guard is dropped (SIGTERM/SIGKILL by PID) on return.
-pub fn run(
-    server_ns: &Netns,
-    client_ns: &Netns,
-    server_ip: Ipv4Addr,
-    reverse: bool,
-    secs: u32,
-    log_dir: &Path,
-) -> Result<IperfReport> {
+/// `secs` + 20 s, and the server guard is dropped (SIGTERM/SIGKILL by PID) on return. Runs
+/// must not overlap within one server namespace, since they share the port.
+pub fn run(path: &TunnelPath<'_>, reverse: bool, secs: u32, log_dir: &Path) -> Result<IperfReport> {
+    let TunnelPath {
+        server_ns,
+        server_ip,
+        client_ns,
+        client_ip,
+    } = *path;
     let secs = secs.max(1);
     let log = log_dir.join(format!(
-        "iperf3-server-{}.log",
+        "iperf3-server-{client_ip}-{}.log",
         if reverse { "r" } else { "f" }
     ));
     let mut server = Process::spawn(
@@ -74,6 +74,7 @@ pub fn run(
     loop {
         let mut cmd = client_ns.command("iperf3");
         cmd.args(["-c", &server_ip.to_string(), "-p", &PORT.to_string()])
+            .args(["-B", &client_ip.to_string()])
             .args(["-t", &secs.to_string(), "-J"]);
         if reverse {
             cmd.arg("-R");

@@ -21,14 +21,21 @@
 //! let stats = bed.ping(3).expect("ping");
 //! println!("avg rtt {} ms", stats.avg_rtt_ms);
 //! ```
+//!
+//! More clients can share the server: provision their peers up front with
+//! [`TestbedOptions::extra_peers`], start each with [`Testbed::add_client`] (its own transport
+//! and TUN), and measure through it with the `*_from` methods and the [`ClientHandle`] it
+//! returns. [`rawtcp`] plays misbehaving peers against the server's TCP port.
 
 pub mod binaries;
 pub mod interrupt;
 pub mod iperf;
 pub mod netns;
+pub mod path;
 pub mod ping;
 pub mod prereq;
 pub mod process;
+pub mod rawtcp;
 mod sys;
 pub mod tempdir;
 pub mod testbed;
@@ -38,5 +45,8 @@ pub use iperf::IperfReport;
 pub use ping::PingStats;
 pub use process::{Process, Signal, Termination};
 pub use tempdir::TempDir;
-pub use testbed::{Testbed, TestbedOptions, Transport, CLIENT_TUNNEL_IP, SERVER_TUNNEL_IP};
+pub use testbed::{
+    ClientHandle, Testbed, TestbedOptions, Transport, TunCounters, CLIENT_TUNNEL_IP,
+    SERVER_TUNNEL_IP,
+};
 pub use transfer::TransferReport;

@@ -6,14 +6,16 @@
 //! namespace on drop, also while a failing test unwinds.
 
 use std::ffi::OsStr;
+use std::fs::File;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::process;
+use crate::{process, sys};
 
 /// Where `ip netns add` mounts a namespace; opening this file gives a handle for `setns`.
 const NETNS_DIR: &str = "/var/run/netns";
@@ -99,6 +101,34 @@ impl Netns {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec"]).arg(&self.name).arg(program);
         cmd
+    }
+
+    /// Runs `f` on a fresh thread that has entered this namespace, and returns its result.
+    ///
+    /// `setns` changes only the calling thread, so the caller stays where it is. Sockets `f`
+    /// creates belong to this namespace for their whole life, also when used from other threads
+    /// afterwards. `f` must bound itself in time; if it has not finished after `limit`, this
+    /// returns an error and leaves the thread to end on its own.
+    pub fn run_inside<T, F>(&self, limit: Duration, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T> + Send + 'static,
+    {
+        let path = self.path();
+        let ns = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("in-{}", self.name))
+            .spawn(move || {
+                let res = sys::enter_netns(&ns)
+                    .context("entering namespace")
+                    .and_then(|()| f());
+                let _ = tx.send(res);
+            })
+            .context("spawning namespace thread")?;
+        rx.recv_timeout(limit)
+            .map_err(|_| anyhow::anyhow!("work in {} did not finish within {limit:?}", self.name))?
+            .with_context(|| format!("in namespace {}", self.name))
     }
 }
 

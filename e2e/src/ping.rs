@@ -3,12 +3,11 @@
 //! Ping is the smallest proof that both directions of the tunnel carry packets, and its
 //! average RTT is the latency figure the demo reports.
 
-use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::netns::Netns;
+use crate::path::TunnelPath;
 use crate::process;
 
 /// Interval between echo requests, in seconds (iputils accepts 0.2 without special privileges).
@@ -27,8 +26,10 @@ pub struct PingStats {
     pub avg_rtt_ms: f64,
 }
 
-/// Pings `target` `count` times from inside `from`; fails if no reply arrives at all.
-pub fn ping(from: &Netns, target: Ipv4Addr, count: u32) -> Result<PingStats> {
+/// Pings the server end of `path` `count` times from its client end (source bound to the
+/// client's inside address); fails if no reply arrives at all.
+pub fn ping(path: &TunnelPath<'_>, count: u32) -> Result<PingStats> {
+    let (from, source, target) = (path.client_ns, path.client_ip, path.server_ip);
     let count = count.max(1);
     let limit = Duration::from_secs_f64(f64::from(count) * INTERVAL_S)
         + Duration::from_secs(REPLY_WAIT_S + 10);
@@ -37,6 +38,7 @@ pub fn ping(from: &Netns, target: Ipv4Addr, count: u32) -> Result<PingStats> {
             .args(["-n", "-c", &count.to_string()])
             .args(["-i", &INTERVAL_S.to_string()])
             .args(["-W", &REPLY_WAIT_S.to_string()])
+            .args(["-I", &source.to_string()])
             .arg(target.to_string()),
         limit,
     )
@@ -44,7 +46,7 @@ pub fn ping(from: &Netns, target: Ipv4Addr, count: u32) -> Result<PingStats> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stats = parse(&stdout).with_context(|| {
         format!(
-            "ping {target} from {} ({}): {}{}",
+            "ping {target} from {source} in {} ({}): {}{}",
             from.name(),
             out.status,
             stdout.trim(),

@@ -19,6 +19,7 @@ use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 
 use crate::netns::Netns;
+use crate::path::TunnelPath;
 use crate::sys;
 
 /// Per-operation socket timeout: a stalled tunnel fails within this, not at the deadline.
@@ -44,16 +45,21 @@ impl TransferReport {
     }
 }
 
-/// Sends `bytes` of data generated from `seed` from `client_ns` to a listener on `server_ip` in
-/// `server_ns`, and checks that both ends hash the same stream; all within `deadline`.
+/// Sends `bytes` of data generated from `seed` along `path`, from a socket bound to the client's
+/// inside address to a listener on the server's, and checks that both ends hash the same
+/// stream; all within `deadline`.
 pub fn transfer_sha256(
-    server_ns: &Netns,
-    client_ns: &Netns,
-    server_ip: Ipv4Addr,
+    path: &TunnelPath<'_>,
     bytes: u64,
     seed: u64,
     deadline: Duration,
 ) -> Result<TransferReport> {
+    let TunnelPath {
+        server_ns,
+        server_ip,
+        client_ns,
+        client_ip,
+    } = *path;
     let start = Instant::now();
     let end = start + deadline;
     // Open the namespace files here so a bad namespace fails before any thread starts.
@@ -79,7 +85,11 @@ pub fn transfer_sha256(
     std::thread::Builder::new()
         .name("transfer-sender".into())
         .spawn(move || {
-            let _ = tx_done.send(send(&client_fd, &addr_rx, bytes, seed, end));
+            let source = Source {
+                ns: &client_fd,
+                ip: client_ip,
+            };
+            let _ = tx_done.send(send(&source, &addr_rx, bytes, seed, end));
         })
         .context("spawning sender thread")?;
 
@@ -193,20 +203,27 @@ fn receive(
     })
 }
 
-/// Sender thread body: connect from the client namespace, stream seeded random data.
+/// Where the sender connects from: a namespace and an address in it.
+struct Source<'a> {
+    ns: &'a File,
+    ip: Ipv4Addr,
+}
+
+/// Sender thread body: connect from the client's address in its namespace, stream seeded
+/// random data.
 fn send(
-    ns: &File,
+    source: &Source<'_>,
     addr_rx: &mpsc::Receiver<SocketAddr>,
     bytes: u64,
     seed: u64,
     end: Instant,
 ) -> Result<Side> {
-    sys::enter_netns(ns).context("entering client namespace")?;
+    sys::enter_netns(source.ns).context("entering client namespace")?;
     let addr = addr_rx
         .recv_timeout(end.saturating_duration_since(Instant::now()))
         .context("receiver never reported its address")?;
-    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
-        .with_context(|| format!("connecting to {addr} through the tunnel"))?;
+    let mut stream = connect_from(source.ip, addr)
+        .with_context(|| format!("connecting {} -> {addr} through the tunnel", source.ip))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut rng = StdRng::seed_from_u64(seed);
     let mut hasher = Sha256::new();
@@ -232,6 +249,15 @@ fn send(
         sha256: hex(&hasher.finalize()),
         finished: Instant::now(),
     })
+}
+
+/// A TCP connection to `addr` from `source` (std cannot bind before connecting).
+fn connect_from(source: Ipv4Addr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    socket.bind(&SocketAddr::from((source, 0)).into())?;
+    socket.connect_timeout(&addr.into(), IO_TIMEOUT)?;
+    Ok(socket.into())
 }
 
 /// A flag shared with the receiver thread, raised when the owner is dropped.

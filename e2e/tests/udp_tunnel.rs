@@ -8,7 +8,7 @@
 mod common;
 
 use anyhow::Result;
-use ringway_e2e::TestbedOptions;
+use ringway_e2e::{TestbedOptions, Transport};
 
 #[test]
 fn udp_ping_through_tunnel() -> Result<()> {
@@ -39,5 +39,14 @@ fn udp_server_exits_within_1s_of_sigterm() -> Result<()> {
     common::sigterm_shutdown(
         "udp_server_exits_within_1s_of_sigterm",
         TestbedOptions::udp(),
+    )
+}
+
+#[test]
+fn two_udp_clients_share_a_server() -> Result<()> {
+    common::two_clients(
+        "two_udp_clients_share_a_server",
+        Transport::Udp,
+        Transport::Udp,
     )
 }

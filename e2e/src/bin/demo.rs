@@ -12,7 +12,7 @@ use ringway_e2e::{interrupt, prereq, Testbed, TestbedOptions, Transport};
 const PINGS: u32 = 10;
 const IPERF_SECS: u32 = 5;
 
-const USAGE: &str = "usage: ringway-demo [--transport udp|tcp|both]
+const USAGE: &str = "usage: ringway-demo [--transport udp|tcp|both]   (default: both)
 
 Starts ringway-server and ringway in two throwaway network namespaces, pings through the
 tunnel, runs iperf3 each way, prints a summary and tears everything down. Needs root, ip,
@@ -75,7 +75,7 @@ fn main() -> ExitCode {
 
 /// `Ok(None)` means help was asked for.
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Vec<Transport>>> {
-    let mut choice = "udp".to_owned();
+    let mut choice = "both".to_owned();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-h" | "--help" => return Ok(None),
@@ -171,8 +171,8 @@ mod tests {
     }
 
     #[test]
-    fn defaults_to_udp() {
-        assert_eq!(parse(&[]).unwrap(), Some(vec![Transport::Udp]));
+    fn defaults_to_both() {
+        assert_eq!(parse(&[]).unwrap(), Some(Transport::ALL.to_vec()));
     }
 
     #[test]
@@ -180,6 +180,10 @@ mod tests {
         assert_eq!(
             parse(&["--transport", "tcp"]).unwrap(),
             Some(vec![Transport::Tcp])
+        );
+        assert_eq!(
+            parse(&["--transport", "udp"]).unwrap(),
+            Some(vec![Transport::Udp])
         );
         assert_eq!(
             parse(&["--transport=both"]).unwrap(),

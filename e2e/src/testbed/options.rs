@@ -53,13 +53,19 @@ impl FromStr for Transport {
 /// How to build a [`Testbed`](super::Testbed).
 #[derive(Debug, Clone)]
 pub struct TestbedOptions {
-    /// Outside transport; `--transport tcp` is passed to the client only for [`Transport::Tcp`].
+    /// Outside transport of the first client; `--transport tcp` is passed only for
+    /// [`Transport::Tcp`]. Added clients choose their own.
     pub transport: Transport,
     /// Extra arguments appended to `ringway-server run --config ...` (e.g. `--tun-rx-slots 64`).
     pub server_args: Vec<String>,
-    /// Extra arguments appended to `ringway up FILE ...`.
+    /// Extra arguments appended to `ringway up FILE ...`, for every client.
     pub client_args: Vec<String>,
-    /// Bound for each readiness wait (server up, then client up).
+    /// Peers provisioned beyond the first, for [`Testbed::add_client`](super::Testbed::add_client).
+    ///
+    /// The server reads its peer list at start, so every client a test will add must be
+    /// provisioned before then.
+    pub extra_peers: usize,
+    /// Bound for each readiness wait (server up, then each client up).
     pub ready_timeout: Duration,
 }
 
@@ -69,6 +75,7 @@ impl Default for TestbedOptions {
             transport: Transport::Udp,
             server_args: Vec::new(),
             client_args: Vec::new(),
+            extra_peers: 0,
             ready_timeout: Duration::from_secs(10),
         }
     }
@@ -112,6 +119,12 @@ impl TestbedOptions {
         self.client_args.extend(args.into_iter().map(Into::into));
         self
     }
+
+    /// Provisions `n` more peers, so that `n` clients can be added after start.
+    pub fn extra_peers(mut self, n: usize) -> Self {
+        self.extra_peers = n;
+        self
+    }
 }
 
 #[cfg(test)]
@@ -130,8 +143,10 @@ mod tests {
     fn options_collect_extra_args() {
         let o = TestbedOptions::tcp()
             .server_args(["--tun-rx-slots", "64"])
-            .client_args(["-v"]);
+            .client_args(["-v"])
+            .extra_peers(2);
         assert_eq!(o.transport, Transport::Tcp);
+        assert_eq!(o.extra_peers, 2);
         assert_eq!(o.server_args, ["--tun-rx-slots", "64"]);
         assert_eq!(o.client_args, ["-v"]);
     }

@@ -8,23 +8,30 @@
 // Every test binary includes this module but not every binary uses every scenario.
 #![allow(dead_code)]
 
+pub mod bad_peers;
+
 use std::sync::MutexGuard;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use ringway_e2e::{prereq, Testbed, TestbedOptions, CLIENT_TUNNEL_IP};
+use ringway_e2e::{prereq, Testbed, TestbedOptions, Transport, CLIENT_TUNNEL_IP};
 
 /// The contract: the server exits within this long after SIGTERM.
 pub const SERVER_SHUTDOWN_LIMIT: Duration = Duration::from_secs(1);
 /// How long the client may take to exit on SIGTERM once the server is gone.
 pub const CLIENT_SHUTDOWN_LIMIT: Duration = Duration::from_secs(3);
 
+/// Seconds of each iperf3 run in multi-client scenarios (short: every test builds a testbed).
+pub const SHORT_IPERF_SECS: u32 = 2;
+/// Bytes of each transfer in multi-client and bad-peer scenarios.
+pub const SHORT_TRANSFER_BYTES: u64 = 16 << 20;
+
 /// `None` if the test should be skipped; otherwise the serial lock to hold for its duration.
-fn prepare(test: &str, tools: &[&str]) -> Option<MutexGuard<'static, ()>> {
+pub fn prepare(test: &str, tools: &[&str]) -> Option<MutexGuard<'static, ()>> {
     prereq::can_run(test, tools).then(prereq::serial)
 }
 
-fn start(opts: TestbedOptions) -> Result<Testbed> {
+pub fn start(opts: TestbedOptions) -> Result<Testbed> {
     let transport = opts.transport;
     let bed = Testbed::start(opts).with_context(|| format!("starting {transport} testbed"))?;
     println!(
@@ -133,4 +140,73 @@ pub fn sigterm_shutdown(test: &str, opts: TestbedOptions) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Two clients of one server at the same time, the first over `first` and another over
+/// `second` (its own peer, TUN `ringway1` and inside address, in the same namespace). Each
+/// pings and runs a short iperf3 through its own TUN, then both move 16 MiB at the same time.
+pub fn two_clients(test: &str, first: Transport, second: Transport) -> Result<()> {
+    let Some(_serial) = prepare(test, &["ping", "iperf3"]) else {
+        return Ok(());
+    };
+    let mut bed = start(TestbedOptions::new(first).extra_peers(1))?;
+    let one = bed.primary_client();
+    let two = bed.add_client(second, "ringway1")?;
+    println!(
+        "{test}: client 0 {first} at {}, client 1 {second} at {}",
+        one.tunnel_ip(),
+        two.tunnel_ip()
+    );
+    ensure!(
+        one.tunnel_ip() != two.tunnel_ip(),
+        "both clients got {}",
+        one.tunnel_ip()
+    );
+    for (c, other) in [(&one, &two), (&two, &one)] {
+        let before = [bed.tun_counters(c)?, bed.tun_counters(other)?];
+        let stats = bed.ping_from(c, 5)?;
+        println!(
+            "{test}: client {} ({}) ping {stats:?}",
+            c.index(),
+            c.transport()
+        );
+        let report = bed.iperf3_from(c, false, SHORT_IPERF_SECS)?;
+        println!(
+            "{test}: client {} ({}) iperf3 {:.3} Gbit/s",
+            c.index(),
+            c.transport(),
+            report.gbps()
+        );
+        ensure!(report.bytes > 0, "client {} moved no data", c.index());
+        // The traffic went through this client's TUN, not the other's.
+        let own = bed.tun_counters(c)?.since(&before[0]);
+        let stray = bed.tun_counters(other)?.since(&before[1]);
+        println!(
+            "{test}: {} sent {} bytes, {} sent {} bytes meanwhile",
+            c.tun_name(),
+            own.tx_bytes,
+            other.tun_name(),
+            stray.tx_bytes
+        );
+        ensure!(
+            own.tx_bytes >= report.bytes && stray.tx_bytes < report.bytes / 100,
+            "client {}'s traffic ({} bytes by iperf3) did not take its own TUN: {} sent {own:?}, \
+             {} sent {stray:?}",
+            c.index(),
+            report.bytes,
+            c.tun_name(),
+            other.tun_name()
+        );
+    }
+    let reports = bed.transfer_sha256_concurrently(&[one, two], SHORT_TRANSFER_BYTES)?;
+    for (i, r) in reports.iter().enumerate() {
+        println!(
+            "{test}: client {i} transfer {} bytes in {:?} ({:.3} Gbit/s) while the other ran",
+            r.bytes,
+            r.elapsed,
+            r.gbps()
+        );
+    }
+    // Both were still connected at the end, not one of them replaced by the other.
+    bed.ensure_running()
 }

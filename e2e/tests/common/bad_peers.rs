@@ -1,0 +1,242 @@
+//! Misbehaving TCP peers against a server that also serves a good TCP client.
+//!
+//! A [`Misbehaviour`] says what the bad connections send and when the server must have closed
+//! them; [`run`] opens them from the client namespace next to the good client, checks that the
+//! good client keeps working while they are open and after they are gone, and only then judges
+//! the close times. The server's final counters are quoted in every failure, for diagnosis.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use ringway_e2e::rawtcp::{self, CloseTimes, RawConn};
+use ringway_e2e::TestbedOptions;
+
+use super::{prepare, start, SHORT_TRANSFER_BYTES};
+
+/// The handshake deadline the server gets in these tests (`--tcp-handshake-timeout-secs`).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// What "closed at the handshake deadline" may take beyond it: the server's timer resolution,
+/// our 20 ms polling and a loaded CI machine.
+pub const DEADLINE_SLACK: Duration = Duration::from_secs(4);
+/// How long after the limit we keep watching, so a late close is reported with its time.
+const WATCH_EXTRA: Duration = Duration::from_secs(2);
+/// Bound for opening all bad connections.
+const OPEN_LIMIT: Duration = Duration::from_secs(20);
+/// Seed of the garbage stream (fixed, so failures reproduce).
+const GARBAGE_SEED: u64 = 0x6261_645f_7065_6572;
+/// A handshake initiation's length (`ringway_proto::wire::handshake::INIT_LEN`) and type byte.
+const INIT_LEN: u16 = 152;
+const INIT_TYPE: u8 = 1;
+
+/// What the bad connections do and what the server must do about them.
+#[derive(Debug, Clone)]
+pub struct Misbehaviour {
+    /// For messages.
+    pub what: String,
+    /// How many connections to open.
+    pub connections: usize,
+    /// Bytes each connection sends right after connecting (then it stays silent).
+    pub payload: Vec<u8>,
+    /// Extra `ringway-server run` arguments besides the handshake timeout.
+    pub server_args: Vec<String>,
+    /// Every connection must be closed within this of being opened.
+    pub closed_within: Duration,
+    /// No connection may be closed sooner than this: the handshake deadline is a deadline, not
+    /// a refusal, and a server that closed every connection at once would pass the upper bound.
+    pub not_before: Option<Duration>,
+    /// At least this many must be closed within the duration (for the connection limit).
+    pub at_least_promptly: Option<(usize, Duration)>,
+}
+
+impl Misbehaviour {
+    fn new(what: impl Into<String>, connections: usize, payload: Vec<u8>) -> Self {
+        Self {
+            what: what.into(),
+            connections,
+            payload,
+            server_args: Vec::new(),
+            closed_within: HANDSHAKE_TIMEOUT + DEADLINE_SLACK,
+            not_before: None,
+            at_least_promptly: None,
+        }
+    }
+
+    /// One connection sending 4 KiB of random bytes: not a frame, so closed at once (the
+    /// bound also allows for the handshake deadline, in case the bytes happen to start a
+    /// plausible frame).
+    pub fn garbage() -> Self {
+        let mut bytes = vec![0u8; 4096];
+        StdRng::seed_from_u64(GARBAGE_SEED).fill_bytes(&mut bytes);
+        Self {
+            closed_within: Duration::from_secs(3),
+            ..Self::new("4 KiB of random bytes", 1, bytes)
+        }
+    }
+
+    /// One connection sending a valid length prefix and the first 10 bytes of a handshake
+    /// initiation, then nothing: only the handshake deadline can end it.
+    pub fn stalled_frame() -> Self {
+        let mut bytes = INIT_LEN.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[INIT_TYPE, 0, 0, 0, 0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc]);
+        Self::new("a handshake prefix and 10 of its 152 bytes", 1, bytes)
+    }
+
+    /// One connection that sends nothing.
+    pub fn silent() -> Self {
+        Self {
+            not_before: Some(HANDSHAKE_TIMEOUT / 2),
+            ..Self::new("a silent connection", 1, Vec::new())
+        }
+    }
+
+    /// `n` connections that send nothing.
+    pub fn idle_flood(n: usize) -> Self {
+        Self {
+            not_before: Some(HANDSHAKE_TIMEOUT / 2),
+            ..Self::new(format!("{n} idle connections"), n, Vec::new())
+        }
+    }
+
+    /// `n` idle connections against `--max-tcp-connections limit` (the good client holds one
+    /// connection): those beyond the limit must be closed at once, the rest at the deadline.
+    pub fn over_limit(limit: usize, n: usize) -> Self {
+        Self {
+            server_args: vec!["--max-tcp-connections".into(), limit.to_string()],
+            at_least_promptly: Some((n.saturating_sub(limit), Duration::from_secs(1))),
+            ..Self::new(
+                format!("{n} idle connections with at most {limit} allowed"),
+                n,
+                Vec::new(),
+            )
+        }
+    }
+}
+
+/// Starts a TCP testbed with the short handshake deadline, checks the good client, opens the
+/// bad connections, pings through the good client while they are open, waits for the server
+/// to close them, then pings and moves 16 MiB through the good client again.
+pub fn run(test: &str, bad: &Misbehaviour) -> Result<()> {
+    let Some(_serial) = prepare(test, &["ping"]) else {
+        return Ok(());
+    };
+    let opts = TestbedOptions::tcp()
+        .server_args([
+            "--tcp-handshake-timeout-secs".to_owned(),
+            HANDSHAKE_TIMEOUT.as_secs().to_string(),
+        ])
+        .server_args(bad.server_args.iter().cloned());
+    let mut bed = start(opts)?;
+    bed.ping(3).context("good client before the bad peers")?;
+
+    let mut conns = rawtcp::connect_many(
+        bed.client_ns(),
+        bed.server_endpoint(),
+        bad.connections,
+        OPEN_LIMIT,
+    )
+    .with_context(|| format!("opening {}", bad.what))?;
+    for c in &mut conns {
+        send_ignoring_reset(c, &bad.payload)?;
+    }
+    let watch = bad.closed_within + WATCH_EXTRA;
+    let (times, during) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| rawtcp::wait_closed(&mut conns, watch));
+        let during = bed.ping(5);
+        let times = watcher
+            .join()
+            .unwrap_or_else(|_| bail!("close watcher panicked"));
+        (times, during)
+    });
+    let during = during.context("good client while the bad peers were connected");
+    let times = times?;
+    let summary = CloseTimes::from_times(&times);
+    println!("{test}: {}: {summary}", bad.what);
+    drop(conns);
+
+    let after = bed
+        .ping(3)
+        .and_then(|_| bed.transfer_sha256(SHORT_TRANSFER_BYTES))
+        .context("good client after the bad peers");
+    if let Ok(report) = &after {
+        println!(
+            "{test}: good client moved {} bytes in {:?} afterwards",
+            report.bytes, report.elapsed
+        );
+    }
+
+    // Counters are logged on shutdown; stopping here gets them for every message below.
+    let stop = bed.stop_server(Duration::from_secs(5));
+    let counters = bed
+        .server_counters()
+        .unwrap_or_else(|| "(server logged no counters)".to_owned());
+    println!("{test}: {counters}");
+    // The cause first, then the counters, as the testbed does with log tails.
+    let with_counters =
+        |e: anyhow::Error| anyhow!("{e:#}\n--- server's final log line: {counters}");
+
+    during.map_err(with_counters)?;
+    after.map_err(with_counters)?;
+    judge(bad, &times, &summary).map_err(with_counters)?;
+    stop.map_err(with_counters)?;
+    Ok(())
+}
+
+/// Sends `payload`; a reset or broken pipe means the server already closed, which the close
+/// watch then sees, so it is not an error here.
+fn send_ignoring_reset(conn: &mut RawConn, payload: &[u8]) -> Result<()> {
+    if payload.is_empty() {
+        return Ok(());
+    }
+    match conn.send(payload) {
+        Ok(()) => Ok(()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e).context("sending the bad bytes"),
+    }
+}
+
+/// Checks the close times against what `bad` demands.
+fn judge(bad: &Misbehaviour, times: &[Option<Duration>], summary: &CloseTimes) -> Result<()> {
+    let what = &bad.what;
+    if !summary.all_closed() {
+        bail!(
+            "{what}: {summary}; {} still open {:?} after opening (limit {:?})",
+            summary.total - summary.closed,
+            bad.closed_within + WATCH_EXTRA,
+            bad.closed_within
+        );
+    }
+    if let Some(last) = summary.last.filter(|t| *t > bad.closed_within) {
+        bail!(
+            "{what}: {summary}; the last close came {last:.2?} after opening, limit {:?}",
+            bad.closed_within
+        );
+    }
+    if let (Some(min), Some(first)) = (bad.not_before, summary.first) {
+        if first < min {
+            bail!(
+                "{what}: {summary}; closed {first:.2?} after opening, before the {:?} \
+                 handshake deadline (not earlier than {min:?} allowed)",
+                HANDSHAKE_TIMEOUT
+            );
+        }
+    }
+    if let Some((want, within)) = bad.at_least_promptly {
+        let got = CloseTimes::closed_within(times, within);
+        if got < want {
+            bail!(
+                "{what}: {summary}; only {got} closed within {within:?}, want at least {want} \
+                 (those beyond the limit)"
+            );
+        }
+    }
+    Ok(())
+}
