@@ -37,6 +37,7 @@ fn session_pair(cipher: Cipher) -> (Session, Session) {
         mtu: 1420,
         keepalive_secs: 25,
         idle_timeout_secs: 180,
+        rekey_after_secs: 0,
     };
     let now = Instant::now();
     let mut resp = [0u8; RESP_LEN];

@@ -5,12 +5,15 @@
 //! +--------+--------+-----------------+--------+-----------------+
 //! |version | cipher | client addr v4  | prefix | server addr v4  |
 //! +--------+--------+-----------------+--------+-----------------+
-//! 11       13          15                17          20
-//! +--------+-----------+-----------------+-----------+
-//! |  mtu   | keepalive | idle timeout    | reserved  |
-//! | u16 BE | secs u16  | secs u16        | (zero)    |
-//! +--------+-----------+-----------------+-----------+
+//! 11       13          15                17             19         20
+//! +--------+-----------+-----------------+--------------+----------+
+//! |  mtu   | keepalive | idle timeout    | rekey after  | reserved |
+//! | u16 BE | secs u16  | secs u16        | secs u16     | (zero)   |
+//! +--------+-----------+-----------------+--------------+----------+
 //! ```
+//!
+//! "Rekey after" is how the server asks for fresh keys: the client starts a new
+//! handshake once its session is that old (0 = never).
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -36,6 +39,8 @@ pub struct SessionConfig {
     pub keepalive_secs: u16,
     /// Consider the session dead after this many seconds without a frame.
     pub idle_timeout_secs: u16,
+    /// Re-handshake once the session is this many seconds old; 0 = never.
+    pub rekey_after_secs: u16,
 }
 
 impl SessionConfig {
@@ -49,6 +54,11 @@ impl SessionConfig {
         Duration::from_secs(u64::from(self.idle_timeout_secs))
     }
 
+    /// When the client should re-handshake, if the server asks it to.
+    pub fn rekey_after(&self) -> Option<Duration> {
+        (self.rekey_after_secs > 0).then(|| Duration::from_secs(u64::from(self.rekey_after_secs)))
+    }
+
     pub(crate) fn emit(&self) -> [u8; RESP_PAYLOAD_LEN] {
         let mut b = [0u8; RESP_PAYLOAD_LEN];
         b[0] = PAYLOAD_VERSION;
@@ -59,6 +69,7 @@ impl SessionConfig {
         b[11..13].copy_from_slice(&self.mtu.to_be_bytes());
         b[13..15].copy_from_slice(&self.keepalive_secs.to_be_bytes());
         b[15..17].copy_from_slice(&self.idle_timeout_secs.to_be_bytes());
+        b[17..19].copy_from_slice(&self.rekey_after_secs.to_be_bytes());
         b
     }
 
@@ -68,7 +79,7 @@ impl SessionConfig {
         if b[0] != PAYLOAD_VERSION {
             return Err(bad("unsupported config version"));
         }
-        if b[17..] != [0, 0, 0] {
+        if b[19] != 0 {
             return Err(bad("reserved bytes set"));
         }
         let cipher = Cipher::from_u8(b[1]).ok_or(bad("unknown cipher"))?;
@@ -82,6 +93,7 @@ impl SessionConfig {
             mtu: u16_at(11),
             keepalive_secs: u16_at(13),
             idle_timeout_secs: u16_at(15),
+            rekey_after_secs: u16_at(17),
         };
         if cfg.prefix_len == 0 || cfg.prefix_len > 32 {
             return Err(bad("prefix length out of range"));
@@ -109,6 +121,7 @@ mod tests {
             mtu: 1420,
             keepalive_secs: 25,
             idle_timeout_secs: 180,
+            rekey_after_secs: 900,
         }
     }
 
@@ -123,7 +136,7 @@ mod tests {
     fn frozen_encoding() {
         assert_eq!(
             sample().emit(),
-            [1, 2, 198, 18, 0, 2, 24, 198, 18, 0, 1, 0x05, 0x8c, 0, 25, 0, 180, 0, 0, 0]
+            [1, 2, 198, 18, 0, 2, 24, 198, 18, 0, 1, 0x05, 0x8c, 0, 25, 0, 180, 0x03, 0x84, 0]
         );
     }
 

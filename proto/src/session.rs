@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use crate::crypto::{Cipher, DataKey};
 use crate::replay::{ReplayError, ReplayWindow};
-use crate::wire::transport::{self, TransportFrame, HEADER_LEN, MAX_PAYLOAD_LEN, TAG_LEN};
+use crate::wire::transport::{
+    self, TransportFrame, HEADER_LEN, MAX_PAYLOAD_LEN, PROBE_LEN, TAG_LEN,
+};
 use crate::wire::{self, FrameType};
 
 /// Stop sealing before the counter could wrap: a nonce must never repeat.
@@ -89,7 +91,12 @@ impl Sealer {
         if !kind.is_transport() {
             return Err(SealError::PayloadNotAllowed);
         }
-        if kind != FrameType::Data && payload_len != 0 {
+        let allowed = match kind {
+            FrameType::Data => true,
+            FrameType::Keepalive => payload_len == 0 || payload_len == PROBE_LEN,
+            _ => payload_len == 0,
+        };
+        if !allowed {
             return Err(SealError::PayloadNotAllowed);
         }
         if payload_len > MAX_PAYLOAD_LEN {
@@ -125,6 +132,22 @@ impl Sealer {
     /// Seals a keepalive into `frame` (at least [`transport::OVERHEAD`] bytes).
     pub fn seal_keepalive(&mut self, frame: &mut [u8], now: Instant) -> Result<usize, SealError> {
         self.seal(FrameType::Keepalive, frame, 0, now)
+    }
+
+    /// Seals a keepalive carrying probe id `probe` into `frame` (at least
+    /// [`transport::OVERHEAD`] + 8 bytes). The server answers a probe with a
+    /// keepalive carrying the same id, so the sender can time the round trip.
+    pub fn seal_probe(
+        &mut self,
+        frame: &mut [u8],
+        probe: u64,
+        now: Instant,
+    ) -> Result<usize, SealError> {
+        let slot = frame
+            .get_mut(HEADER_LEN..HEADER_LEN + PROBE_LEN)
+            .ok_or(SealError::BufferTooSmall)?;
+        slot.copy_from_slice(&probe.to_be_bytes());
+        self.seal(FrameType::Keepalive, frame, PROBE_LEN, now)
     }
 
     /// Seals a disconnect into `frame` (at least [`transport::OVERHEAD`] bytes).
@@ -185,6 +208,12 @@ impl Opener {
     pub fn session_id(&self) -> u32 {
         self.session_id
     }
+}
+
+/// The probe id in an opened keepalive's payload, if it carries one.
+pub fn probe_id(payload: &[u8]) -> Option<u64> {
+    let b: [u8; PROBE_LEN] = payload.try_into().ok()?;
+    Some(u64::from_be_bytes(b))
 }
 
 /// What a session's timer asks the driver to do.
@@ -357,6 +386,16 @@ mod tests {
             a.sealer.seal(FrameType::Keepalive, &mut [0u8; 64], 1, now),
             Err(SealError::PayloadNotAllowed)
         );
+        assert_eq!(
+            a.sealer.seal(FrameType::Disconnect, &mut [0u8; 64], 8, now),
+            Err(SealError::PayloadNotAllowed)
+        );
+        let mut probe = [0u8; OVERHEAD + PROBE_LEN];
+        let n = a.sealer.seal_probe(&mut probe, 0xfeed, now).unwrap();
+        let o = b.opener.open(&mut probe[..n], now).unwrap();
+        assert_eq!(o.kind, FrameType::Keepalive);
+        assert_eq!(probe_id(&probe[o.payload]), Some(0xfeed));
+        assert_eq!(probe_id(&[]), None);
     }
 
     #[test]

@@ -77,6 +77,8 @@ keepalive_secs = 25
 idle_timeout_secs = 180
 # Used when a client states no preference: "aes-256-gcm" or "chacha20-poly1305".
 cipher = "aes-256-gcm"
+# Clients re-handshake for fresh keys after this many seconds (0 = never).
+rekey_after_secs = 900
 
 [uring]
 # See the README's tuning section before changing these.

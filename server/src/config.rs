@@ -62,6 +62,9 @@ pub struct ServerSection {
     /// AEAD used when the client states no preference.
     #[serde(default = "default_cipher")]
     pub cipher: String,
+    /// Seconds after which clients re-handshake for fresh keys (0 = never).
+    #[serde(default = "default_rekey_after")]
+    pub rekey_after_secs: u16,
 }
 
 /// `[uring]`: how many requests each I/O path keeps in flight.
@@ -154,6 +157,9 @@ fn default_keepalive() -> u16 {
 fn default_idle_timeout() -> u16 {
     180
 }
+fn default_rekey_after() -> u16 {
+    900
+}
 fn default_cipher() -> String {
     Cipher::default().name().into()
 }
@@ -192,6 +198,8 @@ pub struct Settings {
     pub idle_timeout_secs: u16,
     /// Default cipher.
     pub cipher: Cipher,
+    /// Rekey interval asked of clients, seconds (0 = never).
+    pub rekey_after_secs: u16,
     /// io_uring tunables.
     pub uring: UringSection,
     /// TCP settings.
@@ -313,6 +321,7 @@ impl Settings {
             keepalive_secs: s.keepalive_secs,
             idle_timeout_secs: s.idle_timeout_secs,
             cipher,
+            rekey_after_secs: s.rekey_after_secs,
             uring: file.uring,
             tcp: file.tcp,
             peers,

@@ -13,11 +13,13 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::time::Instant;
 
+use std::time::Duration;
+
 use ringway_proto::handshake::server::Responder;
-use ringway_proto::handshake::Timestamp;
+use ringway_proto::handshake::{HandshakeError, Timestamp};
 use ringway_proto::session::TimerEvent;
-use ringway_proto::wire::handshake::RESP_LEN;
-use ringway_proto::wire::transport::{peek_session_id, HEADER_LEN, OVERHEAD};
+use ringway_proto::wire::handshake::{emit_reject, InitFrame, RejectReason, REJECT_LEN, RESP_LEN};
+use ringway_proto::wire::transport::{peek_session_id, HEADER_LEN, OVERHEAD, PROBE_LEN};
 use ringway_proto::wire::{frame_type, FrameType};
 use ringway_proto::{CowBytes, PublicKey, Session, SessionConfig};
 
@@ -32,6 +34,9 @@ pub const HEADROOM: usize = 32;
 pub const FRAME_OFFSET: usize = HEADROOM - HEADER_LEN;
 /// Where a payload starts within a slot buffer.
 pub const PAYLOAD_OFFSET: usize = HEADROOM;
+/// How long a replaced session still opens frames after its peer re-handshakes
+/// (a rekey), so packets already in flight under the old keys are not lost.
+pub const REKEY_GRACE: Duration = Duration::from_secs(10);
 
 /// Source of session ids; the driver supplies randomness so this layer stays
 /// deterministic under test.
@@ -117,6 +122,9 @@ struct Entry {
     peer: usize,
     outside: Outside,
     inner: Ipv4Addr,
+    /// Set when a newer session replaced this one: it may still open frames
+    /// until then, but nothing is sent with it.
+    retire_at: Option<Instant>,
 }
 
 /// All sessions of one server.
@@ -132,7 +140,8 @@ pub struct Sessions {
     /// What happened to traffic, by reason.
     pub counters: Counters,
     reply: [u8; RESP_LEN],
-    scratch: [u8; OVERHEAD],
+    reject: [u8; REJECT_LEN],
+    scratch: [u8; OVERHEAD + PROBE_LEN],
     expired: Vec<u32>,
 }
 
@@ -163,6 +172,7 @@ impl Sessions {
             mtu: settings.mtu,
             keepalive_secs: settings.keepalive_secs,
             idle_timeout_secs: settings.idle_timeout_secs,
+            rekey_after_secs: settings.rekey_after_secs,
         };
         Sessions {
             responder: Responder::new(settings.secret_key.clone()),
@@ -174,19 +184,20 @@ impl Sessions {
             template,
             counters: Counters::default(),
             reply: [0; RESP_LEN],
-            scratch: [0; OVERHEAD],
+            reject: [0; REJECT_LEN],
+            scratch: [0; OVERHEAD + PROBE_LEN],
             expired: Vec::new(),
         }
     }
 
-    /// Number of live sessions.
+    /// Number of live sessions (not counting ones retired by a rekey).
     pub fn len(&self) -> usize {
-        self.sessions.len()
+        self.sessions.values().filter(|e| e.retire_at.is_none()).count()
     }
 
     /// Whether there are no live sessions.
     pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
+        self.len() == 0
     }
 
     /// Handles one frame received from `from`. `frame` is the whole datagram,
@@ -222,13 +233,25 @@ impl Sessions {
             Err(e) => {
                 tracing::debug!(%from, error = %e, "initiation rejected");
                 self.counters.drop_handshake_invalid += 1;
+                // A well-formed initiation keyed for another server: say so, so
+                // the operator sees "server key mismatch", not "unreachable".
+                if e == HandshakeError::BadMac {
+                    if let Ok(init) = InitFrame::new_checked(frame) {
+                        return self.reject_with(
+                            from,
+                            init.sender_index(),
+                            RejectReason::UnknownServerKey,
+                        );
+                    }
+                }
                 return OutsideAction::None;
             }
         };
         let Some(&peer_idx) = self.by_key.get(pending.client_key()) else {
             tracing::info!(%from, key = %pending.client_key(), "initiation from a key not in the peer list");
             self.counters.drop_unknown_peer += 1;
-            return OutsideAction::None;
+            let index = InitFrame::new_checked(frame).map_or(0, |f| f.sender_index());
+            return self.reject_with(from, index, RejectReason::NotAuthorised);
         };
         let ts = pending.payload().timestamp;
         let peer = &self.peers[peer_idx];
@@ -237,10 +260,13 @@ impl Sessions {
             self.counters.drop_handshake_replay += 1;
             return OutsideAction::None;
         }
-        // A reconnecting peer keeps its address; its old session ends now.
-        let inner = match peer.session.and_then(|id| self.sessions.remove(&id)) {
+        // A re-handshaking peer keeps its address; its old session retires:
+        // it still opens frames for a grace period (packets sent under the old
+        // keys before the client switched), but is never used to send.
+        let current = peer.session.and_then(|id| self.sessions.get_mut(&id));
+        let inner = match current {
             Some(old) => {
-                self.by_inner.remove(&old.inner);
+                old.retire_at = Some(now + REKEY_GRACE);
                 old.inner
             }
             None => match self.pool.allocate_preferring(peer.last_inner) {
@@ -269,8 +295,6 @@ impl Sessions {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "accepting a verified initiation failed");
-                self.pool.release(inner);
-                self.peers[peer_idx].session = None;
                 self.counters.drop_handshake_invalid += 1;
                 return OutsideAction::None;
             }
@@ -287,11 +311,22 @@ impl Sessions {
                 peer: peer_idx,
                 outside: from,
                 inner,
+                retire_at: None,
             },
         );
         self.by_inner.insert(inner, session_id);
         self.counters.handshakes += 1;
         OutsideAction::Reply(from, CowBytes::Borrowed(&self.reply))
+    }
+
+    fn reject_with(
+        &mut self,
+        to: Outside,
+        receiver_index: u32,
+        reason: RejectReason,
+    ) -> OutsideAction<'_> {
+        self.reject = emit_reject(receiver_index, reason);
+        OutsideAction::Reply(to, CowBytes::Borrowed(&self.reject))
     }
 
     fn handle_transport(
@@ -330,6 +365,23 @@ impl Sessions {
                 self.counters.inside_tx_packets += 1;
                 self.counters.inside_tx_bytes += packet.len() as u64;
                 OutsideAction::ToInside(opened.payload)
+            }
+            FrameType::Keepalive if opened.payload.len() == PROBE_LEN => {
+                // A probe: echo its id so the client can time the round trip.
+                if entry.retire_at.is_some() {
+                    return OutsideAction::None;
+                }
+                let mut id = [0u8; PROBE_LEN];
+                id.copy_from_slice(&frame[opened.payload]);
+                let probe = u64::from_be_bytes(id);
+                match entry
+                    .session
+                    .sealer
+                    .seal_probe(&mut self.scratch, probe, now)
+                {
+                    Ok(n) => OutsideAction::Reply(from, CowBytes::Borrowed(&self.scratch[..n])),
+                    Err(_) => OutsideAction::None,
+                }
             }
             FrameType::Disconnect => {
                 let id = entry.session.id();
@@ -383,6 +435,12 @@ impl Sessions {
         let mut next: Option<Instant> = None;
         self.expired.clear();
         for (id, entry) in self.sessions.iter_mut() {
+            if let Some(at) = entry.retire_at {
+                if now >= at {
+                    self.expired.push(*id);
+                }
+                continue;
+            }
             match entry.session.handle_timeout(now) {
                 TimerEvent::Expired => {
                     self.expired.push(*id);
@@ -400,10 +458,16 @@ impl Sessions {
         }
         for i in 0..self.expired.len() {
             let id = self.expired[i];
-            if let Some(e) = self.sessions.get(&id) {
-                tracing::info!(peer = %self.peers[e.peer].config.name, session_id = id, "session expired");
-                out(TimerOutput::Ended(e.outside));
+            let Some(e) = self.sessions.get(&id) else {
+                continue;
+            };
+            if e.retire_at.is_some() {
+                // A retired session ends quietly: its peer lives on in the new one.
+                self.remove(id);
+                continue;
             }
+            tracing::info!(peer = %self.peers[e.peer].config.name, session_id = id, "session expired");
+            out(TimerOutput::Ended(e.outside));
             self.remove(id);
             self.counters.sessions_expired += 1;
         }
@@ -412,7 +476,7 @@ impl Sessions {
 
     /// Seals a disconnect for every session (for a clean shutdown) and forgets them.
     pub fn disconnect_all(&mut self, now: Instant, mut out: impl FnMut(TimerOutput<'_>)) {
-        for entry in self.sessions.values_mut() {
+        for entry in self.sessions.values_mut().filter(|e| e.retire_at.is_none()) {
             if let Ok(n) = entry.session.sealer.seal_disconnect(&mut self.scratch, now) {
                 out(TimerOutput::Send(entry.outside, &self.scratch[..n]));
             }
@@ -445,13 +509,16 @@ impl Sessions {
     }
 
     fn remove(&mut self, id: u32) {
-        if let Some(e) = self.sessions.remove(&id) {
+        let Some(e) = self.sessions.remove(&id) else {
+            return;
+        };
+        // A retired session shares its address with its successor: only the
+        // peer's current session owns the route and the pool entry.
+        let peer = &mut self.peers[e.peer];
+        if peer.session == Some(id) {
+            peer.session = None;
             self.by_inner.remove(&e.inner);
             self.pool.release(e.inner);
-            let peer = &mut self.peers[e.peer];
-            if peer.session == Some(id) {
-                peer.session = None;
-            }
         }
     }
 }

@@ -65,6 +65,7 @@ impl Server {
                 keepalive_secs: 25,
                 idle_timeout_secs: 180,
                 cipher: Cipher::Aes256Gcm,
+                rekey_after_secs: 0,
                 uring: UringSection::default(),
                 tcp: TcpSection::default(),
                 peers: (0..peers)

@@ -47,6 +47,7 @@ pub fn session_config(keepalive_secs: u16, idle_timeout_secs: u16) -> SessionCon
         mtu: 1420,
         keepalive_secs,
         idle_timeout_secs,
+        rekey_after_secs: 0,
     }
 }
 

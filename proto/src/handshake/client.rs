@@ -8,7 +8,9 @@ use super::{
 };
 use crate::config::SessionConfig;
 use crate::session::Session;
-use crate::wire::handshake::{self as hsw, RespFrame, INIT_LEN, RESP_PAYLOAD_LEN};
+use crate::wire::handshake::{
+    self as hsw, RejectFrame, RejectReason, RespFrame, INIT_LEN, RESP_PAYLOAD_LEN,
+};
 
 /// What a client needs to start a handshake. Its `Debug` hides the secrets.
 #[derive(Clone)]
@@ -89,6 +91,16 @@ impl ClientHandshake {
     /// touch the Noise state, so strays can be ignored without losing it.
     pub fn is_response_to_me(&self, frame: &[u8]) -> bool {
         RespFrame::new_checked(frame).is_ok_and(|f| f.receiver_index() == self.sender_index)
+    }
+
+    /// If `frame` is a reject answering this initiation, why. A reject is not
+    /// authenticated: keep waiting for a genuine response until the deadline,
+    /// and use the reason to explain the failure if none comes.
+    pub fn reject_reason(&self, frame: &[u8]) -> Option<RejectReason> {
+        RejectFrame::new_checked(frame)
+            .ok()
+            .filter(|r| r.receiver_index() == self.sender_index)
+            .map(|r| r.reason())
     }
 
     /// Reads the response and derives the session.

@@ -23,6 +23,7 @@ fn config(cipher: Cipher) -> SessionConfig {
         mtu: 1420,
         keepalive_secs: 25,
         idle_timeout_secs: 180,
+        rekey_after_secs: 0,
     }
 }
 
@@ -195,6 +196,27 @@ fn every_bit_flip_is_rejected() {
         let hs = ClientHandshake::initiate(&client_keys(&f, None), payload, 1, &mut init).unwrap();
         assert!(hs.handle_response(&bad, now).is_err(), "resp bit {bit}");
     }
+}
+
+#[test]
+fn rejects_are_matched_by_index() {
+    use crate::wire::handshake::{emit_reject, RejectReason};
+    let f = fixture();
+    let payload = InitPayload {
+        timestamp: ts(1),
+        cipher: None,
+    };
+    let mut init = [0u8; INIT_LEN];
+    let hs = ClientHandshake::initiate(&client_keys(&f, None), payload, 5, &mut init).unwrap();
+    assert_eq!(
+        hs.reject_reason(&emit_reject(5, RejectReason::NotAuthorised)),
+        Some(RejectReason::NotAuthorised)
+    );
+    assert_eq!(
+        hs.reject_reason(&emit_reject(6, RejectReason::NotAuthorised)),
+        None
+    );
+    assert_eq!(hs.reject_reason(&init), None);
 }
 
 #[test]

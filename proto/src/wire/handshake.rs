@@ -33,6 +33,22 @@
 //! The receiver index lets a client ignore stray responses without touching
 //! its handshake state; the session id is what every later transport frame
 //! in both directions carries.
+//!
+//! Reject (server to client), 12 bytes:
+//!
+//! ```text
+//!  0       1       2       3       4                               8
+//! +-------+-------+-------+-------+-------+-------+-------+-------+
+//! | type=6|   reserved (zero)     |  receiver index (echoed)      |
+//! +-------+-------+-------+-------+-------+-------+-------+-------+
+//! | reason|   reserved (zero)     |
+//! +-------+-------+-------+-------+
+//! ```
+//!
+//! A reject is not authenticated (the server cannot prove anything to a client
+//! that has its key wrong), so clients treat it as a hint that explains a
+//! failure, never as a reason to stop early: a genuine response still wins. It
+//! is smaller than the initiation that caused it, so it cannot amplify.
 
 use super::{be_u32, check_prefix, Error, FrameType};
 use std::ops::Range;
@@ -51,6 +67,9 @@ pub const MAC_LEN: usize = 32;
 pub const INIT_LEN: usize = 8 + INIT_NOISE_LEN + MAC_LEN;
 /// Total response frame length.
 pub const RESP_LEN: usize = 12 + RESP_NOISE_LEN;
+
+/// Total reject frame length.
+pub const REJECT_LEN: usize = 12;
 
 const SENDER_INDEX: usize = 4;
 const INIT_NOISE: Range<usize> = 8..8 + INIT_NOISE_LEN;
@@ -162,6 +181,70 @@ pub fn resp_noise_mut(buf: &mut [u8; RESP_LEN]) -> &mut [u8] {
     &mut buf[RESP_NOISE]
 }
 
+/// Why the server refused an initiation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RejectReason {
+    /// mac1 did not verify: the client's copy of the server public key is wrong.
+    UnknownServerKey = 1,
+    /// The client's static key is not in the server's peer list.
+    NotAuthorised = 2,
+}
+
+impl RejectReason {
+    fn from_u8(b: u8) -> Result<Self, Error> {
+        match b {
+            1 => Ok(RejectReason::UnknownServerKey),
+            2 => Ok(RejectReason::NotAuthorised),
+            _ => Err(Error::InvalidField),
+        }
+    }
+}
+
+/// A view over a reject.
+#[derive(Debug, Clone, Copy)]
+pub struct RejectFrame<T> {
+    buf: T,
+    reason: RejectReason,
+}
+
+impl<T: AsRef<[u8]>> RejectFrame<T> {
+    /// Validates type, reserved bytes, length and reason.
+    pub fn new_checked(buf: T) -> Result<Self, Error> {
+        let b = buf.as_ref();
+        check_prefix(b, FrameType::HandshakeReject)?;
+        match b.len() {
+            REJECT_LEN => {}
+            n if n < REJECT_LEN => return Err(Error::Truncated),
+            _ => return Err(Error::TooLong),
+        }
+        if b[9..12] != [0, 0, 0] {
+            return Err(Error::Reserved);
+        }
+        let reason = RejectReason::from_u8(b[8])?;
+        Ok(RejectFrame { buf, reason })
+    }
+
+    /// The client's sender index, echoed.
+    pub fn receiver_index(&self) -> u32 {
+        be_u32(self.buf.as_ref(), RECEIVER_INDEX)
+    }
+
+    /// Why the initiation was refused.
+    pub fn reason(&self) -> RejectReason {
+        self.reason
+    }
+}
+
+/// Writes a reject answering the initiation from `receiver_index`.
+pub fn emit_reject(receiver_index: u32, reason: RejectReason) -> [u8; REJECT_LEN] {
+    let mut b = [0u8; REJECT_LEN];
+    b[0] = FrameType::HandshakeReject as u8;
+    b[RECEIVER_INDEX..RECEIVER_INDEX + 4].copy_from_slice(&receiver_index.to_be_bytes());
+    b[8] = reason as u8;
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +271,31 @@ mod tests {
         assert_eq!(f.receiver_index(), 7);
         assert_eq!(f.session_id(), 9);
         assert_eq!(f.noise().len(), RESP_NOISE_LEN);
+    }
+
+    #[test]
+    fn reject_round_trip_and_checks() {
+        let b = emit_reject(0xabcd, RejectReason::NotAuthorised);
+        assert_eq!(b, [6, 0, 0, 0, 0, 0, 0xab, 0xcd, 2, 0, 0, 0]);
+        let f = RejectFrame::new_checked(&b[..]).unwrap();
+        assert_eq!(f.receiver_index(), 0xabcd);
+        assert_eq!(f.reason(), RejectReason::NotAuthorised);
+        let mut bad = b;
+        bad[8] = 9;
+        assert_eq!(
+            RejectFrame::new_checked(&bad[..]).unwrap_err(),
+            Error::InvalidField
+        );
+        let mut bad = b;
+        bad[10] = 1;
+        assert_eq!(
+            RejectFrame::new_checked(&bad[..]).unwrap_err(),
+            Error::Reserved
+        );
+        assert_eq!(
+            RejectFrame::new_checked(&b[..11]).unwrap_err(),
+            Error::Truncated
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub mod handshake;
 pub mod stream;
 pub mod transport;
 
-pub use handshake::{InitFrame, RespFrame};
+pub use handshake::{InitFrame, RejectFrame, RejectReason, RespFrame};
 pub use stream::{FrameAssembler, STREAM_PREFIX_LEN};
 pub use transport::TransportFrame;
 
@@ -53,6 +53,8 @@ pub enum FrameType {
     Keepalive = 4,
     /// An encrypted empty frame ending the session.
     Disconnect = 5,
+    /// Server to client: why an initiation was refused (unauthenticated hint).
+    HandshakeReject = 6,
 }
 
 impl FrameType {
@@ -64,6 +66,7 @@ impl FrameType {
             3 => FrameType::Data,
             4 => FrameType::Keepalive,
             5 => FrameType::Disconnect,
+            6 => FrameType::HandshakeReject,
             other => return Err(Error::UnknownType(other)),
         })
     }
@@ -122,6 +125,7 @@ mod tests {
             FrameType::Data,
             FrameType::Keepalive,
             FrameType::Disconnect,
+            FrameType::HandshakeReject,
         ] {
             assert_eq!(FrameType::from_u8(t as u8), Ok(t));
         }

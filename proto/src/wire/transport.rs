@@ -7,7 +7,8 @@
 //! +-------+-------+-------+-------+-------+-------+-------+-------+
 //! |                        counter (u64 BE)                       |
 //! +-------+-------+-------+-------+-------+-------+-------+-------+
-//! |         ciphertext (payload; empty for keepalive/disconnect)  |
+//! |  ciphertext (payload; disconnect: empty; keepalive: empty, or |
+//! |  an 8-byte probe id the server echoes, for RTT)               |
 //! |                          ...                                  |
 //! +---------------------------------------------------------------+
 //! |                    AEAD tag (16 bytes)                        |
@@ -32,6 +33,8 @@ pub const OVERHEAD: usize = HEADER_LEN + TAG_LEN;
 pub const MAX_FRAME_LEN: usize = u16::MAX as usize;
 /// The largest payload a transport frame can carry.
 pub const MAX_PAYLOAD_LEN: usize = MAX_FRAME_LEN - OVERHEAD;
+/// Payload of a keepalive that is a probe (or its echo): the probe id.
+pub const PROBE_LEN: usize = 8;
 
 const SESSION_ID: Range<usize> = 4..8;
 const COUNTER: Range<usize> = 8..16;
@@ -58,8 +61,14 @@ impl<T: AsRef<[u8]>> TransportFrame<T> {
             return Err(Error::InvalidField);
         }
         check_prefix(b, kind)?;
-        if kind != FrameType::Data && b.len() != OVERHEAD {
-            // Keepalive and disconnect carry nothing: extra bytes are garbage.
+        let payload = b.len() - OVERHEAD;
+        let allowed = match kind {
+            FrameType::Data => true,
+            FrameType::Keepalive => payload == 0 || payload == PROBE_LEN,
+            _ => payload == 0,
+        };
+        if !allowed {
+            // Anything else in a control frame is garbage.
             return Err(Error::TooLong);
         }
         Ok(TransportFrame { buf, kind })
@@ -138,14 +147,20 @@ mod tests {
     }
 
     #[test]
-    fn keepalive_must_be_empty() {
-        let mut buf = [0u8; OVERHEAD + 1];
+    fn keepalive_is_empty_or_a_probe_and_disconnect_empty() {
+        let mut buf = [0u8; OVERHEAD + PROBE_LEN];
         emit_header(&mut buf, FrameType::Keepalive, 1, 1).unwrap();
+        assert!(TransportFrame::new_checked(&buf[..]).is_ok());
+        assert!(TransportFrame::new_checked(&buf[..OVERHEAD]).is_ok());
+        assert_eq!(
+            TransportFrame::new_checked(&buf[..OVERHEAD + 1]).unwrap_err(),
+            Error::TooLong
+        );
+        emit_header(&mut buf, FrameType::Disconnect, 1, 1).unwrap();
         assert_eq!(
             TransportFrame::new_checked(&buf[..]).unwrap_err(),
             Error::TooLong
         );
-        assert!(TransportFrame::new_checked(&buf[..OVERHEAD]).is_ok());
     }
 
     #[test]

@@ -36,6 +36,7 @@ fn settings(peers: &[(&str, &Keypair, Option<[u8; 32]>)], pool: &str) -> Setting
         keepalive_secs: 10,
         idle_timeout_secs: 60,
         cipher: Cipher::Aes256Gcm,
+        rekey_after_secs: 0,
         uring: UringSection::default(),
         tcp: crate::config::TcpSection::default(),
         peers: peers
@@ -79,6 +80,9 @@ fn connect(
         OutsideAction::Reply(to, bytes) => {
             assert_eq!(to, from);
             let bytes = bytes.to_vec();
+            if hs.reject_reason(&bytes).is_some() {
+                return None;
+            }
             Some(hs.handle_response(&bytes, now).unwrap())
         }
         _ => None,
@@ -189,6 +193,8 @@ fn reconnect_keeps_address_and_replaces_session() {
     let (_new, cfg2) = connect(&mut s, &alice, None, 2, addr(2), now).unwrap();
     assert_eq!(cfg1.client_addr, cfg2.client_addr);
     assert_eq!(s.len(), 1);
+    // Once the old session's grace period is over, its frames are unknown.
+    s.handle_timers(now + REKEY_GRACE, |_| {});
     let pkt = ipv4_packet(cfg1.client_addr, cfg1.server_addr, 20);
     let mut frame = seal_from_client(&mut old, &pkt, now);
     assert!(matches!(
@@ -301,4 +307,121 @@ fn tcp_sessions_end_with_their_connection_and_can_move() {
     let (_c, _) = connect(&mut s, &alice, None, 2, Outside::Tcp(conn), now).unwrap();
     s.connection_closed(conn);
     assert!(s.is_empty());
+}
+
+/// The reply a fresh initiation from `client` (pinning `server_public`) gets.
+fn reply_to_init(
+    s: &mut Sessions,
+    client: &Keypair,
+    server_public: ringway_proto::PublicKey,
+) -> Option<Vec<u8>> {
+    let keys = ClientKeys {
+        secret: client.secret.clone(),
+        server_public,
+        psk: None,
+    };
+    let mut init = [0u8; INIT_LEN];
+    let payload = InitPayload {
+        timestamp: Timestamp { secs: 1, nanos: 0 },
+        cipher: None,
+    };
+    ClientHandshake::initiate(&keys, payload, 4242, &mut init).unwrap();
+    let mut frame = init.to_vec();
+    match s.handle_outside(&mut frame, addr(9), Instant::now(), &mut Counter(0)) {
+        OutsideAction::Reply(_, b) => Some(b.to_vec()),
+        _ => None,
+    }
+}
+
+#[test]
+fn rejects_say_why() {
+    use ringway_proto::wire::handshake::{RejectFrame, RejectReason};
+    let alice = Keypair::from_random([2; 32]);
+    let mallory = Keypair::from_random([3; 32]);
+    let mut s = Sessions::new(&settings(&[("alice", &alice, None)], "198.18.0.0/24"));
+    // Not in the peer list.
+    let r = reply_to_init(&mut s, &mallory, server_keys().public).unwrap();
+    let f = RejectFrame::new_checked(&r[..]).unwrap();
+    assert_eq!(
+        (f.receiver_index(), f.reason()),
+        (4242, RejectReason::NotAuthorised)
+    );
+    // Pinned the wrong server key: mac1 fails.
+    let wrong = Keypair::from_random([9; 32]).public;
+    let r = reply_to_init(&mut s, &alice, wrong).unwrap();
+    assert_eq!(
+        RejectFrame::new_checked(&r[..]).unwrap().reason(),
+        RejectReason::UnknownServerKey
+    );
+    assert!(s.is_empty());
+    assert_eq!(s.counters.drop_unknown_peer, 1);
+    assert_eq!(s.counters.drop_handshake_invalid, 1);
+}
+
+#[test]
+fn probes_are_echoed() {
+    let alice = Keypair::from_random([2; 32]);
+    let mut s = Sessions::new(&settings(&[("alice", &alice, None)], "198.18.0.0/24"));
+    let now = Instant::now();
+    let (mut c, _) = connect(&mut s, &alice, None, 1, addr(1), now).unwrap();
+    let mut probe = [0u8; OVERHEAD + 8];
+    let n = c.sealer.seal_probe(&mut probe, 77, now).unwrap();
+    let mut echo = match s.handle_outside(&mut probe[..n], addr(1), now, &mut Counter(0)) {
+        OutsideAction::Reply(to, b) => {
+            assert_eq!(to, addr(1));
+            b.to_vec()
+        }
+        other => panic!("expected an echo, got {other:?}"),
+    };
+    let o = c.opener.open(&mut echo, now).unwrap();
+    assert_eq!(ringway_proto::session::probe_id(&echo[o.payload]), Some(77));
+    // A plain keepalive is not answered.
+    let mut ka = [0u8; OVERHEAD];
+    let n = c.sealer.seal_keepalive(&mut ka, now).unwrap();
+    assert!(matches!(
+        s.handle_outside(&mut ka[..n], addr(1), now, &mut Counter(0)),
+        OutsideAction::None
+    ));
+}
+
+#[test]
+fn rekey_keeps_the_old_session_open_for_a_grace_period() {
+    let alice = Keypair::from_random([2; 32]);
+    let mut st = settings(&[("alice", &alice, None)], "198.18.0.0/24");
+    st.rekey_after_secs = 120;
+    let mut s = Sessions::new(&st);
+    let t0 = Instant::now();
+    let (mut old, cfg) = connect(&mut s, &alice, None, 1, addr(1), t0).unwrap();
+    assert_eq!(cfg.rekey_after_secs, 120);
+    let (mut new, cfg2) = connect(&mut s, &alice, None, 2, addr(1), t0).unwrap();
+    assert_eq!(cfg.client_addr, cfg2.client_addr);
+    // A packet sealed under the old keys, still in flight, is delivered.
+    let pkt = ipv4_packet(cfg.client_addr, cfg.server_addr, 30);
+    let mut frame = seal_from_client(&mut old, &pkt, t0);
+    assert!(matches!(
+        s.handle_outside(&mut frame, addr(1), t0, &mut Counter(0)),
+        OutsideAction::ToInside(_)
+    ));
+    // Traffic to the client uses the new session only.
+    let mut buf = ipv4_packet(cfg.server_addr, cfg.client_addr, 40);
+    buf.splice(0..0, [0u8; HEADER_LEN]);
+    buf.extend_from_slice(&[0u8; 16]);
+    let InsideAction::Send { len, .. } = s.handle_inside(&mut buf, 40, t0) else {
+        panic!("expected Send");
+    };
+    assert!(new.opener.open(&mut buf[..len], t0).is_ok());
+    // After the grace period the old session is gone, the address stays.
+    s.handle_timers(t0 + REKEY_GRACE, |_| {});
+    assert_eq!(s.len(), 1);
+    let mut frame = seal_from_client(&mut old, &pkt, t0);
+    assert!(matches!(
+        s.handle_outside(&mut frame, addr(1), t0, &mut Counter(0)),
+        OutsideAction::None
+    ));
+    let mut frame = seal_from_client(&mut new, &pkt, t0);
+    assert!(matches!(
+        s.handle_outside(&mut frame, addr(1), t0, &mut Counter(0)),
+        OutsideAction::ToInside(_)
+    ));
+    assert_eq!(s.counters.sessions_expired, 0);
 }

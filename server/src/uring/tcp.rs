@@ -412,7 +412,11 @@ impl Driver {
                 }
                 OutsideAction::Reply(to, bytes) => {
                     if to == from {
-                        conn.handshake_deadline = None;
+                        // Only an accepted handshake ends the deadline; a reject
+                        // or an echo does not.
+                        if frame_type(&bytes) == Ok(FrameType::HandshakeResp) {
+                            conn.handshake_deadline = None;
+                        }
                         if let Ok(prefix) = encode_prefix(bytes.len()) {
                             if conn
                                 .tx
