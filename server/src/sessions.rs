@@ -192,7 +192,10 @@ impl Sessions {
 
     /// Number of live sessions (not counting ones retired by a rekey).
     pub fn len(&self) -> usize {
-        self.sessions.values().filter(|e| e.retire_at.is_none()).count()
+        self.sessions
+            .values()
+            .filter(|e| e.retire_at.is_none())
+            .count()
     }
 
     /// Whether there are no live sessions.

@@ -49,6 +49,10 @@ struct Server {
 impl Server {
     fn start(peers: u8, handshake_timeout: Duration) -> Server {
         let (tun_ours, inside) = UnixDatagram::pair().unwrap();
+        // Non-blocking, as the server's TUN is by default: idle reads may
+        // complete with EAGAIN and park on the readiness poll (how often
+        // depends on timing, so no test asserts on it).
+        tun_ours.set_nonblocking(true).unwrap();
         let (stop_theirs, stop) = UnixDatagram::pair().unwrap();
         inside.set_read_timeout(Some(TIMEOUT)).unwrap();
         let (addr_tx, addr_rx) = mpsc::channel();

@@ -39,8 +39,14 @@ use crate::sessions::{
 const TICK: Duration = Duration::from_secs(1);
 /// How long shutdown waits for cancelled requests to complete.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(800);
-/// Requests outside the slot tables: the timer, the signal read and the accept.
-const FIXED_REQUESTS: u32 = 3;
+/// Requests outside the slot tables: the timer, the signal read, the accept
+/// and the TUN readiness poll.
+const FIXED_REQUESTS: u32 = 4;
+/// TUN reads re-armed per readiness event. A packet arriving wakes the poll
+/// once; re-arming every parked read would have all but one fail with EAGAIN
+/// (the storm a non-blocking TUN invites), so only a few go, and each read that
+/// gets a packet re-arms at once: the TUN is read until it is empty.
+const TUN_WAKE_BURST: usize = 4;
 
 /// Per-path in-flight request counts and ring settings.
 #[derive(Debug, Clone)]
@@ -156,7 +162,10 @@ pub struct Driver {
     udp_fd: Option<RawFd>,
     signal_fd: RawFd,
     timer_generation: u32,
-    tun_poll_generation: Vec<u32>,
+    /// TUN read slots that hit EAGAIN and wait for the readiness poll.
+    tun_parked: Vec<usize>,
+    tun_poll_armed: bool,
+    tun_poll_generation: u32,
     ended: Vec<Outside>,
     shutdown_deadline: Option<Instant>,
     stats_at: Instant,
@@ -305,7 +314,9 @@ impl Driver {
             udp_fd: fds.udp,
             signal_fd: fds.signal,
             timer_generation: 0,
-            tun_poll_generation: vec![0; t.tun_rx_slots as usize],
+            tun_parked: Vec::with_capacity(t.tun_rx_slots as usize),
+            tun_poll_armed: false,
+            tun_poll_generation: 0,
             ended: Vec::new(),
             shutdown_deadline: None,
             stats_at: Instant::now(),
@@ -403,13 +414,14 @@ impl Driver {
                 tracing::error!(user_data = ud, "completion with unknown user_data");
                 continue;
             };
-            // A multishot accept keeps its request (and its count) while "more" is set.
-            if !(ud.path == Path::Accept && io_uring::cqueue::more(flags)) {
+            // A multishot request keeps its place (and its count) while "more" is set.
+            let multishot = matches!(ud.path, Path::Accept | Path::TunPoll);
+            if !(multishot && io_uring::cqueue::more(flags)) {
                 self.queue.inflight = self.queue.inflight.saturating_sub(1);
             }
             match ud.path {
                 Path::TunRx => self.on_tun_rx(ud, res, now),
-                Path::TunPoll => self.on_tun_poll(ud),
+                Path::TunPoll => self.on_tun_poll(ud, flags),
                 Path::UdpRx => self.on_udp_rx(ud, res, now),
                 Path::Tx => self.on_tx(ud, res),
                 Path::Timer => self.on_timer(ud, now),
@@ -462,16 +474,21 @@ impl Driver {
         self.queue.push(e);
     }
 
-    /// After EAGAIN, wait for readability instead of re-reading in a spin.
-    fn arm_tun_poll(&mut self, slot: usize) {
-        let g = next_generation(self.tun_poll_generation[slot]);
-        self.tun_poll_generation[slot] = g;
+    /// One multishot poll stands for every parked TUN read: it completes each
+    /// time the TUN becomes readable, without being re-armed.
+    fn arm_tun_poll(&mut self) {
+        if self.tun_poll_armed {
+            return;
+        }
+        self.tun_poll_generation = next_generation(self.tun_poll_generation);
+        self.tun_poll_armed = true;
         let ud = UserData {
             path: Path::TunPoll,
-            slot: slot as u32,
-            generation: g,
+            slot: 0,
+            generation: self.tun_poll_generation,
         };
         let e = opcode::PollAdd::new(types::Fd(self.tun_fd), libc::POLLIN as u32)
+            .multi(true)
             .build()
             .user_data(ud.encode());
         self.queue.push(e);
@@ -540,8 +557,10 @@ impl Driver {
             return;
         }
         if res == -libc::EAGAIN {
+            // Nothing to read: park the slot until the TUN says it is readable.
             self.io.eagain += 1;
-            self.arm_tun_poll(slot);
+            self.tun_parked.push(slot);
+            self.arm_tun_poll();
             return;
         }
         if res <= 0 {
@@ -610,12 +629,25 @@ impl Driver {
         self.arm_tun_rx(slot);
     }
 
-    fn on_tun_poll(&mut self, ud: UserData) {
-        let slot = ud.slot as usize;
-        if self.tun_poll_generation.get(slot) != Some(&ud.generation) || self.shutting_down() {
+    fn on_tun_poll(&mut self, ud: UserData, flags: u32) {
+        if ud.generation != self.tun_poll_generation {
             return;
         }
-        self.arm_tun_rx(slot);
+        if !io_uring::cqueue::more(flags) {
+            self.tun_poll_armed = false;
+        }
+        if self.shutting_down() {
+            return;
+        }
+        for _ in 0..TUN_WAKE_BURST {
+            let Some(slot) = self.tun_parked.pop() else {
+                break;
+            };
+            self.arm_tun_rx(slot);
+        }
+        if !self.tun_poll_armed && !self.tun_parked.is_empty() {
+            self.arm_tun_poll();
+        }
     }
 
     fn on_udp_rx(&mut self, ud: UserData, res: i32, now: Instant) {
@@ -782,11 +814,12 @@ impl Driver {
                     generation: s.generation,
                 });
             }
-            let g = self.tun_poll_generation[i];
+        }
+        if self.tun_poll_armed {
             targets.push(UserData {
                 path: Path::TunPoll,
-                slot: i as u32,
-                generation: g,
+                slot: 0,
+                generation: self.tun_poll_generation,
             });
         }
         for (i, s) in self.shared.udp_rx.iter().enumerate() {
