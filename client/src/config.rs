@@ -8,6 +8,7 @@
 //! psk = "<base64 32 bytes>"             # optional
 //! cipher = "aes-256-gcm"                # optional: or "chacha20-poly1305"
 //! tun_name = "ringway0"                 # optional
+//! routes = ["10.0.0.0/8"]               # optional: more prefixes through the tunnel
 //! ```
 //!
 //! Parsing is two steps: serde reads the flat table of strings (unknown keys
@@ -21,6 +22,8 @@ use std::path::{Path, PathBuf};
 use ringway_proto::handshake::{client::ClientKeys, key_from_base64, KEY_LEN};
 use ringway_proto::{Cipher, PublicKey, SecretKey};
 use serde::Deserialize;
+
+use crate::routes::Ipv4Cidr;
 
 /// The TUN name used when the file has no `tun_name`.
 pub const DEFAULT_TUN_NAME: &str = "ringway0";
@@ -44,6 +47,9 @@ pub struct ClientConfig {
     pub cipher: Option<Cipher>,
     /// Name of the TUN device to create.
     pub tun_name: String,
+    /// Prefixes to route through the tunnel besides the tunnel subnet (split
+    /// tunnel); empty by default.
+    pub routes: Vec<Ipv4Cidr>,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -56,6 +62,7 @@ impl fmt::Debug for ClientConfig {
             .field("psk", &self.psk.map(|_| ".."))
             .field("cipher", &self.cipher)
             .field("tun_name", &self.tun_name)
+            .field("routes", &self.routes)
             .finish()
     }
 }
@@ -103,6 +110,7 @@ struct RawConfig {
     psk: Option<String>,
     cipher: Option<String>,
     tun_name: Option<String>,
+    routes: Option<Vec<String>>,
 }
 
 impl ClientConfig {
@@ -163,6 +171,13 @@ impl ClientConfig {
             .map_err(|r| invalid("cipher", r))?;
         let tun_name = raw.tun_name.unwrap_or_else(|| DEFAULT_TUN_NAME.to_owned());
         check_ifname(&tun_name).map_err(|r| invalid("tun_name", r))?;
+        let routes = raw
+            .routes
+            .unwrap_or_default()
+            .iter()
+            .map(|r| r.parse::<Ipv4Cidr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|r| invalid("routes", r))?;
 
         Ok(ClientConfig {
             endpoint: raw.endpoint,
@@ -171,6 +186,7 @@ impl ClientConfig {
             psk,
             cipher,
             tun_name,
+            routes,
         })
     }
 
@@ -253,7 +269,8 @@ mod tests {
              private_key = \"{}\"\n\
              psk = \"{}\"\n\
              cipher = \"chacha20-poly1305\"\n\
-             tun_name = \"rw-test\"\n",
+             tun_name = \"rw-test\"\n\
+             routes = [\"10.0.0.0/8\", \"192.0.2.7\"]\n",
             server.public,
             client.secret.to_base64(),
             key_to_base64(&[9u8; 32]),
@@ -288,6 +305,13 @@ mod tests {
         assert_eq!(c.psk, Some([9u8; 32]));
         assert_eq!(c.cipher, Some(Cipher::ChaCha20Poly1305));
         assert_eq!(c.tun_name, "rw-test");
+        assert_eq!(
+            c.routes,
+            [
+                "10.0.0.0/8".parse().unwrap(),
+                "192.0.2.7/32".parse().unwrap()
+            ]
+        );
         let k = c.client_keys();
         assert_eq!(k.server_public, server.public);
         assert_eq!(k.psk, Some([9u8; 32]));
@@ -295,13 +319,14 @@ mod tests {
 
     #[test]
     fn optional_keys_have_defaults() {
-        let text = ["psk", "cipher", "tun_name"]
+        let text = ["psk", "cipher", "tun_name", "routes"]
             .iter()
             .fold(full_text(), |t, k| with_line_in(&t, k, ""));
         let c = ClientConfig::parse(&text).unwrap();
         assert_eq!(c.psk, None);
         assert_eq!(c.cipher, None);
         assert_eq!(c.tun_name, DEFAULT_TUN_NAME);
+        assert!(c.routes.is_empty());
     }
 
     #[test]
@@ -327,7 +352,7 @@ mod tests {
         let text = format!("{}keepalive = \"5\"\n", full_text());
         let e = error(&text);
         assert!(e.contains("keepalive"), "{e}");
-        assert!(e.contains("line 8"), "{e}");
+        assert!(e.contains("line 9"), "{e}");
         assert!(!e.contains('\n'), "one line: {e}");
     }
 
@@ -394,6 +419,20 @@ mod tests {
         }
         let e = error(&with_line("tun_name", "tun_name = \"way/too/long\""));
         assert!(e.contains("`tun_name`"), "{e}");
+    }
+
+    #[test]
+    fn bad_routes_are_named() {
+        let e = error(&with_line("routes", "routes = [\"10.1.2.3/8\"]"));
+        assert!(e.contains("`routes`"), "{e}");
+        assert!(e.contains("did you mean \"10.0.0.0/8\""), "{e}");
+        let e = error(&with_line("routes", "routes = [\"fd00::/8\"]"));
+        assert!(
+            e.contains("`routes`") && e.contains("not an IPv4 prefix"),
+            "{e}"
+        );
+        let e = error(&with_line("routes", "routes = \"10.0.0.0/8\""));
+        assert!(e.contains("routes") || e.contains("line 8"), "{e}");
     }
 
     #[test]

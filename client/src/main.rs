@@ -1,13 +1,20 @@
 //! `ringway`: the command-line client.
 //!
 //! `ringway up CONFIG` creates the TUN device, handshakes with the server,
-//! gives the TUN the address the server assigned, and forwards packets until
-//! SIGINT or SIGTERM (then it sends the server a disconnect, removes the TUN
-//! and exits 0) or until the session fails. Failures are one line on stderr,
-//! `ringway: ...`, and an exit status per class of failure (see [`Exit`]), so
-//! scripts and service managers can tell a typo from a dead server.
+//! gives the TUN the address the server assigned, adds the routes (split
+//! tunnel by default, everything with `--full-tunnel`), and forwards packets
+//! until SIGINT or SIGTERM. A lost session is replaced with a new one
+//! (backoff between attempts) while the TUN stays up. On every way out
+//! (a signal, an error, a panic unwinding) the routes it added and the TUN
+//! are removed. Failures are one line on stderr, `ringway: ...`, and an exit
+//! status per class of failure (see [`Exit`]), so scripts and service
+//! managers can tell a typo from a dead server.
+//!
+//! `ringway status` asks a running client, over its status socket, how it is
+//! doing.
 
 use std::io::IsTerminal as _;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,10 +22,14 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ringway_client::inside::tun::Tun;
-use ringway_client::platform::TunError;
+use ringway_client::platform::{self, SystemRoutes, TunError};
+use ringway_client::routes::{RoutePlan, RouteTable};
+use ringway_client::stats::LiveLine;
+use ringway_client::status::{ConnState, LiveStatus};
 use ringway_client::Transport as OutsideTransport;
 use ringway_client::{
-    driver, ClientConfig, ConfigError, ConnectError, ConnectOptions, DriverError, Tunnel,
+    ClientConfig, ConfigError, ConnectError, ConnectOptions, DriverError, DriverOptions, Notice,
+    Supervisor, SupervisorOptions, Tunnel,
 };
 use ringway_proto::SessionConfig;
 use tracing_subscriber::EnvFilter;
@@ -29,18 +40,32 @@ const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(500);
 
 const EXIT_STATUS_HELP: &str = "\
 Exit status:
-  0  stopped by SIGINT or SIGTERM (the server was told and the TUN removed)
+  0  stopped by SIGINT or SIGTERM (the server was told, routes and TUN removed)
   1  unexpected failure (I/O error on the TUN or the socket, a bug)
   2  usage error (bad arguments)
-  3  bad config file (unreadable, unknown or missing key, invalid value)
+  3  bad config file (unreadable, unknown or missing key, invalid value; the key is named)
   4  permission denied: creating the TUN needs root or CAP_NET_ADMIN
-  5  system setup failed (no /dev/net/tun, TUN name in use, `ip` failed, unsupported OS)
+  5  system setup failed (`ip` failed, unsupported OS)
   6  server unreachable (no handshake response before the deadline, or DNS failed)
-  7  handshake rejected: server key or psk mismatch, or an unusable session config
-  8  session lost: the server stopped responding or closed the session (or, over TCP,
-     the connection closed or broke)
+  7  server key mismatch: `server_public_key` or `psk` does not match the server
+  8  session lost (only with --no-reconnect: the server stopped responding or closed
+     the session, or the TCP connection closed or broke)
+  9  peer not authorised: the server does not list this client's key
+ 10  no /dev/net/tun: the kernel has no TUN support (try `modprobe tun`)
+ 11  address already in use: the TUN name is taken, or an address or route to add
+     is already there (another ringway running?)
+ 12  incompatible server: it sent a session config this client cannot use
+
+After the first session, lost sessions are retried (200 ms doubling to 15 s, +/-20 %)
+and none of 6-12 ends the client.
 
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change the level (default info).";
+
+const STATUS_EXIT_HELP: &str = "\
+Exit status:
+  0  printed the status of every client found
+  4  permission denied on the status socket (try sudo)
+ 13  no running client (no status socket, or nothing answers on it)";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,7 +81,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Connect to the server in CONFIG and route its tunnel subnet through a TUN device until stopped.
+    /// Connect to the server in CONFIG and route through a TUN device until stopped.
+    ///
+    /// Split tunnel by default: the tunnel subnet and the config's `routes` go
+    /// through the TUN. The session is kept up: if it is lost, the client
+    /// reconnects by itself while the TUN stays up.
     #[command(after_long_help = EXIT_STATUS_HELP)]
     Up {
         /// Client config file, as written by `ringway-server add-peer`.
@@ -64,10 +93,44 @@ enum Command {
         /// How to reach the server.
         #[arg(long, value_enum, default_value_t = Transport::Udp)]
         transport: Transport,
-        /// Give up connecting after this many seconds without a handshake.
+        /// Give up connecting after this many seconds without a handshake
+        /// (each reconnect attempt gets as long).
         #[arg(long, value_name = "SECS", default_value_t = 10,
               value_parser = clap::value_parser!(u64).range(1..=3600))]
         connect_timeout: u64,
+        /// Print a line every SECS seconds: throughput and packets each way,
+        /// drops and round-trip time over the interval.
+        #[arg(long, value_name = "SECS",
+              value_parser = clap::value_parser!(u64).range(1..=3600))]
+        stats: Option<u64>,
+        /// Route all IPv4 traffic through the tunnel (0.0.0.0/1 and 128.0.0.0/1,
+        /// leaving the default route alone), keeping the route to the server
+        /// itself outside it.
+        #[arg(long)]
+        full_tunnel: bool,
+        /// Exit (status 8) when the session is lost instead of reconnecting.
+        #[arg(long)]
+        no_reconnect: bool,
+        /// Serve `ringway status` on this socket instead of
+        /// /run/ringway/TUN.sock (TUN: the config's `tun_name`).
+        #[arg(long, value_name = "PATH")]
+        status_socket: Option<PathBuf>,
+    },
+    /// Show how a running client is doing: session, counters, round-trip time.
+    ///
+    /// Looks for status sockets in /run/ringway, $XDG_RUNTIME_DIR/ringway and
+    /// /tmp/ringway; without --tun, shows every client found.
+    #[command(after_long_help = STATUS_EXIT_HELP)]
+    Status {
+        /// The client's TUN name (its config's `tun_name`).
+        #[arg(long, value_name = "NAME")]
+        tun: Option<String>,
+        /// Print the raw JSON report (one object per line).
+        #[arg(long)]
+        json: bool,
+        /// Ask the client on this socket (as given to `up --status-socket`).
+        #[arg(long, value_name = "PATH", conflicts_with = "tun")]
+        socket: Option<PathBuf>,
     },
 }
 
@@ -102,8 +165,13 @@ enum Exit {
     Permission = 4,
     System = 5,
     Unreachable = 6,
-    Rejected = 7,
+    KeyMismatch = 7,
     SessionLost = 8,
+    NotAuthorised = 9,
+    NoTun = 10,
+    InUse = 11,
+    Incompatible = 12,
+    NotRunning = 13,
 }
 
 /// A failure on its way to stderr and the exit status.
@@ -132,6 +200,10 @@ impl From<TunError> for Failure {
     fn from(e: TunError) -> Self {
         let exit = if e.is_permission() {
             Exit::Permission
+        } else if e.is_no_tun() {
+            Exit::NoTun
+        } else if e.is_in_use() {
+            Exit::InUse
         } else {
             Exit::System
         };
@@ -141,10 +213,21 @@ impl From<TunError> for Failure {
 
 impl From<ConnectError> for Failure {
     fn from(e: ConnectError) -> Self {
-        let exit = match e {
+        let exit = match &e {
             ConnectError::Resolve { .. } | ConnectError::Unreachable { .. } => Exit::Unreachable,
-            ConnectError::KeyMismatch { .. } | ConnectError::BadSessionConfig { .. } => {
-                Exit::Rejected
+            ConnectError::KeyMismatch { .. } | ConnectError::UnknownServerKey { .. } => {
+                Exit::KeyMismatch
+            }
+            ConnectError::NotAuthorised { .. } => Exit::NotAuthorised,
+            ConnectError::BadSessionConfig { .. } => Exit::Incompatible,
+            // No route towards the server: as good as unreachable.
+            ConnectError::Socket { source, .. }
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::NetworkUnreachable | std::io::ErrorKind::HostUnreachable
+                ) =>
+            {
+                Exit::Unreachable
             }
             ConnectError::Socket { .. } => Exit::System,
             ConnectError::Internal(_) => Exit::Unexpected,
@@ -168,7 +251,30 @@ fn main() -> ExitCode {
     // Usage errors exit 2 and --help/--version exit 0, both from clap.
     let cli = Cli::parse();
     init_logging();
-    match run(cli) {
+    let result = match cli.command {
+        Command::Up {
+            config,
+            transport,
+            connect_timeout,
+            stats,
+            full_tunnel,
+            no_reconnect,
+            status_socket,
+        } => run_up(UpArgs {
+            config,
+            connect: ConnectOptions {
+                transport: transport.into(),
+                deadline: Duration::from_secs(connect_timeout),
+                ..ConnectOptions::default()
+            },
+            stats: stats.map(Duration::from_secs),
+            full_tunnel,
+            reconnect: !no_reconnect,
+            status_socket,
+        }),
+        Command::Status { tun, json, socket } => run_status(tun, json, socket),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("ringway: {}", f.message);
@@ -186,27 +292,29 @@ fn init_logging() {
         .init();
 }
 
-fn run(cli: Cli) -> Result<(), Failure> {
-    let Command::Up {
-        config,
-        transport,
-        connect_timeout,
-    } = cli.command;
-    let client_config = ClientConfig::load(&config)?;
-    warn_if_exposed(&config);
-    let opts = ConnectOptions {
-        transport: transport.into(),
-        deadline: Duration::from_secs(connect_timeout),
-        ..ConnectOptions::default()
-    };
-    // Two directions, two tasks: more workers would only idle.
+/// `ringway up`'s settings.
+#[derive(Debug)]
+struct UpArgs {
+    config: PathBuf,
+    connect: ConnectOptions,
+    stats: Option<Duration>,
+    full_tunnel: bool,
+    reconnect: bool,
+    status_socket: Option<PathBuf>,
+}
+
+fn run_up(args: UpArgs) -> Result<(), Failure> {
+    let client_config = ClientConfig::load(&args.config)?;
+    warn_if_exposed(&args.config);
+    // Two directions, two tasks, and `ip` runs in place on a worker
+    // (`block_in_place`), which needs the multi-threaded runtime.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("ringway")
         .enable_all()
         .build()
         .map_err(|e| Failure::new(Exit::Unexpected, format!("cannot start the runtime: {e}")))?;
-    let result = runtime.block_on(up(client_config, opts));
+    let result = runtime.block_on(up(client_config, args));
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     result
 }
@@ -229,30 +337,116 @@ fn warn_if_exposed(path: &Path) {
     let _ = path;
 }
 
-/// Everything between loading the config and exiting; the TUN is removed on
-/// every path out (explicitly, or by `Tun`'s drop on an early return).
-async fn up(config: ClientConfig, opts: ConnectOptions) -> Result<(), Failure> {
+/// Runs blocking system configuration (`ip`) without stalling the other worker.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// Everything between loading the config and exiting.
+///
+/// Cleanup is by ownership: `tun` and `routes` remove what they added when
+/// dropped, routes first (declared later), on every path out of here. The
+/// normal path does the same explicitly, to log it in order.
+async fn up(config: ClientConfig, args: UpArgs) -> Result<(), Failure> {
     let mut signals = Signals::install()
         .map_err(|e| Failure::new(Exit::Unexpected, format!("cannot handle signals: {e}")))?;
     // First, so a missing privilege is reported before any packet is sent.
     let tun = Tun::create(&config.tun_name)?;
     tracing::info!(tun = tun.name(), "created TUN device");
+    let mut routes = RouteTable::new(SystemRoutes);
 
-    tracing::info!(endpoint = %config.endpoint, transport = %opts.transport, "connecting");
+    tracing::info!(endpoint = %config.endpoint, transport = %args.connect.transport, "connecting");
     let tunnel = tokio::select! {
-        r = Tunnel::connect_with(&config, &opts) => r?,
+        r = Tunnel::connect_with(&config, &args.connect) => r?,
         signal = signals.recv() => {
             tracing::info!("received {signal} while connecting; stopping");
-            tun.close();
             return Ok(());
         }
     };
     let session = *tunnel.session_config();
+    let server = tunnel.server_addr();
+    log_session("connected", &tunnel, &session);
+
+    if let Err(e) = set_up_inside(&tun, &mut routes, &config, &args, &session, server) {
+        // Free the server's session now rather than at its idle timeout.
+        let (mut sender, _) = tunnel.split();
+        let _ = sender.send_disconnect().await;
+        return Err(e);
+    }
+    tracing::info!(
+        tun = tun.name(),
+        address = %format_args!("{}/{}", session.client_addr, session.prefix_len),
+        mtu = session.mtu,
+        full_tunnel = args.full_tunnel,
+        "tunnel up"
+    );
+
+    let mut supervisor = Supervisor::start(
+        config.clone(),
+        tunnel,
+        tun.inside(),
+        SupervisorOptions {
+            connect: args.connect.clone(),
+            re_resolve: !args.full_tunnel,
+            driver: DriverOptions {
+                probe_every: args.stats,
+                ..DriverOptions::default()
+            },
+            interface: Some(tun.name().to_owned()),
+            ..SupervisorOptions::default()
+        },
+    );
+    let status = Arc::clone(supervisor.status());
+    let status_server = serve_status(tun.name(), args.status_socket.as_deref(), &status);
+    let stats_printer = args
+        .stats
+        .map(|every| tokio::spawn(print_stats(Arc::clone(&status), every)));
+
+    let result = loop {
+        tokio::select! {
+            signal = signals.recv() => {
+                tracing::info!("received {signal}; disconnecting");
+                break Ok(());
+            }
+            notice = supervisor.next() => match notice {
+                Err(e) => break Err(Failure::from(e)),
+                Ok(Notice::Lost(e)) if !args.reconnect => break Err(Failure::from(e)),
+                Ok(Notice::Reconnected { server, config: new, previous, .. }) => {
+                    if let Err(e) = follow_session(&tun, &mut routes, &args, server, &previous, &new) {
+                        break Err(e);
+                    }
+                }
+                Ok(Notice::Rekeyed { config: new, previous }) => {
+                    if let Err(e) = follow_session(&tun, &mut routes, &args, server, &previous, &new) {
+                        break Err(e);
+                    }
+                }
+                Ok(Notice::Lost(_) | Notice::RetryFailed { .. }) => {}
+            }
+        }
+    };
+    supervisor.stop().await;
+    if let Some(task) = stats_printer {
+        task.abort();
+    }
+    tracing::info!("{}", status.stats().snapshot());
+    drop(status_server);
+    blocking(|| {
+        for (route, e) in routes.remove_all() {
+            tracing::debug!(route = %route, "not removed (gone with the TUN?): {e}");
+        }
+    });
+    tun.close();
+    result
+}
+
+/// Logs what the server assigned.
+fn log_session(what: &str, tunnel: &Tunnel, session: &SessionConfig) {
     tracing::info!(
         server = %tunnel.server_addr(),
         transport = %tunnel.transport(),
         session_id = tunnel.session_id(),
-        "connected: address {}/{}, server {}, mtu {}, cipher {}, keepalive {:?}, idle timeout {:?}",
+        "{what}: address {}/{}, server {}, mtu {}, cipher {}, keepalive {:?}, idle timeout {:?}, rekey after {:?}",
         session.client_addr,
         session.prefix_len,
         session.server_addr,
@@ -260,44 +454,189 @@ async fn up(config: ClientConfig, opts: ConnectOptions) -> Result<(), Failure> {
         session.cipher.name(),
         session.keepalive(),
         session.idle_timeout(),
+        session.rekey_after(),
     );
-
-    let tun = match configure(tun, session).await {
-        Ok(tun) => tun,
-        Err(e) => {
-            // Free the server's session now rather than at its idle timeout.
-            let (mut sender, _) = tunnel.split();
-            let _ = sender.send_disconnect().await;
-            return Err(e);
-        }
-    };
-    tracing::info!(
-        tun = tun.name(),
-        address = %format_args!("{}/{}", session.client_addr, session.prefix_len),
-        mtu = session.mtu,
-        "tunnel up"
-    );
-
-    let stats = Arc::clone(tunnel.stats());
-    let shutdown = async {
-        let signal = signals.recv().await;
-        tracing::info!("received {signal}; disconnecting");
-    };
-    let result = driver::run(tunnel, tun.inside(), shutdown).await;
-    tracing::info!("{}", stats.snapshot());
-    tun.close();
-    result.map_err(Failure::from)
 }
 
-/// Runs the blocking `ip` configuration off the runtime's workers.
-async fn configure(tun: Tun, session: SessionConfig) -> Result<Tun, Failure> {
-    let (tun, result) = tokio::task::spawn_blocking(move || {
-        let result = tun.configure(&session);
-        (tun, result)
-    })
-    .await
-    .map_err(|e| Failure::new(Exit::Unexpected, format!("configuring the TUN: {e}")))?;
-    result.map(|()| tun).map_err(Failure::from)
+/// Address, MTU and link up on the TUN, then the routes.
+fn set_up_inside(
+    tun: &Tun,
+    routes: &mut RouteTable<SystemRoutes>,
+    config: &ClientConfig,
+    args: &UpArgs,
+    session: &SessionConfig,
+    server: std::net::SocketAddr,
+) -> Result<(), Failure> {
+    blocking(|| tun.configure(session))?;
+    let plan = RoutePlan {
+        full_tunnel: args.full_tunnel,
+        extra: config.routes.clone(),
+    };
+    blocking(|| routes.apply(&plan, tun.name(), server_v4(server)))?;
+    Ok(())
+}
+
+/// The server's IPv4 address: IPv4 routes cannot capture an IPv6 server.
+fn server_v4(server: std::net::SocketAddr) -> Option<std::net::Ipv4Addr> {
+    match server.ip() {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(_) => None,
+    }
+}
+
+/// Brings the TUN (and, in full tunnel, the server's host route) in line
+/// with a new session.
+fn follow_session(
+    tun: &Tun,
+    routes: &mut RouteTable<SystemRoutes>,
+    args: &UpArgs,
+    server: std::net::SocketAddr,
+    previous: &SessionConfig,
+    new: &SessionConfig,
+) -> Result<(), Failure> {
+    if args.full_tunnel {
+        if let Some(v4) = server_v4(server) {
+            if let Err(e) = blocking(|| routes.add_server_route(v4, tun.name())) {
+                tracing::warn!("cannot pin the route to the server {v4}: {e}");
+            }
+        }
+    }
+    let changed = (previous.client_addr, previous.prefix_len, previous.mtu)
+        != (new.client_addr, new.prefix_len, new.mtu);
+    if changed {
+        tracing::info!(
+            tun = tun.name(),
+            "the new session assigned {}/{} mtu {} (was {}/{} mtu {}); reconfiguring",
+            new.client_addr,
+            new.prefix_len,
+            new.mtu,
+            previous.client_addr,
+            previous.prefix_len,
+            previous.mtu
+        );
+        blocking(|| platform::reconfigure(tun.name(), previous, new))?;
+    }
+    Ok(())
+}
+
+/// Serves `ringway status`; without a socket the client still runs.
+#[cfg(unix)]
+fn serve_status(
+    tun: &str,
+    path: Option<&Path>,
+    status: &Arc<LiveStatus>,
+) -> Option<ringway_client::status::socket::StatusServer> {
+    use ringway_client::status::socket::StatusServer;
+    match StatusServer::bind(tun, path, Arc::clone(status)) {
+        Ok(server) => {
+            tracing::info!(socket = %server.path().display(), "serving status");
+            Some(server)
+        }
+        Err(e) => {
+            tracing::warn!("no status socket ({e}); `ringway status` will not see this client");
+            None
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn serve_status(_tun: &str, _path: Option<&Path>, _status: &Arc<LiveStatus>) -> Option<()> {
+    None
+}
+
+/// Prints a [`LiveLine`] every `every` to stdout.
+async fn print_stats(status: Arc<LiveStatus>, every: Duration) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prev = status.stats().snapshot();
+    let mut at = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
+        let (cur, now) = (status.stats().snapshot(), tokio::time::Instant::now());
+        let line = LiveLine {
+            prev: &prev,
+            cur: &cur,
+            elapsed: now - at,
+        };
+        match status.state() {
+            ConnState::Connected => println!("{line}"),
+            ConnState::Reconnecting => println!("[reconnecting] {line}"),
+        }
+        (prev, at) = (cur, now);
+    }
+}
+
+/// `ringway status`.
+fn run_status(tun: Option<String>, json: bool, socket: Option<PathBuf>) -> Result<(), Failure> {
+    #[cfg(unix)]
+    {
+        use ringway_client::status::socket::{self, QueryError};
+        use ringway_client::status::socket_dirs;
+        let paths = match socket {
+            Some(p) => vec![p],
+            None => socket::find(tun.as_deref()),
+        };
+        if paths.is_empty() {
+            let dirs: Vec<String> = socket_dirs()
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect();
+            let which = tun.map(|t| format!(" for {t}")).unwrap_or_default();
+            return Err(Failure::new(
+                Exit::NotRunning,
+                format!(
+                    "no running ringway client{which} (no status socket in {})",
+                    dirs.join(", ")
+                ),
+            ));
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                Failure::new(Exit::Unexpected, format!("cannot start the runtime: {e}"))
+            })?;
+        let mut first_error = None;
+        let mut shown = 0;
+        for path in &paths {
+            match runtime.block_on(socket::query(path)) {
+                Ok(report) => {
+                    if json {
+                        println!("{}", report.to_json());
+                    } else {
+                        if shown > 0 {
+                            println!();
+                        }
+                        print!("{report}");
+                    }
+                    shown += 1;
+                }
+                Err(e) => {
+                    tracing::debug!(path = %path.display(), "{e}");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match (shown, first_error) {
+            (0, Some(e)) => {
+                let exit = match e {
+                    QueryError::Permission(_) => Exit::Permission,
+                    QueryError::NotRunning(_) => Exit::NotRunning,
+                    QueryError::Garbled { .. } => Exit::Unexpected,
+                };
+                Err(Failure::new(exit, e))
+            }
+            _ => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (tun, json, socket);
+        Err(Failure::new(
+            Exit::System,
+            "`ringway status` needs Unix domain sockets",
+        ))
+    }
 }
 
 /// SIGINT and SIGTERM, registered up front so one arriving at any point is

@@ -5,9 +5,19 @@
 //! line the receive task is bumping. Relaxed ordering is enough, since the
 //! counters order nothing; a reader gets a [`StatsSnapshot`] that may be a few
 //! packets stale.
+//!
+//! The round-trip time comes from keepalive probes ([`Rtt`]): the sender
+//! stamps each probe with an id and remembers when it left, the server echoes
+//! the id, and the receiver turns the echo into a sample. That happens a few
+//! times a minute, so a mutex is fine there.
+//!
+//! [`LiveLine`] is what `ringway up --stats SECS` prints: rates over the
+//! interval between two snapshots.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Counters written by the sending side (inside to outside).
 #[derive(Debug, Default)]
@@ -26,6 +36,10 @@ pub struct TxCounters {
     /// Frames the socket refused for a transient reason (no route, buffer full,
     /// an ICMP error from the last send); the peer's retransmission covers them.
     pub send_errors: AtomicU64,
+    /// Packets read from the inside while there was no session (reconnecting).
+    pub dropped_no_session: AtomicU64,
+    /// Fresh UDP sockets taken because the local address went away (roaming).
+    pub rebinds: AtomicU64,
 }
 
 /// Counters written by the receiving side (outside to inside).
@@ -53,6 +67,8 @@ pub struct RxCounters {
     pub inside_write_errors: AtomicU64,
     /// Transient receive errors (an ICMP error reported on the socket).
     pub recv_errors: AtomicU64,
+    /// Handshake rejects received (unauthenticated hints; see the handshake module).
+    pub rejects: AtomicU64,
 }
 
 /// Both directions' counters; held in an `Arc` by the tunnel halves.
@@ -62,6 +78,8 @@ pub struct Stats {
     pub tx: TxCounters,
     /// Outside to inside.
     pub rx: RxCounters,
+    /// Round-trip times from keepalive probes.
+    pub rtt: Mutex<Rtt>,
 }
 
 /// Adds `n` to a counter.
@@ -94,12 +112,23 @@ pub struct StatsSnapshot {
     pub rx_dropped_not_for_us: u64,
     pub rx_inside_write_errors: u64,
     pub rx_recv_errors: u64,
+    pub tx_dropped_no_session: u64,
+    pub tx_rebinds: u64,
+    pub rx_rejects: u64,
+    /// The latest round-trip sample, if any probe was answered.
+    pub rtt: Option<Duration>,
+    /// The smoothed round-trip time (7/8 old + 1/8 new, as TCP does).
+    pub srtt: Option<Duration>,
 }
 
 impl Stats {
     /// Reads every counter.
     pub fn snapshot(&self) -> StatsSnapshot {
         let (t, r) = (&self.tx, &self.rx);
+        let (rtt, srtt) = {
+            let rtt = self.rtt.lock().unwrap_or_else(|e| e.into_inner());
+            (rtt.latest(), rtt.smoothed())
+        };
         StatsSnapshot {
             tx_packets: t.packets.load(Relaxed),
             tx_bytes: t.bytes.load(Relaxed),
@@ -117,7 +146,17 @@ impl Stats {
             rx_dropped_not_for_us: r.dropped_not_for_us.load(Relaxed),
             rx_inside_write_errors: r.inside_write_errors.load(Relaxed),
             rx_recv_errors: r.recv_errors.load(Relaxed),
+            tx_dropped_no_session: t.dropped_no_session.load(Relaxed),
+            tx_rebinds: t.rebinds.load(Relaxed),
+            rx_rejects: r.rejects.load(Relaxed),
+            rtt,
+            srtt,
         }
+    }
+
+    /// Runs `f` on the round-trip tracker.
+    pub(crate) fn with_rtt<T>(&self, f: impl FnOnce(&mut Rtt) -> T) -> T {
+        f(&mut self.rtt.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -134,7 +173,10 @@ impl StatsSnapshot {
 
     /// Packets read from the inside and not sent.
     pub fn tx_dropped(&self) -> u64 {
-        self.tx_dropped_not_ipv4 + self.tx_dropped_too_large + self.tx_send_errors
+        self.tx_dropped_not_ipv4
+            + self.tx_dropped_too_large
+            + self.tx_send_errors
+            + self.tx_dropped_no_session
     }
 }
 
@@ -155,6 +197,7 @@ impl fmt::Display for StatsSnapshot {
             ("not IPv4 (outbound)", self.tx_dropped_not_ipv4),
             ("too large", self.tx_dropped_too_large),
             ("send errors", self.tx_send_errors),
+            ("while reconnecting", self.tx_dropped_no_session),
             ("malformed", self.rx_dropped_malformed),
             ("wrong session", self.rx_dropped_wrong_session),
             ("replayed", self.rx_dropped_replay),
@@ -169,7 +212,129 @@ impl fmt::Display for StatsSnapshot {
             write!(f, "{n} {what}")?;
             first = false;
         }
+        if let Some(srtt) = self.srtt {
+            write!(f, "; rtt {}", Millis(srtt))?;
+        }
         Ok(())
+    }
+}
+
+/// How many probes may be in flight at once; an older one's echo is ignored.
+const PROBES_IN_FLIGHT: usize = 8;
+
+/// Round-trip times from probe echoes: remembers when recent probes left, and
+/// keeps the latest sample and a smoothed one.
+#[derive(Debug, Default)]
+pub struct Rtt {
+    next_id: u64,
+    /// `(id, sent at)` of recent probes, oldest overwritten first.
+    in_flight: [Option<(u64, Instant)>; PROBES_IN_FLIGHT],
+    latest: Option<Duration>,
+    smoothed: Option<Duration>,
+    samples: u64,
+}
+
+impl Rtt {
+    /// A fresh probe id, remembered as sent at `now`.
+    pub fn start_probe(&mut self, now: Instant) -> u64 {
+        self.next_id = self.next_id.wrapping_add(1);
+        let id = self.next_id;
+        self.in_flight[(id as usize) % PROBES_IN_FLIGHT] = Some((id, now));
+        id
+    }
+
+    /// Records the echo of probe `id` arriving at `now`; the sample, or
+    /// `None` for an id we did not send (or long since overwritten) or a
+    /// repeated echo.
+    pub fn on_echo(&mut self, id: u64, now: Instant) -> Option<Duration> {
+        let slot = &mut self.in_flight[(id as usize) % PROBES_IN_FLIGHT];
+        let (sent_id, sent_at) = (*slot)?;
+        if sent_id != id {
+            return None;
+        }
+        *slot = None;
+        let sample = now.saturating_duration_since(sent_at);
+        self.latest = Some(sample);
+        self.smoothed = Some(match self.smoothed {
+            None => sample,
+            Some(s) => (s * 7 + sample) / 8,
+        });
+        self.samples += 1;
+        Some(sample)
+    }
+
+    /// The latest sample.
+    pub fn latest(&self) -> Option<Duration> {
+        self.latest
+    }
+
+    /// The smoothed round-trip time.
+    pub fn smoothed(&self) -> Option<Duration> {
+        self.smoothed
+    }
+
+    /// How many echoes were matched.
+    pub fn samples(&self) -> u64 {
+        self.samples
+    }
+}
+
+/// A duration as milliseconds with two decimals (`1.25 ms`).
+#[derive(Debug, Clone, Copy)]
+pub struct Millis(pub Duration);
+
+impl fmt::Display for Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:.2} ms", self.0.as_secs_f64() * 1e3)
+    }
+}
+
+/// One line of `--stats`: what happened between two snapshots.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveLine<'a> {
+    /// The earlier snapshot.
+    pub prev: &'a StatsSnapshot,
+    /// The later snapshot.
+    pub cur: &'a StatsSnapshot,
+    /// Time between them.
+    pub elapsed: Duration,
+}
+
+impl LiveLine<'_> {
+    /// Mbit/s for `bytes` over the interval (0 for an empty interval).
+    fn mbits(&self, bytes: u64) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            bytes as f64 * 8.0 / secs / 1e6
+        } else {
+            0.0
+        }
+    }
+}
+
+impl fmt::Display for LiveLine<'_> {
+    /// `tx 12.34 Mbit/s 1043 pkts | rx 3.21 Mbit/s 800 pkts | drops 0 | rtt 1.21 ms (avg 1.30 ms)`:
+    /// payload throughput and packets over the interval, drops of either
+    /// direction over the interval, and the latest and smoothed RTT.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (p, c) = (self.prev, self.cur);
+        let d = |a: u64, b: u64| b.saturating_sub(a);
+        write!(
+            f,
+            "tx {:.2} Mbit/s {} pkts | rx {:.2} Mbit/s {} pkts | drops {}",
+            self.mbits(d(p.tx_bytes, c.tx_bytes)),
+            d(p.tx_packets, c.tx_packets),
+            self.mbits(d(p.rx_bytes, c.rx_bytes)),
+            d(p.rx_packets, c.rx_packets),
+            d(
+                p.tx_dropped() + p.rx_dropped(),
+                c.tx_dropped() + c.rx_dropped()
+            ),
+        )?;
+        match (c.rtt, c.srtt) {
+            (Some(rtt), Some(srtt)) => write!(f, " | rtt {} (avg {})", Millis(rtt), Millis(srtt)),
+            _ => f.write_str(" | rtt -"),
+        }
     }
 }
 
@@ -199,5 +364,86 @@ mod tests {
         let line = snap.to_string();
         assert!(line.starts_with("sent 1 packets (100 bytes"), "{line}");
         assert!(line.ends_with("; dropped: 1 replayed"), "{line}");
+    }
+
+    #[test]
+    fn rtt_from_probe_echoes() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut rtt = Rtt::default();
+        assert_eq!((rtt.latest(), rtt.smoothed()), (None, None));
+        let a = rtt.start_probe(t0);
+        let b = rtt.start_probe(t0 + ms(10));
+        assert_ne!(a, b);
+        // Out of order is fine; each echo is timed against its own probe.
+        assert_eq!(rtt.on_echo(b, t0 + ms(30)), Some(ms(20)));
+        assert_eq!(rtt.on_echo(a, t0 + ms(40)), Some(ms(40)));
+        assert_eq!(rtt.latest(), Some(ms(40)));
+        // 7/8 of 20 plus 1/8 of 40.
+        assert_eq!(rtt.smoothed(), Some(ms(20) * 7 / 8 + ms(40) / 8));
+        // A repeated echo, an id never sent, and one overwritten by newer probes.
+        assert_eq!(rtt.on_echo(a, t0 + ms(50)), None);
+        assert_eq!(rtt.on_echo(12345, t0 + ms(50)), None);
+        let old = rtt.start_probe(t0);
+        for _ in 0..PROBES_IN_FLIGHT {
+            rtt.start_probe(t0);
+        }
+        assert_eq!(rtt.on_echo(old, t0 + ms(50)), None);
+        assert_eq!(rtt.samples(), 2);
+    }
+
+    #[test]
+    fn snapshot_carries_the_rtt() {
+        let s = Stats::default();
+        let now = Instant::now();
+        let id = s.with_rtt(|r| r.start_probe(now));
+        s.with_rtt(|r| r.on_echo(id, now + Duration::from_millis(3)));
+        let snap = s.snapshot();
+        assert_eq!(snap.rtt, Some(Duration::from_millis(3)));
+        assert!(snap.to_string().ends_with("; rtt 3.00 ms"), "{snap}");
+    }
+
+    #[test]
+    fn live_line_shows_rates_over_the_interval() {
+        let prev = StatsSnapshot {
+            tx_packets: 100,
+            tx_bytes: 1_000_000,
+            rx_packets: 50,
+            rx_bytes: 0,
+            rx_dropped_replay: 1,
+            ..StatsSnapshot::default()
+        };
+        let cur = StatsSnapshot {
+            tx_packets: 1100,
+            // 2.5 MB in 2 s: 10 Mbit/s.
+            tx_bytes: 3_500_000,
+            rx_packets: 850,
+            rx_bytes: 250_000,
+            rx_dropped_replay: 3,
+            tx_dropped_no_session: 1,
+            rtt: Some(Duration::from_micros(1210)),
+            srtt: Some(Duration::from_micros(1304)),
+            ..StatsSnapshot::default()
+        };
+        let line = LiveLine {
+            prev: &prev,
+            cur: &cur,
+            elapsed: Duration::from_secs(2),
+        }
+        .to_string();
+        assert_eq!(
+            line,
+            "tx 10.00 Mbit/s 1000 pkts | rx 1.00 Mbit/s 800 pkts | drops 3 | rtt 1.21 ms (avg 1.30 ms)"
+        );
+        let idle = LiveLine {
+            prev: &prev,
+            cur: &prev,
+            elapsed: Duration::ZERO,
+        }
+        .to_string();
+        assert_eq!(
+            idle,
+            "tx 0.00 Mbit/s 0 pkts | rx 0.00 Mbit/s 0 pkts | drops 0 | rtt -"
+        );
     }
 }

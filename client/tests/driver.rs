@@ -85,6 +85,7 @@ async fn keepalives_while_idle_then_fails_when_the_server_goes_quiet() {
     let opts = Options {
         config: session_config(1, 3),
         echo: false,
+        echo_probes: false,
         ..Options::default()
     };
     let server = FakeServer::start(opts).await;

@@ -324,6 +324,7 @@ async fn keepalives_over_tcp_then_fails_when_the_server_goes_quiet() {
     let server = FakeServer::start(Options {
         config: session_config(1, 3),
         echo: false,
+        echo_probes: false,
         ..Options::default()
     })
     .await;

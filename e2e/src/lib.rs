@@ -26,11 +26,21 @@
 //! [`TestbedOptions::extra_peers`], start each with [`Testbed::add_client`] (its own transport
 //! and TUN), and measure through it with the `*_from` methods and the [`ClientHandle`] it
 //! returns. [`rawtcp`] plays misbehaving peers against the server's TCP port.
+//!
+//! For the client's own behaviour, start the testbed
+//! [without a client](TestbedOptions::without_client) and add one with [`ClientOptions`]
+//! (its own flags, no testbed routing), compare the namespace before and after with
+//! [`NetState`], restart the server under a running client with [`Testbed::restart_server`]
+//! while a [`PingStream`] watches, or run the client binary one-shot under a wrapper with
+//! [`Testbed::client_command`]. [`icmp`] builds echo requests for tests that drive the client
+//! library's in-memory inside instead of a TUN.
 
 pub mod binaries;
+pub mod icmp;
 pub mod interrupt;
 pub mod iperf;
 pub mod netns;
+pub mod netstate;
 pub mod path;
 pub mod ping;
 pub mod prereq;
@@ -42,11 +52,12 @@ pub mod testbed;
 pub mod transfer;
 
 pub use iperf::IperfReport;
-pub use ping::PingStats;
+pub use netstate::NetState;
+pub use ping::{PingStats, PingStream};
 pub use process::{Process, Signal, Termination};
 pub use tempdir::TempDir;
 pub use testbed::{
-    ClientHandle, Testbed, TestbedOptions, Transport, TunCounters, CLIENT_TUNNEL_IP,
+    ClientHandle, ClientOptions, Testbed, TestbedOptions, Transport, TunCounters, CLIENT_TUNNEL_IP,
     SERVER_TUNNEL_IP,
 };
 pub use transfer::TransferReport;

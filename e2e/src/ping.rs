@@ -3,12 +3,13 @@
 //! Ping is the smallest proof that both directions of the tunnel carry packets, and its
 //! average RTT is the latency figure the demo reports.
 
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 
 use crate::path::TunnelPath;
-use crate::process;
+use crate::process::{self, Process, Signal};
 
 /// Interval between echo requests, in seconds (iputils accepts 0.2 without special privileges).
 const INTERVAL_S: f64 = 0.2;
@@ -54,6 +55,98 @@ pub fn ping(path: &TunnelPath<'_>, count: u32) -> Result<PingStats> {
         )
     })?;
     Ok(stats)
+}
+
+/// Sends one echo request along `path` and waits up to `wait` (whole seconds, at least one)
+/// for the reply; `Ok(false)` if none came (or ping could not send, e.g. no route yet).
+pub fn ping_once(path: &TunnelPath<'_>, wait: Duration) -> Result<bool> {
+    let secs = wait.as_secs().max(1);
+    let out = process::run(
+        path.client_ns
+            .command("ping")
+            .args(["-n", "-q", "-c", "1", "-W", &secs.to_string()])
+            .args(["-I", &path.client_ip.to_string()])
+            .arg(path.server_ip.to_string()),
+        Duration::from_secs(secs + 10),
+    )
+    .context("running ping")?;
+    Ok(out.status.success())
+}
+
+/// A `ping` left running in the background (one echo request every `interval`, for at most
+/// `limit`), whose replies are read back with their arrival times; for watching traffic stop and
+/// resume while something happens to the tunnel.
+#[derive(Debug)]
+pub struct PingStream {
+    process: Process,
+}
+
+/// One echo reply of a [`PingStream`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reply {
+    /// `icmp_seq`: the request's number, from 1, one per interval.
+    pub seq: u32,
+    /// When it arrived (ping's own `-D` timestamp).
+    pub at: SystemTime,
+}
+
+impl PingStream {
+    /// Starts pinging the server end of `path` from its client end, logging to `log`.
+    pub fn start(
+        path: &TunnelPath<'_>,
+        interval: Duration,
+        limit: Duration,
+        log: &Path,
+    ) -> Result<Self> {
+        let mut cmd = path.client_ns.command("ping");
+        cmd.args(["-n", "-D", "-W", "1"])
+            .args(["-i", &format!("{:.3}", interval.as_secs_f64())])
+            .args(["-w", &limit.as_secs().max(1).to_string()])
+            .args(["-I", &path.client_ip.to_string()])
+            .arg(path.server_ip.to_string());
+        let process = Process::spawn("ping stream", &mut cmd, log)?;
+        Ok(Self { process })
+    }
+
+    /// The replies logged so far, in arrival order.
+    pub fn replies(&self) -> Vec<Reply> {
+        let text = std::fs::read_to_string(self.process.log_path()).unwrap_or_default();
+        parse_replies(&text)
+    }
+
+    /// Stops it with SIGINT (ping then prints its summary) and returns every reply.
+    pub fn stop(mut self) -> Result<Vec<Reply>> {
+        self.process.signal(Signal::Int)?;
+        if self.process.wait_timeout(Duration::from_secs(5))?.is_none() {
+            bail!("ping ignored SIGINT for 5 s");
+        }
+        Ok(self.replies())
+    }
+
+    /// The last lines of its output, for messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.process.log_tail(lines)
+    }
+}
+
+/// Parses the reply lines of `ping -D`:
+/// `[1732384823.123456] 64 bytes from 198.18.0.1: icmp_seq=7 ttl=64 time=0.061 ms`.
+pub fn parse_replies(output: &str) -> Vec<Reply> {
+    output
+        .lines()
+        .filter_map(|line| {
+            let stamp = line.strip_prefix('[')?.split_once(']')?.0;
+            let secs: f64 = stamp.parse().ok()?;
+            let rest = line.split_once(" bytes from ")?.1;
+            let seq = rest
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("icmp_seq="))?
+                .parse()
+                .ok()?;
+            let at = UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(secs).ok()?)?;
+            Some(Reply { seq, at })
+        })
+        .collect()
 }
 
 /// Parses iputils (or busybox) ping output; fails on total loss or a missing summary.
@@ -123,6 +216,21 @@ mod tests {
         let out = "--- x ping statistics ---\n\
                    5 packets transmitted, 0 received, 100% packet loss, time 4000ms\n";
         assert!(parse(out).unwrap_err().to_string().contains("100% loss"));
+    }
+
+    #[test]
+    fn parses_timestamped_replies() {
+        let out = "PING 198.18.0.1 (198.18.0.1) from 198.18.0.2 : 56(84) bytes of data.\n\
+                   [1732384823.500000] 64 bytes from 198.18.0.1: icmp_seq=1 ttl=64 time=0.061 ms\n\
+                   [1732384824.000000] From 198.18.0.2 icmp_seq=2 Destination Host Unreachable\n\
+                   [1732384827.250000] 64 bytes from 198.18.0.1: icmp_seq=9 ttl=64 time=1.2 ms\n\
+                   --- 198.18.0.1 ping statistics ---\n";
+        let r = parse_replies(out);
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[0].seq, r[1].seq), (1, 9));
+        let gap = r[1].at.duration_since(r[0].at).unwrap();
+        assert!((gap.as_secs_f64() - 3.75).abs() < 1e-3, "{gap:?}");
+        assert!(parse_replies("no replies here").is_empty());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ring::rand::{SecureRandom, SystemRandom};
 use ringway_proto::handshake::client::{ClientHandshake, ClientKeys};
 use ringway_proto::handshake::{HandshakeError, InitPayload, Timestamp};
-use ringway_proto::wire::handshake::INIT_LEN;
+use ringway_proto::wire::handshake::{RejectReason, INIT_LEN};
 use ringway_proto::wire::STREAM_PREFIX_LEN;
 use ringway_proto::{Cipher, Session, SessionConfig};
 
@@ -73,6 +73,27 @@ pub enum ConnectError {
         /// The resolved server address.
         server: SocketAddr,
     },
+    /// No session came before the deadline, and the server refused our
+    /// initiations because they were not made for its key: our
+    /// `server_public_key` is wrong.
+    #[error(
+        "server key mismatch: {server} refused our initiations as not made for its key; \
+         check `server_public_key` against the server's public key"
+    )]
+    UnknownServerKey {
+        /// The resolved server address.
+        server: SocketAddr,
+    },
+    /// No session came before the deadline, and the server refused our
+    /// initiations because it does not list our key.
+    #[error(
+        "not authorised: {server} does not list this client's key as a peer; \
+         add it on the server with `ringway-server add-peer`"
+    )]
+    NotAuthorised {
+        /// The resolved server address.
+        server: SocketAddr,
+    },
     /// The server's response authenticated but carried a config we cannot use.
     #[error("server {server} sent an unusable session config: {reason}")]
     BadSessionConfig {
@@ -87,6 +108,7 @@ pub enum ConnectError {
 }
 
 /// Makes fresh initiations for one client identity.
+#[derive(Clone)]
 pub struct Initiator {
     keys: ClientKeys,
     cipher: Option<Cipher>,
@@ -174,6 +196,8 @@ pub struct Attempts {
     auth_failures: u32,
     bad_config: Option<&'static str>,
     last_io_error: Option<String>,
+    /// The latest reject that answered one of our initiations.
+    rejected: Option<RejectReason>,
 }
 
 impl Attempts {
@@ -198,6 +222,19 @@ impl Attempts {
         }
     }
 
+    /// Records a reject answering one of our initiations; a line worth
+    /// logging the first time (or when the reason changes).
+    pub fn record_reject(&mut self, reason: RejectReason) -> Option<String> {
+        let new = self.rejected != Some(reason);
+        self.rejected = Some(reason);
+        new.then(|| {
+            format!(
+                "the server refused our initiation: {}; still waiting for a genuine answer",
+                describe(reason)
+            )
+        })
+    }
+
     /// Whether more tries cannot help: the server keeps answering with a
     /// response that does not authenticate.
     pub fn is_hopeless(&self) -> bool {
@@ -210,9 +247,9 @@ impl Attempts {
     }
 
     /// The error to report when the deadline passed (or the tries became
-    /// hopeless) without a session: an
-    /// authentication failure is the most specific thing we learned, then a
-    /// config we could not use, and silence otherwise.
+    /// hopeless) without a session: an authentication failure is the most
+    /// specific thing we learned, then the server's reject, then a config we
+    /// could not use, and silence otherwise.
     pub fn verdict(
         self,
         server: SocketAddr,
@@ -221,6 +258,11 @@ impl Attempts {
     ) -> ConnectError {
         if self.auth_failures > 0 {
             ConnectError::KeyMismatch { server }
+        } else if let Some(reason) = self.rejected {
+            match reason {
+                RejectReason::UnknownServerKey => ConnectError::UnknownServerKey { server },
+                RejectReason::NotAuthorised => ConnectError::NotAuthorised { server },
+            }
         } else if let Some(reason) = self.bad_config {
             ConnectError::BadSessionConfig { server, reason }
         } else {
@@ -232,6 +274,14 @@ impl Attempts {
                 last_error: self.last_io_error,
             }
         }
+    }
+}
+
+/// A reject reason in words.
+fn describe(reason: RejectReason) -> &'static str {
+    match reason {
+        RejectReason::UnknownServerKey => "not made for its key (check `server_public_key`)",
+        RejectReason::NotAuthorised => "this client's key is not in its peer list",
     }
 }
 
@@ -293,6 +343,15 @@ impl Handshaker {
         &mut self,
         frame: &[u8],
     ) -> Result<Option<(Session, SessionConfig)>, ConnectError> {
+        // A reject is a hint, not an answer: the pending handshake stays, so a
+        // genuine response still wins (a forged reject cannot cut us off).
+        if let Some(reason) = self.pending.as_ref().and_then(|hs| hs.reject_reason(frame)) {
+            match self.attempts.record_reject(reason) {
+                Some(line) => tracing::warn!(server = %self.server, "{line}"),
+                None => tracing::debug!(server = %self.server, ?reason, "initiation rejected"),
+            }
+            return Ok(None);
+        }
         let Some(hs) = self.pending.take_if(|hs| hs.is_response_to_me(frame)) else {
             tracing::debug!(
                 len = frame.len(),
@@ -341,6 +400,11 @@ impl Handshaker {
         self.attempts.record_io_error(e);
     }
 
+    /// What makes the initiations, for the session's later rekeys.
+    pub(crate) fn initiator(&self) -> &Initiator {
+        &self.initiator
+    }
+
     /// The error to report at the deadline.
     pub(crate) fn give_up(mut self) -> ConnectError {
         self.take_verdict()
@@ -375,6 +439,7 @@ mod tests {
             psk: None,
             cipher: None,
             tun_name: "t".into(),
+            routes: Vec::new(),
         };
         let mut i = Initiator::new(&config);
         let mut prev = i.next_timestamp();
@@ -422,6 +487,35 @@ mod tests {
         assert!(!a.is_hopeless());
         assert!(a.record_failure(&HandshakeError::Decrypt).is_none());
         assert!(a.is_hopeless());
+        assert!(matches!(
+            a.verdict(server, Transport::Udp, wait),
+            ConnectError::KeyMismatch { .. }
+        ));
+    }
+
+    #[test]
+    fn rejects_explain_the_silence_but_not_a_failed_response() {
+        let server: SocketAddr = "192.0.2.1:51820".parse().unwrap();
+        let wait = Duration::from_secs(10);
+        let mut a = Attempts::default();
+        assert!(a.record_reject(RejectReason::NotAuthorised).is_some());
+        assert!(a.record_reject(RejectReason::NotAuthorised).is_none());
+        assert!(!a.is_hopeless());
+        let e = a.verdict(server, Transport::Udp, wait);
+        assert!(matches!(e, ConnectError::NotAuthorised { .. }), "{e}");
+        assert!(e.to_string().starts_with("not authorised"), "{e}");
+
+        let mut a = Attempts::default();
+        a.record_reject(RejectReason::NotAuthorised);
+        assert!(a.record_reject(RejectReason::UnknownServerKey).is_some());
+        let e = a.verdict(server, Transport::Tcp, wait);
+        assert!(matches!(e, ConnectError::UnknownServerKey { .. }), "{e}");
+        assert!(e.to_string().starts_with("server key mismatch"), "{e}");
+
+        // A response that failed to authenticate says more than a reject.
+        let mut a = Attempts::default();
+        a.record_reject(RejectReason::UnknownServerKey);
+        a.record_failure(&HandshakeError::Decrypt);
         assert!(matches!(
             a.verdict(server, Transport::Udp, wait),
             ConnectError::KeyMismatch { .. }

@@ -17,6 +17,19 @@
 //!                      `-- frame, sealed in place at buf[STREAM_PREFIX_LEN..]
 //!  UDP sends the frame; TCP writes the prefix into buf[..2] and writes prefix + frame.
 //! ```
+//!
+//! A session can be replaced in place (a *rekey*): the sender sends a fresh
+//! initiation on the same link, the receiver recognises the answer among the
+//! transport frames, derives the new session, keeps opening with it (and with
+//! the old one for stragglers), and hands the new sending half over for the
+//! sender to pick up before its next frame. The two halves share only that
+//! hand-over (`Shared`), so the per-packet paths take no lock: the sender
+//! checks one flag.
+//!
+//! Over UDP a sender whose socket lost its local address (a laptop changing
+//! networks) takes a fresh socket towards the same server and carries on in
+//! the same session: the server follows authenticated frames to their new
+//! source. The receiver switches to the new socket through a `watch` channel.
 
 pub mod handshake;
 mod stream;
@@ -26,20 +39,27 @@ mod udp;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use ringway_proto::session::{OpenError, SealError};
-use ringway_proto::wire::transport::{HEADER_LEN, MAX_FRAME_LEN, OVERHEAD};
-use ringway_proto::wire::{self, FrameType, STREAM_PREFIX_LEN};
+use ringway_proto::handshake::client::ClientHandshake;
+use ringway_proto::session::{probe_id, OpenError, SealError};
+use ringway_proto::wire::handshake::{RejectReason, INIT_LEN};
+use ringway_proto::wire::transport::{
+    peek_session_id, HEADER_LEN, MAX_FRAME_LEN, OVERHEAD, PROBE_LEN,
+};
+use ringway_proto::wire::{self, frame_type, FrameType, STREAM_PREFIX_LEN};
 use ringway_proto::{Opener, Sealer, Session, SessionConfig};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UdpSocket;
+use tokio::sync::watch;
 
 pub use handshake::ConnectError;
 
 use crate::config::ClientConfig;
 use crate::stats::{bump, inc, Stats};
+use handshake::Initiator;
 use stream::FrameReader;
 
 /// Bytes in front of a packet in a send buffer: the stream prefix and the
@@ -49,6 +69,14 @@ pub const HEADROOM: usize = STREAM_PREFIX_LEN + HEADER_LEN;
 /// A send buffer this long holds the largest packet a frame can carry, with
 /// its headroom and tag.
 pub const SEND_BUF_LEN: usize = STREAM_PREFIX_LEN + MAX_FRAME_LEN;
+
+/// The largest frame the sender builds in its own buffer: an initiation, or a
+/// keepalive carrying a probe.
+const CONTROL_LEN: usize = if INIT_LEN > OVERHEAD + PROBE_LEN {
+    INIT_LEN
+} else {
+    OVERHEAD + PROBE_LEN
+};
 
 /// How to reach the server.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -60,6 +88,17 @@ pub enum Transport {
     Tcp,
     /// UDP first, for [`ConnectOptions::auto_udp_for`]; TCP if UDP got no answer.
     Auto,
+}
+
+impl Transport {
+    /// `udp`, `tcp` or `auto`, as on the command line.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Auto => "auto",
+        }
+    }
 }
 
 impl fmt::Display for Transport {
@@ -105,6 +144,9 @@ pub struct Tunnel {
     session: Session,
     config: SessionConfig,
     stats: Arc<Stats>,
+    /// Makes the initiations of later rekeys (newer timestamps than this
+    /// session's).
+    initiator: Initiator,
 }
 
 /// The connection a session runs over, before it is split.
@@ -118,13 +160,20 @@ enum Link {
 }
 
 impl Tunnel {
-    fn new(link: Link, server: SocketAddr, session: Session, config: SessionConfig) -> Self {
+    fn new(
+        link: Link,
+        server: SocketAddr,
+        session: Session,
+        config: SessionConfig,
+        initiator: Initiator,
+    ) -> Self {
         Tunnel {
             link,
             server,
             session,
             config,
             stats: Arc::default(),
+            initiator,
         }
     }
 
@@ -141,6 +190,10 @@ impl Tunnel {
     /// Gives up early, with [`ConnectError::KeyMismatch`], once three responses
     /// in a row failed to authenticate.
     ///
+    /// A handshake reject from the server does not end the wait (anyone can
+    /// send one), but if no session came by the deadline it is the reason
+    /// given: [`ConnectError::UnknownServerKey`] or [`ConnectError::NotAuthorised`].
+    ///
     /// [`Transport::Auto`] falls back to TCP only when UDP got no answer at all:
     /// a server that answered with the wrong key would not do better over TCP.
     pub async fn connect_with(
@@ -148,6 +201,15 @@ impl Tunnel {
         opts: &ConnectOptions,
     ) -> Result<Tunnel, ConnectError> {
         let server = resolve(&config.endpoint).await?;
+        Self::connect_to(config, server, opts).await
+    }
+
+    /// As [`connect_with`](Self::connect_with), to an address already resolved.
+    pub async fn connect_to(
+        config: &ClientConfig,
+        server: SocketAddr,
+        opts: &ConnectOptions,
+    ) -> Result<Tunnel, ConnectError> {
         let deadline = crate::now() + opts.deadline;
         match opts.transport {
             Transport::Udp => udp::connect(config, server, opts, deadline).await,
@@ -204,39 +266,104 @@ impl Tunnel {
         &self.stats
     }
 
+    /// The same tunnel counting into `stats` (so counters add up across
+    /// reconnects).
+    pub fn with_stats(mut self, stats: Arc<Stats>) -> Tunnel {
+        self.stats = stats;
+        self
+    }
+
     /// Separates the directions. Over UDP they share the socket; over TCP each
     /// owns its half of the connection. Both share the counters.
     pub fn split(self) -> (TunnelSender, TunnelReceiver) {
+        let now = crate::now();
         let (sealer, opener) = self.session.split();
         let (send, recv) = match self.link {
             Link::Udp(socket) => {
                 let socket = Arc::new(socket);
+                let (switch, switched) = watch::channel(Arc::clone(&socket));
                 let buf = vec![0u8; MAX_FRAME_LEN].into_boxed_slice();
                 (
-                    SendLink::Udp(Arc::clone(&socket)),
-                    RecvLink::Udp { socket, buf },
+                    SendLink::Udp(UdpPath {
+                        socket: Arc::clone(&socket),
+                        switch,
+                        server: self.server,
+                        last_rebind: None,
+                    }),
+                    RecvLink::Udp {
+                        socket,
+                        switched: Some(switched),
+                        buf,
+                    },
                 )
             }
             Link::Tcp { reader, writer } => (SendLink::Tcp(writer), RecvLink::Tcp(reader)),
         };
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(None),
+            next: Mutex::new(None),
+            next_ready: AtomicBool::new(false),
+            last_received: AtomicU64::new(0),
+            epoch: now,
+        });
         (
             TunnelSender {
                 link: send,
                 sealer,
-                control: [0; STREAM_PREFIX_LEN + OVERHEAD],
+                config: self.config,
+                control: [0; STREAM_PREFIX_LEN + CONTROL_LEN],
                 stats: Arc::clone(&self.stats),
+                shared: Arc::clone(&shared),
+                initiator: self.initiator,
+                session_started: now,
+                rekey: None,
             },
             TunnelReceiver {
                 link: recv,
                 opener,
+                previous: None,
                 stats: self.stats,
+                shared,
             },
         )
     }
 }
 
+/// What the halves share: the hand-over of a rekeyed session, and when the
+/// receiver last heard from the server.
+#[derive(Debug)]
+struct Shared {
+    /// The rekey initiation in flight: set by the sender, answered in the receiver.
+    pending: Mutex<Option<ClientHandshake>>,
+    /// A new session's sending half and config, for the sender to pick up.
+    next: Mutex<Option<(Sealer, SessionConfig)>>,
+    /// Set once `next` is filled, so the sender's per-packet check is one load.
+    next_ready: AtomicBool,
+    /// When a frame last opened, in nanoseconds after `epoch` (0: none yet).
+    last_received: AtomicU64,
+    epoch: Instant,
+}
+
+impl Shared {
+    fn touch(&self, now: Instant) {
+        let nanos = now.saturating_duration_since(self.epoch).as_nanos();
+        self.last_received
+            .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn last_received(&self) -> Instant {
+        self.epoch + Duration::from_nanos(self.last_received.load(Ordering::Relaxed))
+    }
+}
+
+/// Locks, shrugging off poisoning: the data is a hand-over slot, valid whatever
+/// a panicking holder was doing.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Resolves `host:port`, taking the first address the resolver offers.
-async fn resolve(endpoint: &str) -> Result<SocketAddr, ConnectError> {
+pub async fn resolve(endpoint: &str) -> Result<SocketAddr, ConnectError> {
     let resolve_error = |source| ConnectError::Resolve {
         endpoint: endpoint.to_owned(),
         source,
@@ -261,9 +388,13 @@ pub enum SendError {
     /// The UDP socket failed in a way that will not pass.
     #[error("cannot send to the server: {0}")]
     Io(#[from] io::Error),
-    /// The TCP connection failed (reset, timed out, closed by the server).
+    /// The TCP connection failed (reset, timed out, closed by the server), or
+    /// its local address went away.
     #[error("the connection to the server was lost: {0}")]
     ConnectionLost(io::Error),
+    /// A rekey's initiation could not be made (our side: no randomness).
+    #[error("cannot start a rekey: {0}")]
+    Initiate(String),
 }
 
 impl SendError {
@@ -314,8 +445,20 @@ pub enum Event<'a> {
     Keepalive,
     /// The server ended the session.
     Disconnected,
+    /// A rekey completed: frames now open (and, from the sender's next frame,
+    /// are sealed) with the new session.
+    Rekeyed {
+        /// The new session's id.
+        session_id: u32,
+        /// What the server assigned this time (usually as before).
+        config: SessionConfig,
+    },
+    /// The server refused our rekey initiation. Unauthenticated, so only a
+    /// hint: the pending rekey stays open for a genuine answer.
+    Rejected(RejectReason),
     /// A frame that did not open (malformed, another session's, replayed or
-    /// forged); it is counted in the stats and otherwise ignored.
+    /// forged, or a handshake answer nothing was waiting for); it is counted
+    /// in the stats and otherwise ignored.
     Dropped(OpenError),
 }
 
@@ -324,16 +467,100 @@ pub enum Event<'a> {
 pub struct TunnelSender {
     link: SendLink,
     sealer: Sealer,
-    /// Room for keepalive and disconnect frames (with a stream prefix), so they
-    /// need no allocation either.
-    control: [u8; STREAM_PREFIX_LEN + OVERHEAD],
+    config: SessionConfig,
+    /// Room for keepalives, disconnects and initiations (with a stream
+    /// prefix), so they need no allocation either.
+    control: [u8; STREAM_PREFIX_LEN + CONTROL_LEN],
     stats: Arc<Stats>,
+    shared: Arc<Shared>,
+    initiator: Initiator,
+    session_started: Instant,
+    rekey: Option<RekeyAttempt>,
+}
+
+/// A rekey under way: when it began, and how many initiations went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RekeyAttempt {
+    /// When the first initiation of this rekey went out.
+    pub started: Instant,
+    /// When the latest went out.
+    pub last_sent: Instant,
+    /// How many went out.
+    pub initiations: u32,
 }
 
 #[derive(Debug)]
 enum SendLink {
-    Udp(Arc<UdpSocket>),
+    Udp(UdpPath),
     Tcp(OwnedWriteHalf),
+}
+
+/// The sender's UDP socket, replaceable when the local address goes away.
+#[derive(Debug)]
+struct UdpPath {
+    socket: Arc<UdpSocket>,
+    /// Tells the receiver about a new socket.
+    switch: watch::Sender<Arc<UdpSocket>>,
+    server: SocketAddr,
+    last_rebind: Option<Instant>,
+}
+
+/// At most one fresh socket this often, however many sends fail.
+const REBIND_EVERY: Duration = Duration::from_secs(1);
+
+impl UdpPath {
+    /// Sends one datagram; `Ok(false)` if a transient error dropped it. An
+    /// error that says our address is gone takes a fresh socket (at most once
+    /// a [`REBIND_EVERY`]) and tries once more on it.
+    async fn send(&mut self, frame: &[u8], stats: &Stats) -> io::Result<bool> {
+        let e = match self.socket.send(frame).await {
+            Ok(_) => return Ok(true),
+            Err(e) => e,
+        };
+        if udp::wants_new_socket(&e) && self.rebind(stats, &e).is_some() {
+            match self.socket.send(frame).await {
+                Ok(_) => return Ok(true),
+                Err(e2) if is_transient(&e2) || udp::wants_new_socket(&e2) => {}
+                Err(e2) => return Err(e2),
+            }
+        } else if !is_transient(&e) && !udp::wants_new_socket(&e) {
+            return Err(e);
+        }
+        inc(&stats.tx.send_errors);
+        tracing::trace!(error = %e, "dropped a frame on a transient send error");
+        Ok(false)
+    }
+
+    /// Takes a fresh socket towards the server unless one was taken within
+    /// [`REBIND_EVERY`]; the new local address, if one was taken.
+    fn rebind(&mut self, stats: &Stats, why: &dyn fmt::Display) -> Option<SocketAddr> {
+        let now = crate::now();
+        if self.last_rebind.is_some_and(|t| now < t + REBIND_EVERY) {
+            return None;
+        }
+        self.last_rebind = Some(now);
+        let old = self.socket.local_addr().ok();
+        match udp::connected_socket(self.server) {
+            Ok(socket) => {
+                let new = socket.local_addr().ok();
+                self.socket = Arc::new(socket);
+                self.switch.send_replace(Arc::clone(&self.socket));
+                inc(&stats.tx.rebinds);
+                tracing::info!(
+                    server = %self.server,
+                    old = ?old,
+                    new = ?new,
+                    reason = %why,
+                    "took a fresh UDP socket (roaming)"
+                );
+                new
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "no fresh UDP socket yet");
+                None
+            }
+        }
+    }
 }
 
 impl SendLink {
@@ -348,9 +575,7 @@ impl SendLink {
     ) -> Result<bool, SendError> {
         let end = STREAM_PREFIX_LEN + frame_len;
         match self {
-            SendLink::Udp(socket) => {
-                Ok(udp::transmit(socket, stats, &buf[STREAM_PREFIX_LEN..end]).await?)
-            }
+            SendLink::Udp(path) => Ok(path.send(&buf[STREAM_PREFIX_LEN..end], stats).await?),
             SendLink::Tcp(writer) => tcp::transmit(writer, &mut buf[..end]).await.map(|()| true),
         }
     }
@@ -366,6 +591,7 @@ impl TunnelSender {
     /// (`Ok`). Over TCP this waits while the connection is backed up: the
     /// caller's reads from the TUN simply pause.
     pub async fn send_packet(&mut self, buf: &mut [u8], len: usize) -> Result<(), SendError> {
+        self.poll_rekey();
         let frame = buf
             .get_mut(STREAM_PREFIX_LEN..)
             .ok_or(SealError::BufferTooSmall)?;
@@ -385,11 +611,16 @@ impl TunnelSender {
         Ok(())
     }
 
-    /// Sends a keepalive, telling the server we are here though idle.
+    /// Sends a keepalive, telling the server we are here though idle. It
+    /// carries a probe: the server echoes it, and the receiver times the
+    /// round trip into [`Stats::rtt`].
     pub async fn send_keepalive(&mut self) -> Result<(), SendError> {
+        self.poll_rekey();
+        let now = crate::now();
+        let probe = self.stats.with_rtt(|rtt| rtt.start_probe(now));
         let n = self
             .sealer
-            .seal_keepalive(&mut self.control[STREAM_PREFIX_LEN..], crate::now())?;
+            .seal_probe(&mut self.control[STREAM_PREFIX_LEN..], probe, now)?;
         if self
             .link
             .transmit(&mut self.control, n, &self.stats)
@@ -403,6 +634,7 @@ impl TunnelSender {
     /// Tells the server we are leaving, so it can free the session now rather
     /// than at its idle timeout. Best effort: UDP may lose it.
     pub async fn send_disconnect(&mut self) -> Result<(), SendError> {
+        self.poll_rekey();
         let n = self
             .sealer
             .seal_disconnect(&mut self.control[STREAM_PREFIX_LEN..], crate::now())?;
@@ -412,9 +644,139 @@ impl TunnelSender {
         Ok(())
     }
 
+    /// Starts (or retries) a rekey: sends a fresh initiation on this link.
+    /// The receiver completes it when the answer comes, and this half picks
+    /// the new session up before its next frame ([`poll_rekey`](Self::poll_rekey)).
+    /// Until then the current session carries on.
+    pub async fn start_rekey(&mut self) -> Result<(), SendError> {
+        let now = crate::now();
+        let out: &mut [u8; INIT_LEN] = (&mut self.control
+            [STREAM_PREFIX_LEN..STREAM_PREFIX_LEN + INIT_LEN])
+            .try_into()
+            .map_err(|_| SendError::Initiate("initiation buffer mis-sized".into()))?;
+        let hs = self
+            .initiator
+            .initiate(out)
+            .map_err(|e| SendError::Initiate(e.to_string()))?;
+        tracing::debug!(
+            sender_index = hs.sender_index(),
+            "sending a rekey initiation"
+        );
+        *lock(&self.shared.pending) = Some(hs);
+        self.rekey = Some(match self.rekey {
+            Some(r) => RekeyAttempt {
+                last_sent: now,
+                initiations: r.initiations + 1,
+                ..r
+            },
+            None => RekeyAttempt {
+                started: now,
+                last_sent: now,
+                initiations: 1,
+            },
+        });
+        self.link
+            .transmit(&mut self.control, INIT_LEN, &self.stats)
+            .await?;
+        Ok(())
+    }
+
+    /// Picks up the session a completed rekey made, if there is one waiting,
+    /// and returns its config. Called before every frame, so callers need it
+    /// only to learn of the change.
+    pub fn poll_rekey(&mut self) -> Option<SessionConfig> {
+        if !self.shared.next_ready.load(Ordering::Acquire) {
+            return None;
+        }
+        self.shared.next_ready.store(false, Ordering::Relaxed);
+        let (sealer, config) = lock(&self.shared.next).take()?;
+        self.sealer = sealer;
+        self.config = config;
+        self.session_started = crate::now();
+        self.rekey = None;
+        Some(config)
+    }
+
+    /// The rekey under way, if any.
+    pub fn rekey_in_progress(&self) -> Option<RekeyAttempt> {
+        self.rekey
+    }
+
+    /// Over UDP, takes a fresh socket towards the server now (new local port,
+    /// and whatever local address the route offers now), keeping the session;
+    /// the new local address. Over TCP, `None`: a connection cannot move.
+    pub fn rebind(&mut self) -> Option<SocketAddr> {
+        match &mut self.link {
+            SendLink::Udp(path) => {
+                path.last_rebind = None;
+                path.rebind(&self.stats, &"asked to")
+            }
+            SendLink::Tcp(_) => None,
+        }
+    }
+
+    /// Checks that our local address still exists. Over UDP, if it is gone,
+    /// takes a fresh socket and returns `Ok(true)` (send something soon, so
+    /// the server learns the new address). Over TCP a connection whose
+    /// address is gone is dead: [`SendError::ConnectionLost`].
+    pub fn check_path(&mut self) -> Result<bool, SendError> {
+        let local = match &self.link {
+            SendLink::Udp(path) => path.socket.local_addr(),
+            SendLink::Tcp(writer) => writer.local_addr(),
+        };
+        let Ok(local) = local else { return Ok(false) };
+        if udp::is_local(local.ip()) {
+            return Ok(false);
+        }
+        let why = format!("local address {} is gone", local.ip());
+        match &mut self.link {
+            SendLink::Udp(path) => Ok(path.rebind(&self.stats, &why).is_some()),
+            SendLink::Tcp(_) => Err(SendError::ConnectionLost(io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                why,
+            ))),
+        }
+    }
+
+    /// Our socket's local address now.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match &self.link {
+            SendLink::Udp(path) => path.socket.local_addr(),
+            SendLink::Tcp(writer) => writer.local_addr(),
+        }
+    }
+
+    /// The transport: [`Transport::Udp`] or [`Transport::Tcp`].
+    pub fn transport(&self) -> Transport {
+        match self.link {
+            SendLink::Udp(_) => Transport::Udp,
+            SendLink::Tcp(_) => Transport::Tcp,
+        }
+    }
+
+    /// The config of the session frames are sealed with.
+    pub fn session_config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// The id of the session frames are sealed with.
+    pub fn session_id(&self) -> u32 {
+        self.sealer.session_id()
+    }
+
+    /// When the current session began (its handshake, or the rekey that made it).
+    pub fn session_started(&self) -> Instant {
+        self.session_started
+    }
+
     /// When a frame was last sealed (or the session began).
-    pub fn last_sent(&self) -> std::time::Instant {
+    pub fn last_sent(&self) -> Instant {
         self.sealer.last_sent()
+    }
+
+    /// When the receiving half last opened a frame (or the session began).
+    pub fn last_received(&self) -> Instant {
+        self.shared.last_received()
     }
 
     /// The counters this half updates.
@@ -428,15 +790,21 @@ impl TunnelSender {
 pub struct TunnelReceiver {
     link: RecvLink,
     opener: Opener,
+    /// The session before the last rekey, for frames sent before the switch.
+    previous: Option<Opener>,
     stats: Arc<Stats>,
+    shared: Arc<Shared>,
 }
 
 #[derive(Debug)]
 enum RecvLink {
     /// A datagram at a time into `buf` ([`MAX_FRAME_LEN`] bytes: a larger
-    /// datagram arrives truncated and fails to authenticate).
+    /// datagram arrives truncated and fails to authenticate), from whichever
+    /// socket the sender uses now.
     Udp {
         socket: Arc<UdpSocket>,
+        /// `None` once the sender is gone (no more switches).
+        switched: Option<watch::Receiver<Arc<UdpSocket>>>,
         buf: Box<[u8]>,
     },
     Tcp(FrameReader<OwnedReadHalf>),
@@ -446,7 +814,11 @@ impl RecvLink {
     /// The next frame, in place in the link's buffer. Cancel-safe.
     async fn next_frame(&mut self, stats: &Stats) -> Result<&mut [u8], RecvError> {
         match self {
-            RecvLink::Udp { socket, buf } => udp::recv_frame(socket, buf, stats).await,
+            RecvLink::Udp {
+                socket,
+                switched,
+                buf,
+            } => udp::recv_frame(socket, switched, buf, stats).await,
             RecvLink::Tcp(reader) => reader.next_frame().await,
         }
     }
@@ -460,12 +832,41 @@ impl TunnelReceiver {
     /// datagrams. An error means no more frames will come over this
     /// connection ([`RecvError::is_session_lost`] tells whose doing that was).
     ///
+    /// The answer to a rekey the sender started completes it here
+    /// ([`Event::Rekeyed`]); a keepalive echoing a probe becomes an RTT sample.
+    ///
     /// Cancel-safe: the only await is the read from the socket, and nothing is
     /// changed before it completes, so this can sit in a `select!`.
     pub async fn recv(&mut self) -> Result<Event<'_>, RecvError> {
-        let frame = self.link.next_frame(&self.stats).await?;
-        let rx = &self.stats.rx;
-        let opened = match self.opener.open(frame, crate::now()) {
+        let TunnelReceiver {
+            link,
+            opener,
+            previous,
+            stats,
+            shared,
+        } = self;
+        let frame = link.next_frame(stats).await?;
+        let rx = &stats.rx;
+        let now = crate::now();
+        match frame_type(frame) {
+            Ok(FrameType::HandshakeResp) => {
+                return Ok(complete_rekey(frame, opener, previous, stats, shared, now))
+            }
+            Ok(FrameType::HandshakeReject) => return Ok(rekey_rejected(frame, stats, shared)),
+            _ => {}
+        }
+        // The old session's frames still in flight open with the old keys
+        // (a server reusing the id gets the new ones).
+        let opener = match previous {
+            Some(p)
+                if p.session_id() != opener.session_id()
+                    && peek_session_id(frame) == Some(p.session_id()) =>
+            {
+                p
+            }
+            _ => opener,
+        };
+        let opened = match opener.open(frame, now) {
             Ok(opened) => opened,
             Err(e) => {
                 inc(match e {
@@ -478,6 +879,7 @@ impl TunnelReceiver {
                 return Ok(Event::Dropped(e));
             }
         };
+        shared.touch(now);
         Ok(match opened.kind {
             FrameType::Data => {
                 let packet = &frame[opened.payload];
@@ -487,11 +889,16 @@ impl TunnelReceiver {
             }
             FrameType::Keepalive => {
                 inc(&rx.keepalives);
+                if let Some(id) = probe_id(&frame[opened.payload]) {
+                    if let Some(rtt) = stats.with_rtt(|r| r.on_echo(id, now)) {
+                        tracing::trace!(?rtt, "probe echoed");
+                    }
+                }
                 Event::Keepalive
             }
             FrameType::Disconnect => Event::Disconnected,
             // `open` accepts transport frames only.
-            FrameType::HandshakeInit | FrameType::HandshakeResp => {
+            FrameType::HandshakeInit | FrameType::HandshakeResp | FrameType::HandshakeReject => {
                 inc(&rx.dropped_malformed);
                 Event::Dropped(OpenError::Malformed(wire::Error::InvalidField))
             }
@@ -503,9 +910,68 @@ impl TunnelReceiver {
         self.opener.last_received()
     }
 
+    /// The id of the session frames open with.
+    pub fn session_id(&self) -> u32 {
+        self.opener.session_id()
+    }
+
     /// The counters this half updates.
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
+    }
+}
+
+/// A handshake response: if it answers the pending rekey, the new session
+/// takes over (opening here now; the sealer waits for the sender).
+fn complete_rekey<'a>(
+    frame: &[u8],
+    opener: &mut Opener,
+    previous: &mut Option<Opener>,
+    stats: &Stats,
+    shared: &Shared,
+    now: Instant,
+) -> Event<'a> {
+    let stray = || {
+        inc(&stats.rx.dropped_malformed);
+        Event::Dropped(OpenError::Malformed(wire::Error::InvalidField))
+    };
+    let Some(hs) = lock(&shared.pending).take_if(|hs| hs.is_response_to_me(frame)) else {
+        return stray();
+    };
+    match hs.handle_response(frame, now) {
+        Ok((session, config)) => {
+            let session_id = session.id();
+            let (sealer, new_opener) = session.split();
+            *previous = Some(std::mem::replace(opener, new_opener));
+            *lock(&shared.next) = Some((sealer, config));
+            shared.next_ready.store(true, Ordering::Release);
+            shared.touch(now);
+            tracing::debug!(session_id, "rekeyed");
+            Event::Rekeyed { session_id, config }
+        }
+        Err(e) => {
+            // The sender tries again with a fresh initiation.
+            inc(&stats.rx.dropped_auth);
+            tracing::warn!(error = %e, "the answer to our rekey did not hold up");
+            Event::Dropped(OpenError::Auth)
+        }
+    }
+}
+
+/// A handshake reject: a hint if it answers the pending rekey, a stray otherwise.
+fn rekey_rejected<'a>(frame: &[u8], stats: &Stats, shared: &Shared) -> Event<'a> {
+    let reason = lock(&shared.pending)
+        .as_ref()
+        .and_then(|hs| hs.reject_reason(frame));
+    match reason {
+        Some(reason) => {
+            inc(&stats.rx.rejects);
+            Event::Rejected(reason)
+        }
+        None => {
+            inc(&stats.rx.dropped_malformed);
+            Event::Dropped(OpenError::Malformed(wire::Error::InvalidField))
+        }
     }
 }
 
@@ -528,17 +994,7 @@ pub(crate) fn is_transient(e: &io::Error) -> bool {
             | PermissionDenied
             | WouldBlock
             | Interrupted
-    ) || is_no_buffer_space(e)
-}
-
-#[cfg(target_os = "linux")]
-fn is_no_buffer_space(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(libc::ENOBUFS)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn is_no_buffer_space(_: &io::Error) -> bool {
-    false
+    ) || crate::platform::is_no_buffer_space(e)
 }
 
 #[cfg(test)]
@@ -550,8 +1006,6 @@ mod tests {
         assert!(is_transient(&io::ErrorKind::ConnectionRefused.into()));
         assert!(is_transient(&io::ErrorKind::NetworkUnreachable.into()));
         assert!(!is_transient(&io::ErrorKind::InvalidInput.into()));
-        #[cfg(target_os = "linux")]
-        assert!(is_transient(&io::Error::from_raw_os_error(libc::ENOBUFS)));
     }
 
     #[test]
@@ -560,6 +1014,7 @@ mod tests {
         assert!(SendError::Seal(SealError::CounterExhausted).is_fatal());
         assert!(SendError::Io(io::ErrorKind::InvalidInput.into()).is_fatal());
         assert!(SendError::ConnectionLost(io::ErrorKind::BrokenPipe.into()).is_fatal());
+        assert!(SendError::Initiate("x".into()).is_fatal());
     }
 
     #[test]

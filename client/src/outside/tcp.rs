@@ -121,7 +121,14 @@ async fn attempt(
                     reader: reader.into_session(max_frame),
                     writer,
                 };
-                return Ok(Some(Tunnel::new(link, server, session, session_config)));
+                let initiator = hs.initiator().clone();
+                return Ok(Some(Tunnel::new(
+                    link,
+                    server,
+                    session,
+                    session_config,
+                    initiator,
+                )));
             }
         }
     }

@@ -9,15 +9,24 @@
 //! until a few responses in a row failed to authenticate, which no retry
 //! fixes). Strays (responses to an earlier initiation, anything that is not a
 //! response) are ignored without touching the pending handshake.
+//!
+//! Roaming: a socket connected while the host had another address keeps that
+//! address as its source, and sends fail once it is gone (`EINVAL`,
+//! `EADDRNOTAVAIL`, `ENETUNREACH`, or `EPERM` from a firewall that no longer
+//! knows it). [`wants_new_socket`] names those errors; the sender then
+//! connects a fresh socket, which picks a source address from the routes as
+//! they are now.
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use ringway_proto::wire::transport::MAX_FRAME_LEN;
 use ringway_proto::wire::STREAM_PREFIX_LEN;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
+use tokio::sync::watch;
 use tokio::time::timeout_at;
 
 use super::handshake::{ConnectError, Handshaker};
@@ -82,6 +91,7 @@ pub(super) async fn connect(
                     server,
                     session,
                     session_config,
+                    hs.initiator().clone(),
                 ));
             }
         }
@@ -90,7 +100,7 @@ pub(super) async fn connect(
 }
 
 /// A non-blocking UDP socket on an ephemeral port, connected to `server`.
-fn connected_socket(server: SocketAddr) -> io::Result<UdpSocket> {
+pub(super) fn connected_socket(server: SocketAddr) -> io::Result<UdpSocket> {
     let socket = Socket::new(
         Domain::for_address(server),
         Type::DGRAM,
@@ -114,31 +124,78 @@ fn connected_socket(server: SocketAddr) -> io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
-/// Sends one datagram; `Ok(false)` if a transient error dropped it.
-pub(super) async fn transmit(socket: &UdpSocket, stats: &Stats, frame: &[u8]) -> io::Result<bool> {
-    match socket.send(frame).await {
-        Ok(_) => Ok(true),
-        Err(e) if is_transient(&e) => {
-            inc(&stats.tx.send_errors);
-            tracing::trace!(error = %e, "dropped a frame on a transient send error");
-            Ok(false)
-        }
-        Err(e) => Err(e),
+/// Send errors that may mean our source address is gone, so a fresh socket
+/// could get through where this one cannot.
+pub(super) fn wants_new_socket(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        AddrNotAvailable | NetworkUnreachable | InvalidInput | PermissionDenied
+    )
+}
+
+/// Whether `ip` is still one of this host's addresses: binding to it works.
+pub(super) fn is_local(ip: IpAddr) -> bool {
+    if ip.is_unspecified() || ip.is_loopback() {
+        return true;
+    }
+    match std::net::UdpSocket::bind((ip, 0)) {
+        Ok(_) => true,
+        Err(e) => e.kind() != io::ErrorKind::AddrNotAvailable,
     }
 }
 
 /// Receives the next datagram into `buf` and returns it; transient errors are
-/// counted and skipped. Cancel-safe.
+/// counted and skipped. Follows the sender to a fresh socket when it takes
+/// one (`switched`). Cancel-safe.
 pub(super) async fn recv_frame<'b>(
-    socket: &UdpSocket,
+    socket: &mut Arc<UdpSocket>,
+    switched: &mut Option<watch::Receiver<Arc<UdpSocket>>>,
     buf: &'b mut [u8],
     stats: &Stats,
 ) -> Result<&'b mut [u8], RecvError> {
-    loop {
-        match socket.recv(buf).await {
-            Ok(n) => return Ok(&mut buf[..n]),
-            Err(e) if is_transient(&e) => inc(&stats.rx.recv_errors),
-            Err(e) => return Err(RecvError::Io(e)),
+    let n = loop {
+        tokio::select! {
+            biased;
+            changed = async {
+                match switched.as_mut() {
+                    Some(rx) => rx.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            } => {
+                match (changed, switched.as_mut()) {
+                    (true, Some(rx)) => *socket = Arc::clone(&rx.borrow_and_update()),
+                    // The sender is gone: the socket will not change again.
+                    _ => *switched = None,
+                }
+            }
+            received = socket.recv(buf) => match received {
+                Ok(n) => break n,
+                Err(e) if is_transient(&e) => inc(&stats.rx.recv_errors),
+                Err(e) => return Err(RecvError::Io(e)),
+            },
         }
+    };
+    Ok(&mut buf[..n])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roaming_errors() {
+        assert!(wants_new_socket(&io::ErrorKind::AddrNotAvailable.into()));
+        assert!(wants_new_socket(&io::ErrorKind::InvalidInput.into()));
+        assert!(!wants_new_socket(&io::ErrorKind::ConnectionRefused.into()));
+        assert!(!wants_new_socket(&io::ErrorKind::WouldBlock.into()));
+    }
+
+    #[test]
+    fn local_addresses() {
+        assert!(is_local(Ipv4Addr::LOCALHOST.into()));
+        assert!(is_local(Ipv4Addr::UNSPECIFIED.into()));
+        // TEST-NET-3: never configured here.
+        assert!(!is_local(Ipv4Addr::new(203, 0, 113, 254).into()));
     }
 }

@@ -1,21 +1,29 @@
 //! Everything that differs between operating systems: creating, configuring
-//! and removing the TUN device.
+//! and removing the TUN device, and adding and removing routes.
 //!
 //! Each platform module offers the same items: `TunDevice` (create, name, async
-//! read and write of whole packets), `configure` and `delete_link`. Linux is
-//! implemented; elsewhere the same API compiles and fails with
-//! [`TunError::Unsupported`], so the library (config, tunnel, driver) still
-//! builds and runs with a non-TUN inside.
+//! read and write of whole packets), `configure` (address, MTU, up),
+//! `reconfigure` (a new session's address or MTU), `delete_link`, the two
+//! error codes the drivers treat specially (`is_eio`, `is_no_buffer_space`), and
+//! `SystemRoutes` (the [`RouteOps`](crate::routes::RouteOps) that
+//! [`RouteTable`](crate::routes::RouteTable) uses). Linux is implemented;
+//! elsewhere the same API compiles and fails with [`TunError::Unsupported`],
+//! so the library (config, tunnel, driver, supervisor) still builds and runs
+//! with a non-TUN inside.
 
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
-pub use linux::{configure, delete_link, TunDevice};
+pub use linux::{
+    configure, delete_link, is_eio, is_no_buffer_space, reconfigure, SystemRoutes, TunDevice,
+};
 
 #[cfg(not(target_os = "linux"))]
 mod unsupported;
 #[cfg(not(target_os = "linux"))]
-pub use unsupported::{configure, delete_link, TunDevice};
+pub use unsupported::{
+    configure, delete_link, is_eio, is_no_buffer_space, reconfigure, SystemRoutes, TunDevice,
+};
 
 use std::io;
 
@@ -42,6 +50,16 @@ pub enum TunError {
         /// What the OS said.
         source: io::Error,
     },
+    /// An address or route we were about to add is already there (left by
+    /// another client, or by hand).
+    #[error("{what} already exists (is another ringway running, or was it added by hand?)")]
+    AlreadyExists {
+        /// The address or route.
+        what: String,
+    },
+    /// The system's state does not allow what was asked.
+    #[error("{0}")]
+    Invalid(String),
     /// A configuration command failed.
     #[error("`{command}` failed: {detail}")]
     Command {
@@ -59,5 +77,16 @@ impl TunError {
     /// Whether running with more privileges would help.
     pub fn is_permission(&self) -> bool {
         matches!(self, TunError::PermissionDenied)
+    }
+
+    /// Whether something of ours is already taken: the TUN name, an address
+    /// or a route.
+    pub fn is_in_use(&self) -> bool {
+        matches!(self, TunError::Busy { .. } | TunError::AlreadyExists { .. })
+    }
+
+    /// Whether the system has no TUN driver.
+    pub fn is_no_tun(&self) -> bool {
+        matches!(self, TunError::NoTunDevice)
     }
 }

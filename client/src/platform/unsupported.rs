@@ -3,10 +3,12 @@
 
 use std::convert::Infallible;
 use std::io;
+use std::net::Ipv4Addr;
 
 use ringway_proto::SessionConfig;
 
 use super::TunError;
+use crate::routes::{OutsidePath, Route, RouteOps};
 
 /// A TUN device that cannot exist here: its only field is uninhabited.
 #[derive(Debug)]
@@ -42,4 +44,41 @@ pub fn configure(_name: &str, _config: &SessionConfig) -> Result<(), TunError> {
 /// Always [`TunError::Unsupported`].
 pub fn delete_link(_name: &str) -> Result<(), TunError> {
     Err(TunError::Unsupported(std::env::consts::OS))
+}
+
+/// Always [`TunError::Unsupported`].
+pub fn reconfigure(
+    _name: &str,
+    _old: &SessionConfig,
+    _new: &SessionConfig,
+) -> Result<(), TunError> {
+    Err(TunError::Unsupported(std::env::consts::OS))
+}
+
+/// Routes cannot be changed here: every call is [`TunError::Unsupported`].
+#[derive(Debug, Default)]
+pub struct SystemRoutes;
+
+impl RouteOps for SystemRoutes {
+    fn lookup(&mut self, _dst: Ipv4Addr) -> Result<OutsidePath, TunError> {
+        Err(TunError::Unsupported(std::env::consts::OS))
+    }
+
+    fn add(&mut self, _route: &Route) -> Result<(), TunError> {
+        Err(TunError::Unsupported(std::env::consts::OS))
+    }
+
+    fn delete(&mut self, _route: &Route) -> Result<(), TunError> {
+        Err(TunError::Unsupported(std::env::consts::OS))
+    }
+}
+
+/// No special meaning here.
+pub fn is_eio(_: &io::Error) -> bool {
+    false
+}
+
+/// No special meaning here.
+pub fn is_no_buffer_space(_: &io::Error) -> bool {
+    false
 }

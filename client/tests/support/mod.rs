@@ -15,14 +15,15 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ringway_client::ClientConfig;
 use ringway_proto::handshake::server::Responder;
 use ringway_proto::handshake::Timestamp;
-use ringway_proto::wire::handshake::RESP_LEN;
+use ringway_proto::session::probe_id;
+use ringway_proto::wire::handshake::{emit_reject, InitFrame, RejectReason, RESP_LEN};
 use ringway_proto::wire::stream::encode_prefix;
 use ringway_proto::wire::transport::{HEADER_LEN, MAX_FRAME_LEN, OVERHEAD};
 use ringway_proto::wire::{frame_type, FrameAssembler, FrameType};
@@ -76,6 +77,7 @@ pub fn client_config(
         psk,
         cipher: None,
         tun_name: "unused".into(),
+        routes: Vec::new(),
     }
 }
 
@@ -102,6 +104,14 @@ pub struct Options {
     /// A packet sent right behind the handshake response (over TCP, in the
     /// same write).
     pub greeting: Option<Vec<u8>>,
+    /// Answer initiations it cannot use with a reject, as the real server
+    /// does: `UnknownServerKey` when they are not for its key, `NotAuthorised`
+    /// when the client's key is not the one it accepts.
+    pub rejects: bool,
+    /// The client key it accepts.
+    pub client_key: ringway_proto::PublicKey,
+    /// Echo probes (keepalives carrying an id) back, as the real server does.
+    pub echo_probes: bool,
 }
 
 impl Default for Options {
@@ -116,6 +126,9 @@ impl Default for Options {
             tcp_chunks: &[],
             tcp_drop_on_init: 0,
             greeting: None,
+            rejects: false,
+            client_key: client_keys().public,
+            echo_probes: true,
         }
     }
 }
@@ -131,6 +144,12 @@ pub struct Seen {
     pub disconnects: AtomicU64,
     pub bad_frames: AtomicU64,
     pub tcp_connections: AtomicU64,
+    pub probes: AtomicU64,
+    pub rejects: AtomicU64,
+    /// Frames for a session it no longer has (sealed with old keys).
+    pub unknown_session: AtomicU64,
+    /// Where the last authenticated UDP frame came from.
+    pub last_udp_from: Mutex<Option<SocketAddr>>,
 }
 
 enum Command {
@@ -151,6 +170,9 @@ enum Command {
 pub struct FakeServer {
     pub addr: SocketAddr,
     pub seen: Arc<Seen>,
+    /// While set, the server ignores everything it receives and sends nothing
+    /// of its own: a server that went away.
+    pub silent: Arc<AtomicBool>,
     commands: mpsc::UnboundedSender<Command>,
     task: JoinHandle<()>,
 }
@@ -192,14 +214,36 @@ impl FakeServer {
     fn serve_on(listener: TcpListener, udp: Option<UdpSocket>, opts: Options) -> FakeServer {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Seen::default());
+        let silent = Arc::new(AtomicBool::new(false));
         let (commands, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(serve(udp, listener, opts, Arc::clone(&seen), rx));
+        let task = tokio::spawn(serve(
+            udp,
+            listener,
+            opts,
+            Arc::clone(&seen),
+            Arc::clone(&silent),
+            rx,
+        ));
         FakeServer {
             addr,
             seen,
+            silent,
             commands,
             task,
         }
+    }
+
+    /// Stops the server and waits until its sockets are closed, so a new one
+    /// can start on the same port: a server restart.
+    pub async fn stop(mut self) -> SocketAddr {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+        self.addr
+    }
+
+    /// Makes the server ignore everything (or listen again).
+    pub fn set_silent(&self, silent: bool) {
+        self.silent.store(silent, Relaxed);
     }
 
     /// Sends raw bytes to the client as one frame.
@@ -279,6 +323,7 @@ async fn serve(
     listener: TcpListener,
     opts: Options,
     seen: Arc<Seen>,
+    silent: Arc<AtomicBool>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
     let mut keepalive = opts.keepalive_every.map(tokio::time::interval);
@@ -299,6 +344,9 @@ async fn serve(
         tokio::select! {
             received = recv_udp(state.udp.as_ref(), &mut buf) => {
                 let Ok((n, from)) = received else { continue };
+                if silent.load(Relaxed) {
+                    continue;
+                }
                 state.handle_frame(&mut buf[..n], Path::Udp(from)).await;
             }
             accepted = listener.accept() => {
@@ -314,11 +362,15 @@ async fn serve(
                 state.conns.insert(id, Conn { writer, reader });
             }
             Some((id, frame)) = frames.recv() => match frame {
+                Some(_) if silent.load(Relaxed) => {}
                 Some(mut frame) => state.handle_frame(&mut frame, Path::Tcp(id)).await,
                 None => { state.conns.remove(&id); }
             },
             Some(command) = commands.recv() => state.handle_command(command).await,
             _ = async { keepalive.as_mut().unwrap().tick().await }, if keepalive.is_some() && state.peer.is_some() => {
+                if silent.load(Relaxed) {
+                    continue;
+                }
                 let p = state.peer.as_mut().unwrap();
                 let mut out = [0u8; OVERHEAD];
                 let n = p.sealer.seal_keepalive(&mut out, now()).unwrap();
@@ -356,9 +408,12 @@ impl State {
                     }
                 }
                 let Ok(pending) = self.responder.read_init(frame) else {
+                    self.reject(frame, from, RejectReason::UnknownServerKey)
+                        .await;
                     return;
                 };
-                if pending.client_key() != &client_keys().public {
+                if pending.client_key() != &self.opts.client_key {
+                    self.reject(frame, from, RejectReason::NotAuthorised).await;
                     return;
                 }
                 let ts = pending.payload().timestamp;
@@ -368,10 +423,12 @@ impl State {
                 }
                 self.last_timestamp = Some(ts);
                 let mut resp = [0u8; RESP_LEN];
+                // A new id for every session, as the real server draws them.
+                let session_id = SESSION_ID + seen.accepted.load(Relaxed) as u32;
                 let session = pending
                     .accept(
                         self.opts.psk.as_ref(),
-                        SESSION_ID,
+                        session_id,
                         &self.opts.config,
                         now(),
                         &mut resp,
@@ -394,10 +451,21 @@ impl State {
             }
             Ok(_) => {
                 let Some(p) = self.peer.as_mut() else { return };
+                if ringway_proto::wire::transport::peek_session_id(frame)
+                    != Some(p.opener.session_id())
+                {
+                    seen.unknown_session.fetch_add(1, Relaxed);
+                    return;
+                }
                 let Ok(opened) = p.opener.open(frame, now()) else {
                     seen.bad_frames.fetch_add(1, Relaxed);
                     return;
                 };
+                // Authenticated: follow the client to wherever it sends from now.
+                p.path = from;
+                if let Path::Udp(addr) = from {
+                    *seen.last_udp_from.lock().unwrap() = Some(addr);
+                }
                 match opened.kind {
                     FrameType::Data => {
                         seen.data.fetch_add(1, Relaxed);
@@ -411,6 +479,15 @@ impl State {
                     }
                     FrameType::Keepalive => {
                         seen.keepalives.fetch_add(1, Relaxed);
+                        if let Some(id) = probe_id(&frame[opened.payload]) {
+                            seen.probes.fetch_add(1, Relaxed);
+                            if self.opts.echo_probes {
+                                let mut out = [0u8; OVERHEAD + 8];
+                                let n = p.sealer.seal_probe(&mut out, id, now()).unwrap();
+                                let path = p.path;
+                                self.send(path, &out[..n]).await;
+                            }
+                        }
                     }
                     FrameType::Disconnect => {
                         seen.disconnects.fetch_add(1, Relaxed);
@@ -422,6 +499,19 @@ impl State {
                 seen.bad_frames.fetch_add(1, Relaxed);
             }
         }
+    }
+
+    /// Answers an initiation it will not accept, if told to.
+    async fn reject(&self, frame: &[u8], from: Path, reason: RejectReason) {
+        if !self.opts.rejects {
+            return;
+        }
+        let Ok(init) = InitFrame::new_checked(frame) else {
+            return;
+        };
+        self.seen.rejects.fetch_add(1, Relaxed);
+        let reject = emit_reject(init.sender_index(), reason);
+        self.send(from, &reject).await;
     }
 
     async fn handle_command(&mut self, command: Command) {

@@ -6,7 +6,7 @@
 //! that client, whatever order the kernel keeps the pool routes of several TUNs in.
 
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -32,6 +32,7 @@ pub struct ClientHandle {
     pub(super) transport: Transport,
     pub(super) tun_name: String,
     pub(super) tunnel_ip: Ipv4Addr,
+    pub(super) status_socket: PathBuf,
 }
 
 impl ClientHandle {
@@ -53,6 +54,12 @@ impl ClientHandle {
     /// The inside address the server assigned it.
     pub fn tunnel_ip(&self) -> Ipv4Addr {
         self.tunnel_ip
+    }
+
+    /// Where it serves `ringway status` (`up --status-socket`): a path in the testbed's
+    /// directory, never the shared default under /run.
+    pub fn status_socket(&self) -> &Path {
+        &self.status_socket
     }
 }
 
@@ -135,6 +142,21 @@ pub(super) fn set_tun_name(path: &Path, name: &str) -> Result<()> {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     std::fs::write(path, with_tun_name(&text, name))
         .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Appends `lines` to the client config at `path` (the config is a flat table, so they are
+/// top-level keys); the file keeps its permissions.
+pub(super) fn append_lines(path: &Path, lines: &[String]) -> Result<()> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let mut text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    for line in lines {
+        text.push_str(line);
+        text.push('\n');
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Routes traffic from `ip` out of `tun`, in the client namespace only (see the module doc).

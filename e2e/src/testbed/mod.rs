@@ -12,21 +12,28 @@
 //! server -> server `ringway0`, so it crosses both real drivers. More clients, each with its own
 //! TUN, transport and peer entry, can join the client namespace with [`Testbed::add_client`];
 //! measurements bind to a client's inside address so they take its TUN (see [`crate::path`]).
-//! The root namespace is never touched. [`Testbed`] owns everything through guards whose drop
-//! order is: client processes, server process, namespaces, temporary directory.
+//! Tests of the client's own behaviour start the testbed
+//! [without a client](TestbedOptions::without_client) and add theirs with [`ClientOptions`]
+//! (extra flags such as `--full-tunnel`, no testbed routing), or run the client binary one-shot
+//! with [`Testbed::client_command`]; [`Testbed::restart_server`] stops and starts the server
+//! with the same config. The root namespace is never touched. [`Testbed`] owns everything
+//! through guards whose drop order is: client processes, server process, namespaces, temporary
+//! directory.
 
+use std::ffi::OsStr;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use serde_json::Value;
 
 use crate::binaries::Binaries;
 use crate::iperf::{self, IperfReport};
 use crate::netns::{self, Netns};
 use crate::path::TunnelPath;
-use crate::ping::{self, PingStats};
+use crate::ping::{self, PingStats, PingStream};
 use crate::process::{self, Process, Termination};
 use crate::tempdir::TempDir;
 use crate::transfer::{self, TransferReport};
@@ -36,7 +43,7 @@ mod options;
 mod ready;
 
 pub use client::{ClientHandle, TunCounters};
-pub use options::{TestbedOptions, Transport};
+pub use options::{ClientOptions, TestbedOptions, Transport};
 
 /// Server's outside address on the veth.
 pub const SERVER_OUTSIDE_CIDR: &str = "192.0.2.1/24";
@@ -62,6 +69,10 @@ const TRANSFER_DEADLINE: Duration = Duration::from_secs(60);
 /// Seed of the transfer's pseudo-random stream (fixed, so failures reproduce); client `i`
 /// uses `TRANSFER_SEED + i`.
 const TRANSFER_SEED: u64 = 0x5249_4e47_5741_5900;
+/// How long [`Testbed::wait_for_reply_from`] waits for each probe's reply.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Bound for one `ringway status` query.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 /// Log lines quoted when something fails.
 const TAIL: usize = 30;
 /// What the server's final log line says before its counters.
@@ -78,7 +89,8 @@ struct Client {
 #[derive(Debug)]
 pub struct Testbed {
     // Field order is drop order: processes before the namespaces they live in, and the
-    // directory holding their logs last. `clients[0]` is the client started with the testbed.
+    // directory holding their logs last. `clients[0]` is the client started with the testbed
+    // (or, without one, the first added).
     clients: Vec<Client>,
     server: Process,
     client_ns: Netns,
@@ -86,6 +98,12 @@ pub struct Testbed {
     transport: Transport,
     /// Client configs of provisioned peers no client uses yet, in the order to use them.
     spare_configs: Vec<PathBuf>,
+    server_config: PathBuf,
+    server_args: Vec<String>,
+    /// How many times the server has been started (1 after [`Testbed::start`]).
+    server_starts: u32,
+    /// Ping streams started so far, for their log names.
+    ping_streams: u32,
     client_args: Vec<String>,
     ready_timeout: Duration,
     bins: Binaries,
@@ -94,8 +112,8 @@ pub struct Testbed {
 
 impl Testbed {
     /// Builds namespaces and veth, writes configs (one peer, plus `opts.extra_peers`), starts
-    /// the server then the first client, and waits until both tunnel devices are up (each wait
-    /// bounded by `opts.ready_timeout`).
+    /// the server then (unless [`TestbedOptions::without_client`]) the first client, and waits
+    /// until both tunnel devices are up (each wait bounded by `opts.ready_timeout`).
     pub fn start(opts: TestbedOptions) -> Result<Self> {
         let bins = Binaries::locate()?;
         // Declaration order makes early returns drop the server, then namespaces, then the dir.
@@ -114,22 +132,23 @@ impl Testbed {
         std::fs::create_dir(&server_dir)
             .with_context(|| format!("creating {}", server_dir.display()))?;
         let mut configs = provision(&bins, &server_dir, dir.path(), 1 + opts.extra_peers)?;
+        let server_config = server_dir.join("server.toml");
 
-        let mut server_cmd = server_ns.command(&bins.server);
-        server_cmd
-            .arg("run")
-            .arg("--config")
-            .arg(server_dir.join("server.toml"))
-            .args(&opts.server_args);
-        with_log_level(&mut server_cmd);
-        let mut server = Process::spawn(
+        let mut server = spawn_server(
+            &server_ns,
+            &bins,
+            &server_config,
+            &opts.server_args,
+            dir.path(),
             "ringway-server",
-            &mut server_cmd,
-            &dir.path().join("server.log"),
         )?;
         ready::wait_server_ready(&server_ns, &mut server, opts.transport, opts.ready_timeout)?;
 
-        let first = configs.remove(0);
+        let first = if opts.start_client {
+            Some(configs.remove(0))
+        } else {
+            None
+        };
         let mut bed = Self {
             clients: Vec::new(),
             server,
@@ -137,12 +156,19 @@ impl Testbed {
             server_ns,
             transport: opts.transport,
             spare_configs: configs,
+            server_config,
+            server_args: opts.server_args,
+            server_starts: 1,
+            ping_streams: 0,
             client_args: opts.client_args,
             ready_timeout: opts.ready_timeout,
             bins,
             dir,
         };
-        bed.spawn_client(&first, opts.transport, TUN_NAME)?;
+        if let Some(first) = first {
+            let client = ClientOptions::new(opts.transport, TUN_NAME);
+            bed.spawn_client(&first, &client)?;
+        }
         Ok(bed)
     }
 
@@ -153,41 +179,91 @@ impl Testbed {
     /// The testbed's `client_args` are passed to it too. Measure through it with the `*_from`
     /// methods.
     pub fn add_client(&mut self, transport: Transport, tun_name: &str) -> Result<ClientHandle> {
-        client::check_tun_name(tun_name)?;
-        if let Some(c) = self.clients.iter().find(|c| c.handle.tun_name == tun_name) {
-            bail!(
-                "TUN {tun_name} is already used by client {}",
-                c.handle.index
-            );
+        self.add_client_with(ClientOptions::new(transport, tun_name))
+    }
+
+    /// Like [`Testbed::add_client`], with the client's own extra arguments and the choice of
+    /// leaving the namespace's routing to it alone (see [`ClientOptions`]).
+    ///
+    /// In a testbed started [without a client](TestbedOptions::without_client), the first
+    /// client added becomes the first client (index 0) that [`Testbed::ping`] and friends use.
+    pub fn add_client_with(&mut self, opts: ClientOptions) -> Result<ClientHandle> {
+        client::check_tun_name(&opts.tun_name)?;
+        if let Some(c) = self
+            .clients
+            .iter_mut()
+            .find(|c| c.handle.tun_name == opts.tun_name)
+        {
+            // A client that has exited has taken its TUN with it.
+            if c.process.try_status()?.is_none() {
+                bail!(
+                    "TUN {} is already used by client {}",
+                    opts.tun_name,
+                    c.handle.index
+                );
+            }
         }
+        let config = self.take_peer_config()?;
+        client::set_tun_name(&config, &opts.tun_name)?;
+        client::append_lines(&config, &opts.config_lines)?;
+        if opts.transport != self.transport {
+            ready::wait_server_listening(
+                &self.server_ns,
+                &mut self.server,
+                opts.transport,
+                self.ready_timeout,
+            )?;
+        }
+        self.spawn_client(&config, &opts)
+    }
+
+    /// Takes the config of the next provisioned peer no client uses yet, for a test that runs
+    /// the client binary itself (see [`Testbed::client_command`]) or edits the config first.
+    ///
+    /// The file is the one `ringway-server add-peer` wrote (mode 0600, `tun_name` unset), in
+    /// the testbed's directory; the peer is in the server's list.
+    pub fn take_peer_config(&mut self) -> Result<PathBuf> {
         if self.spare_configs.is_empty() {
             bail!(
-                "no provisioned peer left for another client ({} running); \
+                "no provisioned peer left for another client ({} started); \
                  ask for more with TestbedOptions::extra_peers",
                 self.clients.len()
             );
         }
-        let config = self.spare_configs.remove(0);
-        client::set_tun_name(&config, tun_name)?;
-        if transport != self.transport {
-            ready::wait_server_listening(
-                &self.server_ns,
-                &mut self.server,
-                transport,
-                self.ready_timeout,
-            )?;
-        }
-        self.spawn_client(&config, transport, tun_name)
+        Ok(self.spare_configs.remove(0))
+    }
+
+    /// A command that runs the client binary in the client namespace, optionally under
+    /// `wrapper` (e.g. `["setpriv", "--reuid=nobody", ...]`, which must exec its argument):
+    /// `ip netns exec <client ns> [wrapper...] <ringway>`. The caller adds the subcommand and
+    /// arguments, and bounds it with [`process::run`] or guards it with [`Process::spawn`].
+    pub fn client_command<S: AsRef<OsStr>>(&self, wrapper: &[S]) -> Command {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = self.client_ns.command(program);
+                cmd.args(args).arg(&self.bins.client);
+                cmd
+            }
+            None => self.client_ns.command(&self.bins.client),
+        };
+        with_log_level(&mut cmd);
+        cmd
+    }
+
+    /// The server and client executables under test.
+    pub fn binaries(&self) -> &Binaries {
+        &self.bins
+    }
+
+    /// The server's config file (its peer list is read at start).
+    pub fn server_config(&self) -> &Path {
+        &self.server_config
     }
 
     /// Spawns `ringway up config` in the client namespace and waits until it is ready.
-    fn spawn_client(
-        &mut self,
-        config: &Path,
-        transport: Transport,
-        tun_name: &str,
-    ) -> Result<ClientHandle> {
+    fn spawn_client(&mut self, config: &Path, opts: &ClientOptions) -> Result<ClientHandle> {
         let index = self.clients.len();
+        let (transport, tun_name) = (opts.transport, opts.tun_name.as_str());
         let (name, log) = if index == 0 {
             ("ringway client".to_owned(), "client.log".to_owned())
         } else {
@@ -196,12 +272,17 @@ impl Testbed {
                 format!("client{index}.log"),
             )
         };
+        // A status socket of its own, in our directory: the default (/run/ringway/<tun>.sock)
+        // is shared by every network namespace, so clients of concurrent test runs with the
+        // same TUN name would take each other's, and it would outlive a crashed run on the host.
+        let status_socket = self.dir.path().join(format!("status-{index}.sock"));
         let mut cmd = self.client_ns.command(&self.bins.client);
         cmd.arg("up").arg(config);
         if transport == Transport::Tcp {
             cmd.args(["--transport", "tcp"]);
         }
-        cmd.args(&self.client_args);
+        cmd.arg("--status-socket").arg(&status_socket);
+        cmd.args(&self.client_args).args(&opts.args);
         with_log_level(&mut cmd);
         let mut process = Process::spawn(name, &mut cmd, &self.dir.path().join(log))?;
         let tunnel_ip = ready::wait_client_ready(
@@ -211,22 +292,25 @@ impl Testbed {
             &mut self.server,
             self.ready_timeout,
         )?;
-        if let Some(other) = self
-            .clients
-            .iter()
-            .find(|c| c.handle.tunnel_ip == tunnel_ip)
-        {
-            bail!(
-                "client {index} got {tunnel_ip}, which client {} already has",
-                other.handle.index
-            );
+        for other in &mut self.clients {
+            // An exited client's address is free for the server to give out again.
+            let running = other.process.try_status()?.is_none();
+            if running && other.handle.tunnel_ip == tunnel_ip {
+                bail!(
+                    "client {index} got {tunnel_ip}, which client {} already has",
+                    other.handle.index
+                );
+            }
         }
-        client::route_by_source(&self.client_ns, index, tun_name, tunnel_ip)?;
+        if opts.source_rule {
+            client::route_by_source(&self.client_ns, index, tun_name, tunnel_ip)?;
+        }
         let handle = ClientHandle {
             index,
             transport,
             tun_name: tun_name.to_owned(),
             tunnel_ip,
+            status_socket,
         };
         self.clients.push(Client {
             process,
@@ -263,13 +347,55 @@ impl Testbed {
     }
 
     /// The first client, started with the testbed.
+    ///
+    /// # Panics
+    /// If the testbed was started [without a client](TestbedOptions::without_client) and none
+    /// has been added yet.
     pub fn primary_client(&self) -> ClientHandle {
-        self.clients[0].handle.clone()
+        self.first().handle.clone()
+    }
+
+    fn first(&self) -> &Client {
+        self.clients
+            .first()
+            .expect("testbed started without_client and no client added yet")
+    }
+
+    fn first_mut(&mut self) -> &mut Client {
+        self.clients
+            .first_mut()
+            .expect("testbed started without_client and no client added yet")
     }
 
     /// Every running client, the first one first.
     pub fn clients(&self) -> Vec<ClientHandle> {
         self.clients.iter().map(|c| c.handle.clone()).collect()
+    }
+
+    /// What `client` reports about itself: `ringway status --socket <its socket> --json`, run in
+    /// the client namespace, parsed (one JSON object; see the client's `status` module).
+    pub fn client_status(&mut self, client: &ClientHandle) -> Result<Value> {
+        let res = self.check(client).and_then(|_| {
+            let mut cmd = self.client_command::<&str>(&[]);
+            cmd.arg("status")
+                .arg("--socket")
+                .arg(&client.status_socket)
+                .arg("--json")
+                .env("RUST_LOG", "off");
+            let out = process::run(&mut cmd, STATUS_TIMEOUT)?;
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            ensure!(
+                out.status.success(),
+                "`ringway status` failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim(),
+                stdout.trim()
+            );
+            serde_json::from_str(stdout.trim())
+                .with_context(|| format!("`ringway status --json` printed {stdout:?}"))
+        });
+        let res = res.with_context(|| describe(client));
+        self.explain(res)
     }
 
     /// The byte counters of `client`'s TUN device.
@@ -278,9 +404,10 @@ impl Testbed {
         TunCounters::read(&self.client_ns, &client.tun_name)
     }
 
-    /// The address the first client's TUN device got.
+    /// The address the first client's TUN device got (panics like
+    /// [`Testbed::primary_client`]).
     pub fn client_tunnel_ip(&self) -> Ipv4Addr {
-        self.clients[0].handle.tunnel_ip
+        self.first().handle.tunnel_ip
     }
 
     /// The server process guard (signals, exit status, log).
@@ -288,9 +415,9 @@ impl Testbed {
         &mut self.server
     }
 
-    /// The first client's process guard.
+    /// The first client's process guard (panics like [`Testbed::primary_client`]).
     pub fn client(&mut self) -> &mut Process {
-        &mut self.clients[0].process
+        &mut self.first_mut().process
     }
 
     /// A client's process guard.
@@ -309,6 +436,27 @@ impl Testbed {
         let res = self
             .path(client)
             .and_then(|path| ping::ping(&path, count))
+            .with_context(|| describe(client));
+        self.explain(res)
+    }
+
+    /// Starts pinging the server's tunnel address from `client` in the background, one echo
+    /// request every `interval`, for at most `limit`; the stream logs to `ping-<n>.log` in the
+    /// testbed's directory and is stopped when dropped.
+    pub fn ping_stream_from(
+        &mut self,
+        client: &ClientHandle,
+        interval: Duration,
+        limit: Duration,
+    ) -> Result<PingStream> {
+        self.ping_streams += 1;
+        let log = self
+            .dir
+            .path()
+            .join(format!("ping-{}.log", self.ping_streams));
+        let res = self
+            .path(client)
+            .and_then(|path| PingStream::start(&path, interval, limit, &log))
             .with_context(|| describe(client));
         self.explain(res)
     }
@@ -417,6 +565,89 @@ impl Testbed {
         self.server.terminate(limit)
     }
 
+    /// Starts the server again, after it stopped, with the same config and arguments (so the
+    /// same key, peers and addresses); its output is appended to the same log. Waits until it
+    /// is ready and listening for every transport a client uses, like [`Testbed::start`].
+    ///
+    /// Fails if the server is still running: stop it first, or use
+    /// [`Testbed::restart_server`].
+    pub fn start_server(&mut self) -> Result<()> {
+        if let Some(status) = self.server.try_status()? {
+            println!("ringway-e2e: starting the server again (it exited {status})");
+        } else {
+            bail!(
+                "the server (pid {}) is still running; stop it first",
+                self.server.pid()
+            );
+        }
+        self.server_starts += 1;
+        let name = format!("ringway-server (start {})", self.server_starts);
+        // The old guard holds a reaped process, so replacing it signals nothing.
+        self.server = spawn_server(
+            &self.server_ns,
+            &self.bins,
+            &self.server_config,
+            &self.server_args,
+            self.dir.path(),
+            &name,
+        )?;
+        ready::wait_server_ready(
+            &self.server_ns,
+            &mut self.server,
+            self.transport,
+            self.ready_timeout,
+        )?;
+        for t in Transport::ALL {
+            let used = self.clients.iter().any(|c| c.handle.transport == t);
+            if used && t != self.transport {
+                ready::wait_server_listening(
+                    &self.server_ns,
+                    &mut self.server,
+                    t,
+                    self.ready_timeout,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the server with SIGTERM (it must exit within `limit`), then starts it again with
+    /// [`Testbed::start_server`]; returns how the old one ended. Clients are left alone: they
+    /// are expected to notice and reconnect by themselves.
+    pub fn restart_server(&mut self, limit: Duration) -> Result<Termination> {
+        let stopped = self.stop_server(limit)?;
+        self.start_server()?;
+        Ok(stopped)
+    }
+
+    /// Pings the server's tunnel address from `client` once every [`PROBE_INTERVAL`] until a
+    /// reply comes back, for at most `limit`; returns how long that took. For waiting until
+    /// traffic flows again after the server or the path went away.
+    pub fn wait_for_reply_from(
+        &mut self,
+        client: &ClientHandle,
+        limit: Duration,
+    ) -> Result<Duration> {
+        let start = Instant::now();
+        let res = self.path(client).and_then(|path| {
+            let mut attempts = 0u32;
+            loop {
+                attempts += 1;
+                let probe = Instant::now();
+                if ping::ping_once(&path, PROBE_INTERVAL)? {
+                    return Ok(start.elapsed());
+                }
+                // A probe that failed at once (no route yet) must not turn this into a spin.
+                std::thread::sleep(PROBE_INTERVAL.saturating_sub(probe.elapsed()));
+                if start.elapsed() >= limit {
+                    bail!("no echo reply through the tunnel within {limit:?} ({attempts} tries)");
+                }
+            }
+        });
+        let res = res.with_context(|| describe(client));
+        self.explain(res)
+    }
+
     /// The counters the server logged when it stopped (the line containing
     /// `stopped counters=`), if it has stopped and logged them.
     pub fn server_counters(&self) -> Option<String> {
@@ -425,7 +656,7 @@ impl Testbed {
 
     /// Sends SIGTERM to the first client and measures how long it takes to exit.
     pub fn stop_client(&mut self, limit: Duration) -> Result<Termination> {
-        self.clients[0].process.terminate(limit)
+        self.first_mut().process.terminate(limit)
     }
 
     /// Fails if the server or any client has exited.
@@ -459,8 +690,9 @@ impl Testbed {
     /// Adds process states and log tails to a failed measurement, where the cause usually is.
     ///
     /// The cause comes first and the (multi-line) logs after it, which reads better than
-    /// wrapping the logs around the cause as anyhow context.
-    fn explain<T>(&mut self, res: Result<T>) -> Result<T> {
+    /// wrapping the logs around the cause as anyhow context. The measurement methods do this
+    /// themselves; tests use it for checks of their own.
+    pub fn explain<T>(&mut self, res: Result<T>) -> Result<T> {
         res.map_err(|e| {
             let mut notes = String::new();
             let processes = std::iter::once(&mut self.server)
@@ -550,6 +782,21 @@ fn provision(
     Ok(configs)
 }
 
+/// Spawns `ringway-server run --config <config> <args>` in `ns`, logging to `dir/server.log`.
+fn spawn_server(
+    ns: &Netns,
+    bins: &Binaries,
+    config: &Path,
+    args: &[String],
+    dir: &Path,
+    name: &str,
+) -> Result<Process> {
+    let mut cmd = ns.command(&bins.server);
+    cmd.arg("run").arg("--config").arg(config).args(args);
+    with_log_level(&mut cmd);
+    Process::spawn(name, &mut cmd, &dir.join("server.log"))
+}
+
 /// Gives children `RUST_LOG=info` unless the caller chose a level.
 fn with_log_level(cmd: &mut Command) {
     if std::env::var_os("RUST_LOG").is_none() {
@@ -581,6 +828,7 @@ mod tests {
             transport: Transport::Udp,
             tun_name: TUN_NAME.to_owned(),
             tunnel_ip: CLIENT_TUNNEL_IP,
+            status_socket: PathBuf::from("/tmp/status-0.sock"),
         };
         assert_ne!(transfer_seed(&h(0)), transfer_seed(&h(1)));
         assert_eq!(describe(&h(1)), "client 1 (udp, ringway0, 198.18.0.2)");

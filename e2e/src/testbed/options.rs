@@ -67,6 +67,11 @@ pub struct TestbedOptions {
     pub extra_peers: usize,
     /// Bound for each readiness wait (server up, then each client up).
     pub ready_timeout: Duration,
+    /// Whether [`Testbed::start`](super::Testbed::start) starts the first client; without
+    /// one, the first peer's config is left for
+    /// [`Testbed::add_client_with`](super::Testbed::add_client_with) or
+    /// [`Testbed::take_peer_config`](super::Testbed::take_peer_config).
+    pub start_client: bool,
 }
 
 impl Default for TestbedOptions {
@@ -77,6 +82,7 @@ impl Default for TestbedOptions {
             client_args: Vec::new(),
             extra_peers: 0,
             ready_timeout: Duration::from_secs(10),
+            start_client: true,
         }
     }
 }
@@ -125,6 +131,67 @@ impl TestbedOptions {
         self.extra_peers = n;
         self
     }
+
+    /// Starts only the server: the test starts its clients itself, each with its own
+    /// arguments (see [`ClientOptions`]). Until one is added, the methods that measure through
+    /// "the first client" fail.
+    pub fn without_client(mut self) -> Self {
+        self.start_client = false;
+        self
+    }
+}
+
+/// How to start one more client with [`Testbed::add_client_with`](super::Testbed::add_client_with).
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Its outside transport.
+    pub transport: Transport,
+    /// Its TUN device name (at most 15 bytes).
+    pub tun_name: String,
+    /// Arguments appended to `ringway up FILE`, after the testbed's `client_args`.
+    pub args: Vec<String>,
+    /// Whether the testbed adds a source rule sending traffic from the client's inside address
+    /// out of its TUN (see [`crate::path`]). Needed when several clients share the namespace;
+    /// a test that inspects the namespace's routes turns it off so that every route there is
+    /// the client's own.
+    pub source_rule: bool,
+    /// Lines appended to its config file (top-level keys, e.g. `routes = ["203.0.113.0/24"]`).
+    pub config_lines: Vec<String>,
+}
+
+impl ClientOptions {
+    /// A client over `transport` with TUN `tun_name`, no extra arguments, with a source rule.
+    pub fn new(transport: Transport, tun_name: impl Into<String>) -> Self {
+        Self {
+            transport,
+            tun_name: tun_name.into(),
+            args: Vec::new(),
+            source_rule: true,
+            config_lines: Vec::new(),
+        }
+    }
+
+    /// Appends arguments for this client's `ringway up`.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Appends a line to the client's config file (see [`ClientOptions::config_lines`]).
+    pub fn config_line(mut self, line: impl Into<String>) -> Self {
+        self.config_lines.push(line.into());
+        self
+    }
+
+    /// Leaves the namespace's routing to the client alone (see [`ClientOptions::source_rule`]).
+    pub fn without_source_rule(mut self) -> Self {
+        self.source_rule = false;
+        self
+    }
 }
 
 #[cfg(test)]
@@ -149,5 +216,20 @@ mod tests {
         assert_eq!(o.extra_peers, 2);
         assert_eq!(o.server_args, ["--tun-rx-slots", "64"]);
         assert_eq!(o.client_args, ["-v"]);
+        assert!(o.start_client);
+        assert!(!o.without_client().start_client);
+    }
+
+    #[test]
+    fn client_options_collect_args() {
+        let c = ClientOptions::new(Transport::Tcp, "rw1")
+            .args(["--full-tunnel"])
+            .without_source_rule()
+            .config_line("routes = []");
+        assert_eq!(c.tun_name, "rw1");
+        assert_eq!(c.config_lines, ["routes = []"]);
+        assert_eq!(c.args, ["--full-tunnel"]);
+        assert!(!c.source_rule);
+        assert!(ClientOptions::new(Transport::Udp, "x").source_rule);
     }
 }

@@ -43,6 +43,19 @@ pub fn start(opts: TestbedOptions) -> Result<Testbed> {
     Ok(bed)
 }
 
+/// Starts a testbed with only the server running (see [`TestbedOptions::without_client`]).
+pub fn start_without_client(opts: TestbedOptions) -> Result<Testbed> {
+    let transport = opts.transport;
+    let bed = Testbed::start(opts.without_client())
+        .with_context(|| format!("starting {transport} testbed without a client"))?;
+    println!(
+        "{transport} testbed up without a client: {} / {}",
+        bed.server_ns().name(),
+        bed.client_ns().name(),
+    );
+    Ok(bed)
+}
+
 /// Pings the server's tunnel address from the client.
 pub fn ping(test: &str, opts: TestbedOptions) -> Result<()> {
     let Some(_serial) = prepare(test, &["ping"]) else {
