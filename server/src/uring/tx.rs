@@ -119,6 +119,22 @@ pub(super) struct TxTable {
 }
 
 impl TxTable {
+    /// Marks slot `t` busy with `buf` for a send of `kind` and returns the
+    /// `user_data` its request carries (a fresh generation).
+    fn claim(&mut self, t: u32, buf: BufId, kind: TxKind) -> (&mut TxSlot, UserData) {
+        let s = &mut self.slots[t as usize];
+        s.busy = true;
+        s.buf = buf;
+        s.kind = kind;
+        s.generation = next_generation(s.generation);
+        let ud = UserData {
+            path: Path::Tx,
+            slot: t,
+            generation: s.generation,
+        };
+        (s, ud)
+    }
+
     pub fn new(n: u32) -> Self {
         TxTable {
             slots: (0..n)
@@ -162,18 +178,9 @@ pub(super) fn queue_udp_send(
     to: SocketAddr,
 ) {
     let ptr = bufs.ptr(buf, FRAME_OFFSET);
-    let s = &mut tx.slots[t as usize];
-    s.busy = true;
-    s.buf = buf;
-    s.kind = TxKind::Udp;
-    s.generation = next_generation(s.generation);
+    let (s, ud) = tx.claim(t, buf, TxKind::Udp);
     let m = &mut s.msg;
     m.point_for_send(ptr, len, to);
-    let ud = UserData {
-        path: Path::Tx,
-        slot: t,
-        generation: s.generation,
-    };
     queue.push(
         opcode::SendMsg::new(types::Fd(udp_fd), &m.hdr)
             .build()
@@ -194,16 +201,7 @@ pub(super) fn queue_tun_write(
     len: usize,
 ) {
     let ptr = bufs.ptr(buf, offset);
-    let s = &mut tx.slots[t as usize];
-    s.busy = true;
-    s.buf = buf;
-    s.kind = TxKind::Tun;
-    s.generation = next_generation(s.generation);
-    let ud = UserData {
-        path: Path::Tx,
-        slot: t,
-        generation: s.generation,
-    };
+    let (_, ud) = tx.claim(t, buf, TxKind::Tun);
     queue.push(
         opcode::Write::new(types::Fd(tun_fd), ptr, len as u32)
             .build()
