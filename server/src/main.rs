@@ -186,6 +186,7 @@ fn run(args: RunArgs) -> Result<()> {
         max_frame: usize::from(settings.mtu) + OVERHEAD,
         socket_send_buffer: t.socket_send_buffer,
         socket_recv_buffer: t.socket_recv_buffer,
+        idle_timeout: Duration::from_secs(u64::from(settings.idle_timeout_secs)),
     };
     let show = |a: Option<anyhow::Result<std::net::SocketAddr>>| match a {
         Some(Ok(a)) => a.to_string(),

@@ -127,6 +127,8 @@ pub struct IoCounters {
     pub tcp_closed_error: u64,
     /// Connections closed because their session ended.
     pub tcp_closed_session_end: u64,
+    /// Connections closed after receiving nothing for the idle timeout.
+    pub tcp_closed_idle: u64,
 }
 
 impl fmt::Display for IoCounters {
@@ -135,7 +137,7 @@ impl fmt::Display for IoCounters {
             f,
             "udp_tx {} tcp_tx {} tx_full {} tcp_queue_full {} truncated {} io_errors {} eagain {}; \
              tcp_accepted {} tcp_refused {} tcp_closed_garbage {} tcp_closed_handshake_timeout {} \
-             tcp_closed_by_peer {} tcp_closed_error {} tcp_closed_session_end {}",
+             tcp_closed_by_peer {} tcp_closed_error {} tcp_closed_session_end {} tcp_closed_idle {}",
             self.udp_tx_frames,
             self.tcp_tx_frames,
             self.drop_tx_full,
@@ -150,6 +152,7 @@ impl fmt::Display for IoCounters {
             self.tcp_closed_by_peer,
             self.tcp_closed_error,
             self.tcp_closed_session_end,
+            self.tcp_closed_idle,
         )
     }
 }

@@ -263,15 +263,13 @@ impl Sessions {
             self.counters.drop_handshake_replay += 1;
             return OutsideAction::None;
         }
-        // A re-handshaking peer keeps its address; its old session retires:
-        // it still opens frames for a grace period (packets sent under the old
-        // keys before the client switched), but is never used to send.
-        let current = peer.session.and_then(|id| self.sessions.get_mut(&id));
-        let inner = match current {
-            Some(old) => {
-                old.retire_at = Some(now + REKEY_GRACE);
-                old.inner
-            }
+        // A re-handshaking peer keeps its address; its old session retires
+        // (below, once the new one exists): it still opens frames for a grace
+        // period (packets sent under the old keys before the client switched),
+        // but is never used to send.
+        let current = peer.session.filter(|id| self.sessions.contains_key(id));
+        let inner = match current.and_then(|id| self.sessions.get(&id)) {
+            Some(old) => old.inner,
             None => match self.pool.allocate_preferring(peer.last_inner) {
                 Some(a) => a,
                 None => {
@@ -298,10 +296,16 @@ impl Sessions {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "accepting a verified initiation failed");
+                if current.is_none() {
+                    self.pool.release(inner);
+                }
                 self.counters.drop_handshake_invalid += 1;
                 return OutsideAction::None;
             }
         };
+        if let Some(old) = current.and_then(|id| self.sessions.get_mut(&id)) {
+            old.retire_at = Some(now + REKEY_GRACE);
+        }
         let peer = &mut self.peers[peer_idx];
         peer.last_timestamp = Some(ts);
         peer.session = Some(session_id);

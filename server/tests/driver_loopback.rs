@@ -48,6 +48,10 @@ struct Server {
 
 impl Server {
     fn start(peers: u8, handshake_timeout: Duration) -> Server {
+        Self::start_with(peers, handshake_timeout, Duration::from_secs(180))
+    }
+
+    fn start_with(peers: u8, handshake_timeout: Duration, idle_timeout: Duration) -> Server {
         let (tun_ours, inside) = UnixDatagram::pair().unwrap();
         // Non-blocking, as the server's TUN is by default: idle reads may
         // complete with EAGAIN and park on the readiness poll (how often
@@ -100,6 +104,7 @@ impl Server {
                 max_frame: 1420 + OVERHEAD,
                 socket_send_buffer: 0,
                 socket_recv_buffer: 0,
+                idle_timeout,
             };
             let fds = Fds {
                 tun: tun_ours.as_raw_fd(),
@@ -392,4 +397,35 @@ fn stops_within_a_second_with_requests_in_flight() {
         .collect();
     thread::sleep(Duration::from_millis(100));
     server.stop();
+}
+
+#[test]
+fn tcp_connection_left_behind_by_its_session_is_closed_when_idle() {
+    let server = Server::start_with(1, Duration::from_secs(10), Duration::from_secs(2));
+    // Handshake on A, then again on B: the session moves to B and A goes quiet.
+    let mut a = TcpClient::connect(server.tcp);
+    let (hs, frame) = init(0, 1);
+    a.send(&frame);
+    hs.handle_response(&a.recv(), Instant::now()).unwrap();
+    let mut b = TcpClient::connect(server.tcp);
+    let (hs, frame) = init(0, 2);
+    b.send(&frame);
+    let (mut s, cfg) = hs.handle_response(&b.recv(), Instant::now()).unwrap();
+    // B stays busy; A is closed once silent for the idle timeout.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let mut buf = vec![0u8; 2048];
+    a.stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut a_closed = false;
+    while Instant::now() < deadline && !a_closed {
+        let pkt = ipv4(cfg.client_addr, SERVER_INNER, 64, 1);
+        b.send(&seal(&mut s, &pkt));
+        server.inside.recv(&mut buf).unwrap();
+        let mut one = [0u8; 1];
+        a_closed = matches!(a.stream.read(&mut one), Ok(0));
+    }
+    assert!(a_closed, "the abandoned connection was not closed");
+    let (_, io) = server.stop();
+    assert_eq!(io.tcp_closed_idle, 1, "{io}");
 }

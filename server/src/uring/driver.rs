@@ -29,7 +29,6 @@ use super::tx::{
 };
 use super::user_data::{next_generation, Path, UserData};
 use crate::metrics::IoCounters;
-use crate::outside::tcp::arena::Arena;
 use crate::sessions::{
     IdSource, InsideAction, Outside, OutsideAction, Sessions, TimerOutput, FRAME_OFFSET,
     PAYLOAD_OFFSET,
@@ -152,7 +151,6 @@ pub struct Driver {
     ring: IoUring,
     pub(super) shared: Box<Shared>,
     pub(super) conns: Conns,
-    pub(super) arena: Arena,
     pub(super) queue: Queue,
     cqes: Vec<(u64, i32, u32)>,
     pub(super) sessions: Sessions,
@@ -188,7 +186,6 @@ fn is_transient(res: i32) -> bool {
 struct Sinks<'a> {
     shared: &'a mut Shared,
     conns: &'a mut Conns,
-    arena: &'a mut Arena,
     queue: &'a mut Queue,
     io: &'a mut IoCounters,
     udp_fd: Option<RawFd>,
@@ -209,9 +206,7 @@ impl Sinks<'_> {
                     None => self.io.drop_tx_full += 1,
                 }
             }
-            Outside::Tcp(id) => {
-                tcp::queue_unprefixed(self.conns, id, frame, self.arena, self.queue, self.io)
-            }
+            Outside::Tcp(id) => tcp::queue_unprefixed(self.conns, id, frame, self.queue, self.io),
         }
     }
 }
@@ -301,7 +296,6 @@ impl Driver {
             ring,
             shared,
             conns: Conns::new(limits, fds.tcp_listener),
-            arena: Arena::default(),
             queue: Queue {
                 pending: VecDeque::with_capacity(total * 2),
                 inflight: 0,
@@ -448,7 +442,6 @@ impl Driver {
             Sinks {
                 shared: &mut self.shared,
                 conns: &mut self.conns,
-                arena: &mut self.arena,
                 queue: &mut self.queue,
                 io: &mut self.io,
                 udp_fd: self.udp_fd,
@@ -581,7 +574,9 @@ impl Driver {
                 to: Outside::Udp(addr),
                 len,
             } => {
-                let (Some(udp_fd), Some(t)) = (self.udp_fd, shared.tx.free.pop()) else {
+                let Some((udp_fd, t)) =
+                    self.udp_fd.and_then(|fd| Some((fd, shared.tx.free.pop()?)))
+                else {
                     self.io.drop_tx_full += 1;
                     self.arm_tun_rx(slot);
                     return;
@@ -620,7 +615,6 @@ impl Driver {
                     &mut self.conns,
                     id,
                     &[&b[start..FRAME_OFFSET + len]],
-                    &mut self.arena,
                     &mut self.queue,
                     &mut self.io,
                 );
@@ -789,10 +783,11 @@ impl Driver {
         if self.shutting_down() {
             return;
         }
-        if res <= 0 {
+        if res < 0 {
             self.arm_signal();
             return;
         }
+        // A signal, or (res == 0) the stop trigger was closed: either way, stop.
         tracing::info!(signal = self.shared.siginfo.ssi_signo, "shutting down");
         self.shutdown_deadline = Some(now + SHUTDOWN_GRACE);
         // UDP peers get a Disconnect; TCP peers see their connection close.

@@ -21,7 +21,6 @@ use super::driver::Driver;
 use super::tx::{queue_cancel, queue_tun_write, take_copy, Queue};
 use super::user_data::{next_generation, Path, UserData};
 use crate::metrics::IoCounters;
-use crate::outside::tcp::arena::Arena;
 use crate::outside::tcp::listener::{configure_connection, peer_addr};
 use crate::outside::tcp::send_queue::{SendQueue, MAX_IOVECS};
 use crate::sessions::{ConnId, Outside, OutsideAction, PAYLOAD_OFFSET};
@@ -43,6 +42,9 @@ pub struct TcpLimits {
     pub socket_send_buffer: usize,
     /// SO_RCVBUF (0 = kernel autotuning).
     pub socket_recv_buffer: usize,
+    /// A connection that receives nothing for this long is closed: its
+    /// session (kept alive by keepalives) has moved elsewhere or its peer is gone.
+    pub idle_timeout: Duration,
 }
 
 /// Why a connection was closed, for counters and logs.
@@ -53,6 +55,7 @@ pub(super) enum CloseReason {
     ByPeer,
     Error,
     SessionEnd,
+    Idle,
     Shutdown,
 }
 
@@ -67,6 +70,8 @@ pub(super) struct Conn {
     closing: bool,
     /// Set until the connection completes a handshake.
     handshake_deadline: Option<Instant>,
+    /// When bytes last arrived.
+    last_rx: Instant,
     peer: Option<SocketAddr>,
 }
 
@@ -174,7 +179,7 @@ pub(super) fn queue_frame(
     conns: &mut Conns,
     id: ConnId,
     parts: &[&[u8]],
-    arena: &mut Arena,
+
     queue: &mut Queue,
     io: &mut IoCounters,
 ) {
@@ -184,7 +189,7 @@ pub(super) fn queue_frame(
     if conn.closing {
         return;
     }
-    if conn.tx.push_parts(parts, arena).is_err() {
+    if conn.tx.push_parts(parts).is_err() {
         io.drop_tcp_queue_full += 1;
         return;
     }
@@ -197,14 +202,14 @@ pub(super) fn queue_unprefixed(
     conns: &mut Conns,
     id: ConnId,
     frame: &[u8],
-    arena: &mut Arena,
+
     queue: &mut Queue,
     io: &mut IoCounters,
 ) {
     let Ok(prefix) = encode_prefix(frame.len()) else {
         return;
     };
-    queue_frame(conns, id, &[&prefix, frame], arena, queue, io);
+    queue_frame(conns, id, &[&prefix, frame], queue, io);
 }
 
 fn start_send(conn: &mut Conn, id: ConnId, queue: &mut Queue) {
@@ -287,11 +292,18 @@ impl Driver {
             self.conns.accept_armed = false;
         }
         if res < 0 {
-            if res == -libc::EMFILE || res == -libc::ENFILE || res == -libc::ENOMEM {
-                tracing::warn!(error = %std::io::Error::from_raw_os_error(-res), "accept failed: out of descriptors");
-                self.conns.accept_backoff = true;
-            } else if res != -libc::ECANCELED {
+            let transient = [
+                libc::ECANCELED,
+                libc::ECONNABORTED,
+                libc::EINTR,
+                libc::EAGAIN,
+            ];
+            if !transient.contains(&-res) {
+                // Out of descriptors, a policy refusing accept, a kernel without
+                // multishot accept: retrying at once would spin, so wait a tick.
+                tracing::warn!(error = %std::io::Error::from_raw_os_error(-res), "accept failed; retrying in a second");
                 self.io.io_errors += 1;
+                self.conns.accept_backoff = true;
             }
         } else {
             // SAFETY: a successful accept returns a new descriptor that nothing
@@ -328,6 +340,7 @@ impl Driver {
             tx_armed: false,
             closing: false,
             handshake_deadline: Some(now + limits.handshake_timeout),
+            last_rx: now,
             peer,
         });
         let id = self.conns.insert(conn);
@@ -365,6 +378,7 @@ impl Driver {
             return;
         }
         conn.asm.commit(res as usize);
+        conn.last_rx = now;
         let from = Outside::Tcp(id);
         let mut garbage = false;
         loop {
@@ -418,11 +432,7 @@ impl Driver {
                             conn.handshake_deadline = None;
                         }
                         if let Ok(prefix) = encode_prefix(bytes.len()) {
-                            if conn
-                                .tx
-                                .push_parts(&[&prefix, &bytes], &mut self.arena)
-                                .is_ok()
-                            {
+                            if conn.tx.push_parts(&[&prefix, &bytes]).is_ok() {
                                 self.io.tcp_tx_frames += 1;
                                 start_send(conn, id, &mut self.queue);
                             } else {
@@ -499,6 +509,7 @@ impl Driver {
             CloseReason::ByPeer => self.io.tcp_closed_by_peer += 1,
             CloseReason::Error => self.io.tcp_closed_error += 1,
             CloseReason::SessionEnd => self.io.tcp_closed_session_end += 1,
+            CloseReason::Idle => self.io.tcp_closed_idle += 1,
             CloseReason::Shutdown => {}
         }
         if reason != CloseReason::SessionEnd {
@@ -507,21 +518,28 @@ impl Driver {
         self.conns.free_if_done(id);
     }
 
-    /// Once a second: close connections past their handshake deadline, and
-    /// re-arm an accept that backed off.
+    /// Once a second: close connections past their handshake deadline or
+    /// silent for longer than the idle timeout, and re-arm an accept that
+    /// backed off.
     pub(super) fn tcp_tick(&mut self, now: Instant) {
+        let idle = self.conns.limits.idle_timeout;
         for (index, slot) in self.conns.slots.iter().enumerate() {
-            if let Some(c) = &slot.conn {
-                if !c.closing && c.handshake_deadline.is_some_and(|d| now >= d) {
-                    let id = ConnId {
-                        index: index as u32,
-                        generation: slot.generation,
-                    };
-                    self.conns
-                        .to_close
-                        .push((id, CloseReason::HandshakeTimeout));
-                }
+            let Some(c) = &slot.conn else { continue };
+            if c.closing {
+                continue;
             }
+            let reason = if c.handshake_deadline.is_some_and(|d| now >= d) {
+                CloseReason::HandshakeTimeout
+            } else if now.saturating_duration_since(c.last_rx) >= idle {
+                CloseReason::Idle
+            } else {
+                continue;
+            };
+            let id = ConnId {
+                index: index as u32,
+                generation: slot.generation,
+            };
+            self.conns.to_close.push((id, reason));
         }
         self.close_pending();
         if self.conns.accept_backoff {

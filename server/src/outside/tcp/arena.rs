@@ -1,15 +1,21 @@
-//! Owned copies of frames for TCP send queues without an allocation per packet.
+//! Owned copies of frames for a TCP send queue without an allocation per packet.
 //!
 //! A frame queued on a TCP connection must outlive the buffer it was sealed in
 //! (that buffer goes straight back to a receive slot), so it is copied once into
-//! a `Bytes`. Copies are carved out of one large `BytesMut`; when every `Bytes`
+//! a `Bytes`. Copies are carved out of one `BytesMut` chunk; when every `Bytes`
 //! cut from a chunk has been sent and dropped, `reserve` reclaims the chunk in
 //! place, so in steady state no allocation happens at all.
+//!
+//! Each connection has its own arena: a chunk stays allocated while any frame
+//! cut from it is queued, so a shared arena would let one stalled peer pin
+//! chunks full of other connections' long-gone frames. Per connection, what is
+//! pinned is bounded by its own queue limit plus one chunk, and nothing is
+//! allocated until the connection first sends.
 
 use bytes::{Bytes, BytesMut};
 
 /// Size of each arena chunk.
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = 32 * 1024;
 
 /// A source of owned frame copies.
 #[derive(Debug)]
@@ -20,7 +26,7 @@ pub struct Arena {
 impl Default for Arena {
     fn default() -> Self {
         Arena {
-            buf: BytesMut::with_capacity(CHUNK),
+            buf: BytesMut::new(),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! TCP-in-TCP must not build latency: when the queue holds `max_bytes`, further
 //! frames are refused (the caller drops and counts them) instead of waiting.
 //! Frames are `CowBytes`: an owned `Bytes` is queued as is; a borrowed slice is
-//! copied once (into an [`Arena`]) because it must outlive the call.
+//! copied once (into the queue's own [`Arena`]) because it must outlive the call.
 //!
 //! The in-flight send covers up to [`MAX_IOVECS`] queued frames at once, so a
 //! burst goes to the kernel in one `sendmsg`. Whatever the kernel reports as
@@ -32,6 +32,7 @@ pub struct SendQueue {
     max_bytes: usize,
     /// Bytes handed to the kernel in the current send, if one is in flight.
     in_flight: Option<usize>,
+    arena: Arena,
 }
 
 impl SendQueue {
@@ -42,18 +43,19 @@ impl SendQueue {
             queued_bytes: 0,
             max_bytes,
             in_flight: None,
+            arena: Arena::default(),
         }
     }
 
     /// Queues `frame`. Refuses it if the queue is full (an empty queue accepts
     /// any one frame, so an oversized limit misconfiguration cannot wedge it).
-    pub fn push(&mut self, frame: CowBytes<'_>, arena: &mut Arena) -> Result<(), QueueFull> {
+    pub fn push(&mut self, frame: CowBytes<'_>) -> Result<(), QueueFull> {
         if !self.frames.is_empty() && self.queued_bytes + frame.len() > self.max_bytes {
             return Err(QueueFull);
         }
         let owned = match frame {
             CowBytes::Owned(b) => b,
-            CowBytes::Borrowed(s) => arena.copy(&[s]),
+            CowBytes::Borrowed(s) => self.arena.copy(&[s]),
         };
         self.queued_bytes += owned.len();
         self.frames.push_back(owned);
@@ -61,12 +63,12 @@ impl SendQueue {
     }
 
     /// Queues a frame given as parts (a length prefix and the frame), copied once.
-    pub fn push_parts(&mut self, parts: &[&[u8]], arena: &mut Arena) -> Result<(), QueueFull> {
+    pub fn push_parts(&mut self, parts: &[&[u8]]) -> Result<(), QueueFull> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         if !self.frames.is_empty() && self.queued_bytes + len > self.max_bytes {
             return Err(QueueFull);
         }
-        let owned = arena.copy(parts);
+        let owned = self.arena.copy(parts);
         self.queued_bytes += owned.len();
         self.frames.push_back(owned);
         Ok(())
@@ -150,10 +152,9 @@ mod tests {
 
     #[test]
     fn whole_and_partial_sends() {
-        let mut arena = Arena::default();
         let mut q = SendQueue::new(1 << 20);
-        q.push(CowBytes::Borrowed(b"aaaa"), &mut arena).unwrap();
-        q.push(CowBytes::Owned(Bytes::from_static(b"bbbbbb")), &mut arena)
+        q.push(CowBytes::Borrowed(b"aaaa")).unwrap();
+        q.push(CowBytes::Owned(Bytes::from_static(b"bbbbbb")))
             .unwrap();
         let mut v = iovs();
         assert!(q.wants_send());
@@ -174,26 +175,21 @@ mod tests {
 
     #[test]
     fn full_queue_refuses_but_empty_accepts_one() {
-        let mut arena = Arena::default();
         let mut q = SendQueue::new(10);
-        q.push(CowBytes::Borrowed(&[0u8; 50]), &mut arena).unwrap();
-        assert_eq!(
-            q.push(CowBytes::Borrowed(&[0u8; 1]), &mut arena),
-            Err(QueueFull)
-        );
+        q.push(CowBytes::Borrowed(&[0u8; 50])).unwrap();
+        assert_eq!(q.push(CowBytes::Borrowed(&[0u8; 1])), Err(QueueFull));
         let mut v = iovs();
         q.start_send(&mut v);
         q.complete(50);
-        q.push_parts(&[&[0, 4], b"abcd"], &mut arena).unwrap();
+        q.push_parts(&[&[0, 4], b"abcd"]).unwrap();
         assert_eq!(q.queued_bytes(), 6);
-        assert_eq!(q.push_parts(&[&[0u8; 5]], &mut arena), Err(QueueFull));
+        assert_eq!(q.push_parts(&[&[0u8; 5]]), Err(QueueFull));
     }
 
     #[test]
     fn over_reported_and_aborted_sends() {
-        let mut arena = Arena::default();
         let mut q = SendQueue::new(100);
-        q.push(CowBytes::Borrowed(b"xyz"), &mut arena).unwrap();
+        q.push(CowBytes::Borrowed(b"xyz")).unwrap();
         let mut v = iovs();
         q.start_send(&mut v);
         q.abort_send();
@@ -208,10 +204,9 @@ mod tests {
 
     #[test]
     fn gathers_at_most_max_iovecs() {
-        let mut arena = Arena::default();
         let mut q = SendQueue::new(1 << 20);
         for _ in 0..MAX_IOVECS + 5 {
-            q.push(CowBytes::Borrowed(b"f"), &mut arena).unwrap();
+            q.push(CowBytes::Borrowed(b"f")).unwrap();
         }
         let mut v = iovs();
         assert_eq!(q.start_send(&mut v), MAX_IOVECS);
