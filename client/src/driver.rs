@@ -651,6 +651,24 @@ struct InSession {
     warned_reject: bool,
 }
 
+impl InSession {
+    /// The inbound side of a newly attached session.
+    fn attach(receiver: TunnelReceiver, generation: u64, config: &SessionConfig) -> Self {
+        InSession {
+            receiver,
+            generation,
+            idle_timeout: config.idle_timeout(),
+            our_addr: config.client_addr,
+            warned_reject: false,
+        }
+    }
+
+    /// When the session counts as lost if nothing more arrives.
+    fn idle_deadline(&self) -> tokio::time::Instant {
+        (self.receiver.last_received() + self.idle_timeout).into()
+    }
+}
+
 /// What the inbound task does after an event.
 enum Next {
     Carry,
@@ -678,16 +696,9 @@ async fn inbound<W: InsideWriter>(
                     generation,
                     config,
                 }) => {
-                    timer
-                        .as_mut()
-                        .reset((receiver.last_received() + config.idle_timeout()).into());
-                    session = Some(InSession {
-                        receiver: *receiver,
-                        generation,
-                        idle_timeout: config.idle_timeout(),
-                        our_addr: config.client_addr,
-                        warned_reject: false,
-                    });
+                    let attached = InSession::attach(*receiver, generation, &config);
+                    timer.as_mut().reset(attached.idle_deadline());
+                    session = Some(attached);
                 }
                 Some(InCommand::Detach) => {}
                 None => return,
@@ -699,16 +710,9 @@ async fn inbound<W: InsideWriter>(
             biased;
             command = commands.recv() => match command {
                 Some(InCommand::Attach { receiver, generation, config }) => {
-                    timer
-                        .as_mut()
-                        .reset((receiver.last_received() + config.idle_timeout()).into());
-                    session = Some(InSession {
-                        receiver: *receiver,
-                        generation,
-                        idle_timeout: config.idle_timeout(),
-                        our_addr: config.client_addr,
-                        warned_reject: false,
-                    });
+                    let attached = InSession::attach(*receiver, generation, &config);
+                    timer.as_mut().reset(attached.idle_deadline());
+                    session = Some(attached);
                     Next::Carry
                 }
                 Some(InCommand::Detach) => {

@@ -4,6 +4,7 @@
 //! run on tokio's paused clock; the rekey test on the real one, with generous
 //! bounds.
 
+#[macro_use]
 mod support;
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -43,23 +44,6 @@ over_both_paused!(
     reconnects_after_the_server_goes_quiet_and_comes_back,
     survives_a_server_restart_on_the_same_port,
 );
-
-/// Runs `async fn $name(transport: Transport)` as two tests on the real clock.
-macro_rules! over_both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use ringway_client::Transport;
-            #[tokio::test]
-            async fn udp() {
-                super::$name(Transport::Udp).await
-            }
-            #[tokio::test]
-            async fn tcp() {
-                super::$name(Transport::Tcp).await
-            }
-        }
-    )*};
-}
 
 over_both!(
     rekeys_in_place_without_losing_traffic,

@@ -2,6 +2,7 @@
 //! UDP and over TCP: handshake, both directions of data, junk, retries, and
 //! the ways connecting fails. TCP-only behaviour is in `tcp.rs`.
 
+#[macro_use]
 mod support;
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -10,24 +11,6 @@ use std::time::{Duration, Instant};
 use ringway_client::outside::{TunnelReceiver, HEADROOM, SEND_BUF_LEN};
 use ringway_client::{ConnectError, ConnectOptions, Event, Transport, Tunnel};
 use support::*;
-
-/// Runs `async fn $name(transport: Transport)` as two tests, `$name::udp`
-/// and `$name::tcp`.
-macro_rules! over_both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use ringway_client::Transport;
-            #[tokio::test]
-            async fn udp() {
-                super::$name(Transport::Udp).await
-            }
-            #[tokio::test]
-            async fn tcp() {
-                super::$name(Transport::Tcp).await
-            }
-        }
-    )*};
-}
 
 over_both!(
     handshake_yields_the_servers_session_config,

@@ -719,3 +719,22 @@ pub fn free_port() -> SocketAddr {
         }
     }
 }
+
+/// Runs `async fn $name(transport: Transport)` as two tests, `$name::udp` and
+/// `$name::tcp`, on the real clock.
+#[allow(unused_macros)]
+macro_rules! over_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use ringway_client::Transport;
+            #[tokio::test]
+            async fn udp() {
+                super::$name(Transport::Udp).await
+            }
+            #[tokio::test]
+            async fn tcp() {
+                super::$name(Transport::Tcp).await
+            }
+        }
+    )*};
+}
