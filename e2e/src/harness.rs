@@ -148,10 +148,13 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
 
-    fn quiet_args() -> Arguments {
+    /// Arguments for an inner run whose report goes to a file in `dir`, so that its
+    /// "test result: FAILED" does not appear in this test binary's own output.
+    fn quiet_args(dir: &crate::TempDir) -> Arguments {
         Arguments {
             test_threads: Some(1),
             quiet: true,
+            logfile: Some(dir.path().join("inner.log").display().to_string()),
             ..Arguments::default()
         }
     }
@@ -172,7 +175,8 @@ mod tests {
             }),
         ];
         let trials: Vec<Trial> = scenarios.into_iter().map(Scenario::into_trial).collect();
-        let c = libtest_mimic::run(&quiet_args(), trials);
+        let dir = crate::TempDir::new("ringway-e2e-unit").unwrap();
+        let c = libtest_mimic::run(&quiet_args(&dir), trials);
         assert_eq!((c.num_passed, c.num_failed, c.num_ignored), (1, 1, 0));
         assert_eq!(ran.load(Ordering::SeqCst), 2);
     }
@@ -196,7 +200,8 @@ mod tests {
         let scenario = Scenario::testbed("cannot run", tools, |_| {
             panic!("the body of a scenario that cannot run was called")
         });
-        let c = libtest_mimic::run(&quiet_args(), vec![scenario.into_trial()]);
+        let dir = crate::TempDir::new("ringway-e2e-unit").unwrap();
+        let c = libtest_mimic::run(&quiet_args(&dir), vec![scenario.into_trial()]);
         assert_eq!(c.num_passed, 0);
         if prereq::under_ci() {
             assert_eq!((c.num_failed, c.num_ignored), (1, 0));
@@ -209,6 +214,7 @@ mod tests {
     #[should_panic(expected = "two scenarios are named twice")]
     fn duplicate_names_are_refused() {
         let s = || Scenario::plain("twice", |_| Ok(()));
-        let _ = run(&quiet_args(), vec![s(), s()]);
+        let dir = crate::TempDir::new("ringway-e2e-unit").unwrap();
+        let _ = run(&quiet_args(&dir), vec![s(), s()]);
     }
 }

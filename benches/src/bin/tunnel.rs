@@ -288,7 +288,12 @@ fn run_one(system: &dyn System, test: &Test, rep: u32, secs: u32, logs: &Path) -
         }
         let mut metrics = measured?;
         finished?;
-        Ok(metrics_with_ratios(&mut metrics, counters.as_ref()))
+        if let Some(c) = &counters {
+            for (path, ratio) in ratios::packets_per_call(c) {
+                metrics.insert(ratios::metric_name(&path), ratio);
+            }
+        }
+        Ok(metrics)
     });
     let (metrics, error) = match result {
         Ok(m) => (m, None),
@@ -307,18 +312,6 @@ fn run_one(system: &dyn System, test: &Test, rep: u32, secs: u32, logs: &Path) -
             .unwrap_or_default(),
         error,
     }
-}
-
-fn metrics_with_ratios(
-    metrics: &mut Metrics,
-    counters: Option<&ringway_e2e::counters::ServerCounters>,
-) -> Metrics {
-    if let Some(c) = counters {
-        for (path, ratio) in ratios::packets_per_call(c) {
-            metrics.insert(ratios::metric_name(&path), ratio);
-        }
-    }
-    std::mem::take(metrics)
 }
 
 /// One line for the progress log: the metrics, or the first line of the error.

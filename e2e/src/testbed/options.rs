@@ -85,7 +85,9 @@ impl Default for TestbedOptions {
             server_args: Vec::new(),
             client_args: Vec::new(),
             extra_peers: 0,
-            ready_timeout: Duration::from_secs(10),
+            // Above the client's own 10 s connect deadline (after which it exits, which the
+            // wait notices at once), so a slow handshake on a loaded machine is not a failure.
+            ready_timeout: Duration::from_secs(20),
             start_client: true,
             binaries: None,
         }
