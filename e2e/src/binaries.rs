@@ -22,7 +22,11 @@ pub struct Binaries {
 impl Binaries {
     /// Looks in `$RINGWAY_BIN_DIR`, else in `<workspace>/target/release`.
     pub fn locate() -> Result<Self> {
-        let dir = bin_dir();
+        Self::in_dir(&bin_dir())
+    }
+
+    /// Looks in `dir` (a benchmark comparing builds names each build's directory).
+    pub fn in_dir(dir: &Path) -> Result<Self> {
         let found = Self {
             server: dir.join("ringway-server"),
             client: dir.join("ringway"),

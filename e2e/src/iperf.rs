@@ -1,8 +1,9 @@
 //! iperf3 TCP throughput through the tunnel.
 //!
 //! A real TCP stack on both ends exercises what users feel (congestion control over the tunnel,
-//! MTU, reordering); iperf3's JSON report gives goodput measured at the receiver and the
-//! sender's retransmit count.
+//! MTU, reordering); iperf3's JSON report gives goodput measured at the receiver, the
+//! sender's retransmit count and the CPU both iperf3 processes used. [`run`] is the tests'
+//! one-stream run; [`run_spec`] takes an [`IperfSpec`] (parallel streams), for benchmarks.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -16,10 +17,22 @@ use crate::process::{self, Process};
 
 /// iperf3's default control/data port; each testbed has its own namespaces, so no clash.
 const PORT: u16 = 5201;
-/// How long to wait for the one-shot server to start listening.
-const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait for the one-shot server to start listening (it normally takes
+/// milliseconds; the bound is for a loaded machine).
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Client attempts when the server is not accepting yet.
 const ATTEMPTS: u32 = 4;
+
+/// Which iperf3 TCP run to make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IperfSpec {
+    /// Seconds of traffic (`-t`, at least 1).
+    pub secs: u32,
+    /// Parallel TCP streams (`-P`, at least 1).
+    pub streams: u32,
+    /// Data flows server -> client (`-R`).
+    pub reverse: bool,
+}
 
 /// One iperf3 run's result.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,6 +45,12 @@ pub struct IperfReport {
     pub bytes: u64,
     /// TCP retransmits on the sender, when iperf3 reports them.
     pub retransmits: Option<u64>,
+    /// The receiver's measured duration, in seconds.
+    pub seconds: f64,
+    /// CPU the iperf3 client used, in percent of the duration (user + system), if reported.
+    pub cpu_client_pct: Option<f64>,
+    /// CPU the iperf3 server used, in percent of the duration, if reported.
+    pub cpu_server_pct: Option<f64>,
 }
 
 impl IperfReport {
@@ -48,13 +67,24 @@ impl IperfReport {
 /// `secs` + 20 s, and the server guard is dropped (SIGTERM/SIGKILL by PID) on return. Runs
 /// must not overlap within one server namespace, since they share the port.
 pub fn run(path: &TunnelPath<'_>, reverse: bool, secs: u32, log_dir: &Path) -> Result<IperfReport> {
+    let spec = IperfSpec {
+        secs,
+        streams: 1,
+        reverse,
+    };
+    run_spec(path, &spec, log_dir)
+}
+
+/// Like [`run`], with `spec.streams` parallel streams; bounded the same way.
+pub fn run_spec(path: &TunnelPath<'_>, spec: &IperfSpec, log_dir: &Path) -> Result<IperfReport> {
     let TunnelPath {
         server_ns,
         server_ip,
         client_ns,
         client_ip,
     } = *path;
-    let secs = secs.max(1);
+    let (secs, reverse) = (spec.secs.max(1), spec.reverse);
+    let streams = spec.streams.max(1);
     let log = log_dir.join(format!(
         "iperf3-server-{client_ip}-{}.log",
         if reverse { "r" } else { "f" }
@@ -76,6 +106,9 @@ pub fn run(path: &TunnelPath<'_>, reverse: bool, secs: u32, log_dir: &Path) -> R
         cmd.args(["-c", &server_ip.to_string(), "-p", &PORT.to_string()])
             .args(["-B", &client_ip.to_string()])
             .args(["-t", &secs.to_string(), "-J"]);
+        if streams > 1 {
+            cmd.args(["-P", &streams.to_string()]);
+        }
         if reverse {
             cmd.arg("-R");
         }
@@ -142,14 +175,25 @@ pub fn parse(json: &str, reverse: bool) -> Result<IperfReport> {
         .and_then(Value::as_f64)
         .context("iperf3 JSON lacks end.sum_received.bits_per_second")?;
     let bytes = received.get("bytes").and_then(Value::as_u64).unwrap_or(0);
+    let seconds = received
+        .get("seconds")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0);
     let retransmits = v
         .pointer("/end/sum_sent/retransmits")
         .and_then(Value::as_u64);
+    let cpu = |which: &str| {
+        v.pointer(&format!("/end/cpu_utilization_percent/{which}"))
+            .and_then(Value::as_f64)
+    };
     Ok(IperfReport {
         reverse,
         bits_per_second,
         bytes,
         retransmits,
+        seconds,
+        cpu_client_pct: cpu("host_total"),
+        cpu_server_pct: cpu("remote_total"),
     })
 }
 
@@ -161,11 +205,17 @@ mod tests {
     fn parses_receiver_goodput_and_retransmits() {
         let json = r#"{"start":{},"intervals":[],"end":{
             "sum_sent":{"bytes":1000,"bits_per_second":2.5e9,"retransmits":7},
-            "sum_received":{"bytes":990,"bits_per_second":2.4e9}}}"#;
+            "sum_received":{"bytes":990,"bits_per_second":2.4e9,"seconds":3.01},
+            "cpu_utilization_percent":{"host_total":12.5,"remote_total":30.25}}}"#;
         let r = parse(json, true).unwrap();
         assert!(r.reverse);
         assert_eq!(r.bytes, 990);
         assert_eq!(r.retransmits, Some(7));
+        assert_eq!(r.seconds, 3.01);
+        assert_eq!(
+            (r.cpu_client_pct, r.cpu_server_pct),
+            (Some(12.5), Some(30.25))
+        );
         assert!((r.gbps() - 2.4).abs() < 1e-9);
     }
 

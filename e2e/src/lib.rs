@@ -11,16 +11,22 @@
 //! Typical use in a test:
 //!
 //! ```no_run
-//! use ringway_e2e::{prereq, Testbed, TestbedOptions};
+//! // tests/ping.rs, with `harness = false` for it in Cargo.toml
+//! use ringway_e2e::harness::{self, Scenario};
+//! use ringway_e2e::{Testbed, TestbedOptions};
 //!
-//! if !prereq::can_run("ping", &["ping"]) {
-//!     return;
+//! fn main() -> std::process::ExitCode {
+//!     harness::main([Scenario::testbed("udp_ping", &["ping"], |test| {
+//!         let mut bed = Testbed::start(TestbedOptions::udp())?;
+//!         let stats = bed.ping(3)?;
+//!         println!("{test}: avg rtt {} ms", stats.avg_rtt_ms);
+//!         Ok(())
+//!     })])
 //! }
-//! let _serial = prereq::serial();
-//! let mut bed = Testbed::start(TestbedOptions::udp()).expect("testbed");
-//! let stats = bed.ping(3).expect("ping");
-//! println!("avg rtt {} ms", stats.avg_rtt_ms);
 //! ```
+//!
+//! [`harness`] reports a scenario this machine cannot run (no root, a missing tool) as
+//! ignored, with the reason, and runs testbed scenarios one at a time.
 //!
 //! More clients can share the server: provision their peers up front with
 //! [`TestbedOptions::extra_peers`], start each with [`Testbed::add_client`] (its own transport
@@ -36,6 +42,9 @@
 //! library's in-memory inside instead of a TUN.
 
 pub mod binaries;
+pub mod counters;
+pub mod cpu;
+pub mod harness;
 pub mod icmp;
 pub mod interrupt;
 pub mod iperf;
@@ -46,6 +55,7 @@ pub mod ping;
 pub mod prereq;
 pub mod process;
 pub mod rawtcp;
+pub mod snmp;
 mod sys;
 pub mod tempdir;
 pub mod testbed;

@@ -1,7 +1,8 @@
 //! `ping` through the tunnel and parsing of its summary.
 //!
 //! Ping is the smallest proof that both directions of the tunnel carry packets, and its
-//! average RTT is the latency figure the demo reports.
+//! average RTT is the latency figure the demo reports. [`sample`] keeps every reply's RTT,
+//! for the percentiles and loss a benchmark reports (idle, or beside bulk traffic).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -55,6 +56,106 @@ pub fn ping(path: &TunnelPath<'_>, count: u32) -> Result<PingStats> {
         )
     })?;
     Ok(stats)
+}
+
+/// Every reply's round-trip time and the loss of one ping run, from [`sample`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PingSample {
+    /// Echo requests sent.
+    pub transmitted: u32,
+    /// Echo replies received.
+    pub received: u32,
+    /// Each reply's RTT in milliseconds, in arrival order.
+    pub rtts_ms: Vec<f64>,
+}
+
+impl PingSample {
+    /// The `p`-th percentile RTT (0..=100, nearest rank), or `None` without replies.
+    pub fn percentile_ms(&self, p: f64) -> Option<f64> {
+        let mut sorted = self.rtts_ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        if n == 0 {
+            return None;
+        }
+        // Nearest rank: the smallest value with at least p % of the sample at or below it.
+        let rank = ((p.clamp(0.0, 100.0) / 100.0) * n as f64).ceil() as usize;
+        Some(sorted[rank.clamp(1, n) - 1])
+    }
+
+    /// The mean RTT, or `None` without replies.
+    pub fn mean_ms(&self) -> Option<f64> {
+        (!self.rtts_ms.is_empty())
+            .then(|| self.rtts_ms.iter().sum::<f64>() / self.rtts_ms.len() as f64)
+    }
+
+    /// Lost requests, in percent of those sent.
+    pub fn loss_pct(&self) -> f64 {
+        if self.transmitted == 0 {
+            return 0.0;
+        }
+        100.0 * f64::from(self.transmitted.saturating_sub(self.received))
+            / f64::from(self.transmitted)
+    }
+}
+
+/// Pings the server end of `path` `count` times, one request every `interval` (below 200 ms
+/// needs root, which the testbed has), and keeps every RTT. Total loss is a result here, not
+/// an error; only a run without a summary fails. Bounded by `count * interval` plus the reply
+/// wait and slack.
+pub fn sample(path: &TunnelPath<'_>, count: u32, interval: Duration) -> Result<PingSample> {
+    let (from, source, target) = (path.client_ns, path.client_ip, path.server_ip);
+    let count = count.max(1);
+    let limit = interval * count + Duration::from_secs(REPLY_WAIT_S + 10);
+    let out = process::run(
+        from.command("ping")
+            .args(["-n", "-c", &count.to_string()])
+            .args(["-i", &format!("{:.3}", interval.as_secs_f64())])
+            .args(["-W", &REPLY_WAIT_S.to_string()])
+            .args(["-I", &source.to_string()])
+            .arg(target.to_string()),
+        limit,
+    )
+    .context("running ping")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    parse_sample(&stdout).with_context(|| {
+        format!(
+            "ping {target} from {source} in {} ({}): {}",
+            from.name(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    })
+}
+
+/// Parses the reply lines' `time=` and the summary's counts of iputils ping output.
+pub fn parse_sample(output: &str) -> Result<PingSample> {
+    let counts = output
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .context("no `packets transmitted` summary line")?;
+    let mut fields = counts.split(',').map(str::trim);
+    let transmitted = leading_number(fields.next().unwrap_or_default())
+        .context("unparsable transmitted count")?;
+    let received = fields
+        .find(|f| f.ends_with("received"))
+        .and_then(leading_number)
+        .context("unparsable received count")?;
+    let rtts_ms = output
+        .lines()
+        .filter(|l| l.contains(" bytes from "))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("time="))?
+                .parse()
+                .ok()
+        })
+        .collect();
+    Ok(PingSample {
+        transmitted,
+        received,
+        rtts_ms,
+    })
 }
 
 /// Sends one echo request along `path` and waits up to `wait` (whole seconds, at least one)
@@ -231,6 +332,33 @@ mod tests {
         let gap = r[1].at.duration_since(r[0].at).unwrap();
         assert!((gap.as_secs_f64() - 3.75).abs() < 1e-3, "{gap:?}");
         assert!(parse_replies("no replies here").is_empty());
+    }
+
+    #[test]
+    fn samples_every_rtt() {
+        let out = "PING 198.18.0.1 (198.18.0.1) from 198.18.0.2 : 56(84) bytes of data.\n\
+                   64 bytes from 198.18.0.1: icmp_seq=1 ttl=64 time=0.300 ms\n\
+                   64 bytes from 198.18.0.1: icmp_seq=2 ttl=64 time=0.100 ms\n\
+                   64 bytes from 198.18.0.1: icmp_seq=4 ttl=64 time=0.200 ms\n\
+                   64 bytes from 198.18.0.1: icmp_seq=5 ttl=64 time=1.00 ms\n\n\
+                   --- 198.18.0.1 ping statistics ---\n\
+                   5 packets transmitted, 4 received, 20% packet loss, time 4ms\n\
+                   rtt min/avg/max/mdev = 0.100/0.400/1.000/0.3 ms\n";
+        let s = parse_sample(out).unwrap();
+        assert_eq!((s.transmitted, s.received), (5, 4));
+        assert_eq!(s.rtts_ms, [0.3, 0.1, 0.2, 1.0]);
+        assert_eq!(s.percentile_ms(50.0), Some(0.2));
+        assert_eq!(s.percentile_ms(99.0), Some(1.0));
+        assert_eq!(s.percentile_ms(0.0), Some(0.1));
+        assert!((s.mean_ms().unwrap() - 0.4).abs() < 1e-9);
+        assert!((s.loss_pct() - 20.0).abs() < 1e-9);
+
+        let lost = "--- x ping statistics ---\n\
+                    5 packets transmitted, 0 received, 100% packet loss, time 4000ms\n";
+        let s = parse_sample(lost).unwrap();
+        assert_eq!((s.percentile_ms(50.0), s.mean_ms()), (None, None));
+        assert_eq!(s.loss_pct(), 100.0);
+        assert!(parse_sample("connect: Network is unreachable").is_err());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Deciding whether an end-to-end test can run here, and running them one at a time.
 //!
 //! The tests need root (namespaces, TUN devices) and a few tools. A developer without them
-//! should still get a green `cargo test` with a note saying what was skipped, while CI must
-//! never silently skip, so with `CI` set a missing prerequisite fails the test instead.
+//! gets a `cargo test` whose summary counts those tests as *ignored*, each with the reason
+//! (see [`crate::harness`]), never as passed; CI must never silently skip, so with `CI` set a
+//! missing prerequisite fails the test instead.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -12,19 +13,31 @@ use crate::sys;
 /// Tools every testbed needs (`ss` ships with `ip` in iproute2).
 pub const BASE_TOOLS: &[&str] = &["ip", "ss"];
 
-/// Returns whether `test` can run; otherwise prints why and returns `false`, or panics under CI.
-///
-/// `tools` are looked up on `PATH` in addition to [`BASE_TOOLS`].
-pub fn can_run(test: &str, tools: &[&str]) -> bool {
-    match missing(tools) {
-        None => true,
-        Some(why) if std::env::var_os("CI").is_some() => {
-            panic!("{test}: cannot run: {why} (CI is set, so this is a failure, not a skip)")
-        }
-        Some(why) => {
-            eprintln!("SKIPPED {test}: {why}");
-            false
-        }
+/// What to do with a test, given what its environment lacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Everything it needs is here.
+    Run,
+    /// Report it as skipped (ignored) with this reason.
+    Skip(String),
+    /// Report it as failed with this message: CI is set, so a skip would hide a broken setup.
+    Fail(String),
+}
+
+/// Whether `CI` is set (to anything), which turns every skip into a failure.
+pub fn under_ci() -> bool {
+    std::env::var_os("CI").is_some()
+}
+
+/// The decision for a test whose environment lacks `missing` (`None`: nothing), under CI or
+/// not.
+pub fn decide(missing: Option<String>, ci: bool) -> Decision {
+    match missing {
+        None => Decision::Run,
+        Some(why) if ci => Decision::Fail(format!(
+            "cannot run: {why} (CI is set, so this is a failure, not a skip)"
+        )),
+        Some(why) => Decision::Skip(why),
     }
 }
 
@@ -75,6 +88,20 @@ pub fn serial() -> MutexGuard<'static, ()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_prerequisites_skip_or_fail_under_ci() {
+        assert_eq!(decide(None, true), Decision::Run);
+        assert_eq!(decide(None, false), Decision::Run);
+        assert_eq!(
+            decide(Some("needs root".into()), false),
+            Decision::Skip("needs root".into())
+        );
+        match decide(Some("needs root".into()), true) {
+            Decision::Fail(msg) => assert!(msg.contains("needs root") && msg.contains("CI")),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn finds_sh_but_not_nonsense() {

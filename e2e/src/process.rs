@@ -49,7 +49,7 @@ impl Signal {
 pub struct Termination {
     /// Its exit status.
     pub status: ExitStatus,
-    /// Time from sending the signal until the exit was observed (5 ms resolution).
+    /// Time from sending the signal until the kernel reported the exit.
     pub elapsed: Duration,
 }
 
@@ -154,23 +154,47 @@ impl Process {
 
     /// Sends SIGTERM and measures how long the process takes to exit.
     ///
-    /// Fails if it is still running after `limit`; the guard then SIGKILLs it on drop. An
-    /// already-exited process is reported with `elapsed` zero.
+    /// The clock starts just before `kill(2)` and stops when the kernel reports the exit
+    /// through a pidfd, so neither spawning nor our polling is in the figure (a pidfd is
+    /// unavailable only before Linux 5.3; then exit is polled every 5 ms). Fails if it is
+    /// still running after `limit`; the guard then SIGKILLs it on drop. An already-exited
+    /// process is reported with `elapsed` zero.
     pub fn terminate(&mut self, limit: Duration) -> Result<Termination> {
+        if let Some(status) = self.try_status()? {
+            return Ok(Termination {
+                status,
+                elapsed: Duration::ZERO,
+            });
+        }
+        // Opened before the signal, while the child is certainly unreaped (see `pidfd_open`).
+        let pidfd = sys::pidfd_open(self.pid()).ok();
         let start = Instant::now();
         self.signal(Signal::Term)?;
-        match self.wait_timeout(limit)? {
-            Some(status) => Ok(Termination {
-                status,
-                elapsed: start.elapsed(),
-            }),
-            None => bail!(
+        let exited_at = match &pidfd {
+            Some(fd) => {
+                let exited = sys::wait_readable(fd, limit)
+                    .with_context(|| format!("waiting for {} to exit", self.name))?;
+                exited.then(Instant::now)
+            }
+            None => self.wait_timeout(limit)?.map(|_| Instant::now()),
+        };
+        let Some(exited_at) = exited_at else {
+            bail!(
                 "{} (pid {}) still running {limit:?} after SIGTERM; last lines of its log:\n{}",
                 self.name,
                 self.pid(),
                 self.log_tail(20)
-            ),
-        }
+            );
+        };
+        // It has exited, so reaping cannot block for long.
+        let status = match self.wait_timeout(KILL_GRACE)? {
+            Some(status) => status,
+            None => bail!("{} exited but could not be reaped", self.name),
+        };
+        Ok(Termination {
+            status,
+            elapsed: exited_at.duration_since(start),
+        })
     }
 
     /// The last `lines` lines of the log (at most the last 64 KiB are read).
@@ -329,15 +353,34 @@ mod tests {
         let p = Process::spawn(
             "stubborn",
             // Short sleeps so that nothing outlives the SIGKILLed shell by more than 100 ms.
-            Command::new("sh").args(["-c", "trap '' TERM; while :; do sleep 0.1; done"]),
+            Command::new("sh").args([
+                "-c",
+                "trap '' TERM; echo trapped; while :; do sleep 0.1; done",
+            ]),
             &log,
         )
         .unwrap();
-        std::thread::sleep(Duration::from_millis(100));
+        // The trap must be in place before the drop's SIGTERM, or the shell simply dies.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !tail(&log, 5).contains("trapped") {
+            assert!(Instant::now() < deadline, "the shell never set its trap");
+            std::thread::sleep(POLL);
+        }
         let start = Instant::now();
         drop(p);
+        // Only a lower bound: the upper one would be a guess about this machine's load.
         assert!(start.elapsed() >= KILL_GRACE);
-        assert!(start.elapsed() < KILL_GRACE + Duration::from_secs(3));
+    }
+
+    #[test]
+    fn terminate_times_from_the_signal() {
+        let dir = crate::TempDir::new("ringway-e2e-unit").unwrap();
+        let log = dir.path().join("sleep.log");
+        let mut p = Process::spawn("sleep", Command::new("sleep").arg("30"), &log).unwrap();
+        let before = Instant::now();
+        let t = p.terminate(Duration::from_secs(30)).unwrap();
+        assert!(t.elapsed <= before.elapsed(), "{t:?}");
+        assert_eq!(p.try_status().unwrap(), Some(t.status));
     }
 
     #[test]

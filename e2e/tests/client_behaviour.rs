@@ -13,20 +13,30 @@
 mod common;
 
 use std::net::Ipv4Addr;
+use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, ensure, Context, Result};
+use ringway_e2e::harness::{self, Scenario};
 use ringway_e2e::netstate::{self, NetState};
 use ringway_e2e::ping::Reply;
+use ringway_e2e::snmp::Snmp;
 use ringway_e2e::testbed::TUN_NAME;
 use ringway_e2e::{
     ClientHandle, ClientOptions, Signal, Testbed, TestbedOptions, Transport, SERVER_TUNNEL_IP,
 };
 
-/// Traffic must flow again within this long of the server being back.
-const RESUME_LIMIT: Duration = Duration::from_secs(20);
-/// How long the server stays down, so the client goes through a few failed attempts.
-const SERVER_DOWN_FOR: Duration = Duration::from_secs(1);
+/// Traffic must flow again within this long of the server being back: the client's longest
+/// pause between reconnect attempts (the 15 s backoff cap plus 20 % jitter), one initiation
+/// retry interval (1 s), and slack for a loaded machine.
+const RESUME_LIMIT: Duration = Duration::from_secs(30);
+/// Attempts the client must have made against the stopped server before it starts again, so
+/// that the restart meets a client in the middle of reconnecting.
+const REFUSED_ATTEMPTS: i64 = 2;
+/// Bound for the client to notice the server left (its Disconnect arrives at once) and for
+/// [`REFUSED_ATTEMPTS`] attempts (one initiation a second over UDP; over TCP a refused
+/// connect, then a pause from 1 s up).
+const NOTICE_LIMIT: Duration = Duration::from_secs(30);
 /// Interval of the background ping that watches a restart.
 const STREAM_INTERVAL: Duration = Duration::from_millis(200);
 /// Bytes of the transfer that proves the resumed tunnel carries data intact.
@@ -44,57 +54,43 @@ const EXTRA_ROUTE: &str = "203.0.113.0/24";
 const SESSION_LOST: i32 = 8;
 /// How long a client may take to notice a failure and exit.
 const ERROR_EXIT_LIMIT: Duration = Duration::from_secs(10);
-/// How long the client may take to put its routes in place once its TUN is up.
-const ROUTES_LIMIT: Duration = Duration::from_secs(5);
+/// How long the client may take to put its routes in place once its TUN is up (it does so
+/// at once; the bound is for a loaded machine).
+const ROUTES_LIMIT: Duration = Duration::from_secs(10);
+/// Bound for the background ping's first replies (one every 200 ms) before the restart.
+const FIRST_REPLIES_LIMIT: Duration = Duration::from_secs(10);
 
-#[test]
-fn udp_server_restart_traffic_resumes() -> Result<()> {
-    server_restart("udp_server_restart_traffic_resumes", Transport::Udp)
-}
-
-#[test]
-fn tcp_server_restart_traffic_resumes() -> Result<()> {
-    server_restart("tcp_server_restart_traffic_resumes", Transport::Tcp)
-}
-
-#[test]
-fn sigterm_removes_tun_routes_and_addresses() -> Result<()> {
-    split_tunnel_cleanup("sigterm_removes_tun_routes_and_addresses")
-}
-
-#[test]
-fn udp_full_tunnel_keeps_outside_route() -> Result<()> {
-    full_tunnel(
-        "udp_full_tunnel_keeps_outside_route",
-        Transport::Udp,
-        Signal::Term,
-    )
-}
-
-#[test]
-fn tcp_full_tunnel_keeps_outside_route() -> Result<()> {
-    // SIGINT here, SIGTERM over UDP: both must clean up.
-    full_tunnel(
-        "tcp_full_tunnel_keeps_outside_route",
-        Transport::Tcp,
-        Signal::Int,
-    )
-}
-
-#[test]
-fn full_tunnel_cleans_up_when_the_session_is_lost() -> Result<()> {
-    full_tunnel_error(
-        "full_tunnel_cleans_up_when_the_session_is_lost",
-        Breakage::ServerGone,
-    )
-}
-
-#[test]
-fn full_tunnel_client_exits_when_its_tun_is_deleted() -> Result<()> {
-    full_tunnel_error(
-        "full_tunnel_client_exits_when_its_tun_is_deleted",
-        Breakage::TunDeleted,
-    )
+fn main() -> ExitCode {
+    harness::main([
+        Scenario::testbed("udp_server_restart_traffic_resumes", &["ping"], |t| {
+            server_restart(t, Transport::Udp)
+        }),
+        Scenario::testbed("tcp_server_restart_traffic_resumes", &["ping"], |t| {
+            server_restart(t, Transport::Tcp)
+        }),
+        Scenario::testbed(
+            "sigterm_removes_tun_routes_and_addresses",
+            &["ping"],
+            split_tunnel_cleanup,
+        ),
+        Scenario::testbed("udp_full_tunnel_keeps_outside_route", &["ping"], |t| {
+            full_tunnel(t, Transport::Udp, Signal::Term)
+        }),
+        // SIGINT here, SIGTERM over UDP: both must clean up.
+        Scenario::testbed("tcp_full_tunnel_keeps_outside_route", &["ping"], |t| {
+            full_tunnel(t, Transport::Tcp, Signal::Int)
+        }),
+        Scenario::testbed(
+            "full_tunnel_cleans_up_when_the_session_is_lost",
+            &["ping"],
+            |t| full_tunnel_error(t, Breakage::ServerGone),
+        ),
+        Scenario::testbed(
+            "full_tunnel_client_exits_when_its_tun_is_deleted",
+            &["ping"],
+            |t| full_tunnel_error(t, Breakage::TunDeleted),
+        ),
+    ])
 }
 
 /// How [`full_tunnel_error`] makes a running client fail.
@@ -106,14 +102,12 @@ enum Breakage {
     TunDeleted,
 }
 
-/// The server restarts under a running client; a background ping watches the gap. The client
-/// must keep its TUN (same device, same address), reconnect by itself within
-/// [`RESUME_LIMIT`], carry a SHA-256 checked transfer afterwards, and report the new session
-/// and the reconnect in `ringway status`.
+/// The server restarts under a running client; a background ping watches the gap. The server
+/// comes back once the client reports it is reconnecting and the kernel has refused
+/// [`REFUSED_ATTEMPTS`] of its attempts. The client must keep its TUN (same device, same
+/// address), reconnect by itself within [`RESUME_LIMIT`], carry a SHA-256 checked transfer
+/// afterwards, and report the new session and the reconnect in `ringway status`.
 fn server_restart(test: &str, transport: Transport) -> Result<()> {
-    let Some(_serial) = common::prepare(test, &["ping"]) else {
-        return Ok(());
-    };
     let started = Instant::now();
     let opts = TestbedOptions::new(transport).client_args(["--stats", "1"]);
     let mut bed = common::start(opts)?;
@@ -127,7 +121,7 @@ fn server_restart(test: &str, transport: Transport) -> Result<()> {
     wait_replies(
         &stream,
         |r| r.len() >= 3,
-        Duration::from_secs(5),
+        FIRST_REPLIES_LIMIT,
         "before the restart",
     )?;
 
@@ -138,7 +132,12 @@ fn server_restart(test: &str, transport: Transport) -> Result<()> {
         stopped.status
     );
     let down_at = SystemTime::now();
-    std::thread::sleep(SERVER_DOWN_FOR);
+    let res = wait_refused_attempts(&mut bed, &client, transport);
+    let refused = bed.explain(res)?;
+    println!(
+        "{test}: the client is reconnecting; {refused} of its attempts refused after {:?}",
+        down_at.elapsed().unwrap_or_default()
+    );
     // Still there while the server is away: the client retries, it does not give up.
     if let Some(status) = bed.client().try_status()? {
         bail!(
@@ -215,9 +214,6 @@ fn server_restart(test: &str, transport: Transport) -> Result<()> {
 /// A split-tunnel client (with an extra route from its config) started into a clean namespace;
 /// after SIGTERM its TUN is gone and the namespace is exactly as before.
 fn split_tunnel_cleanup(test: &str) -> Result<()> {
-    let Some(_serial) = common::prepare(test, &["ping"]) else {
-        return Ok(());
-    };
     let started = Instant::now();
     let mut bed = common::start_without_client(TestbedOptions::udp())?;
     let before = NetState::capture(bed.client_ns())?;
@@ -258,9 +254,6 @@ fn split_tunnel_cleanup(test: &str) -> Result<()> {
 /// TUN, the tunnel works and survives a server restart, and stopping with `signal` removes
 /// every route and address the client added.
 fn full_tunnel(test: &str, transport: Transport, signal: Signal) -> Result<()> {
-    let Some(_serial) = common::prepare(test, &["ping"]) else {
-        return Ok(());
-    };
     let started = Instant::now();
     let mut bed = common::start_without_client(TestbedOptions::new(transport))?;
     let before = NetState::capture(bed.client_ns())?;
@@ -313,9 +306,6 @@ fn full_tunnel(test: &str, transport: Transport, signal: Signal) -> Result<()> {
 /// `ringway:` line last, and still takes away everything it added, including what the kernel
 /// does not remove with the TUN (the host route to the server).
 fn full_tunnel_error(test: &str, breakage: Breakage) -> Result<()> {
-    let Some(_serial) = common::prepare(test, &["ping"]) else {
-        return Ok(());
-    };
     let started = Instant::now();
     let mut bed = common::start_without_client(TestbedOptions::udp())?;
     let before = NetState::capture(bed.client_ns())?;
@@ -492,6 +482,48 @@ fn wait_route_via(bed: &mut Testbed, dst: Ipv4Addr, dev: &str) -> Result<()> {
             );
             return bed.explain(Err(e));
         }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until `ringway status` says the client is reconnecting, then until the kernel has
+/// refused [`REFUSED_ATTEMPTS`] of its attempts since (datagrams to the closed port counted in
+/// the server's namespace over UDP, failed connects in the client's over TCP; once it is
+/// reconnecting the client sends nothing else there). Returns how many were refused.
+fn wait_refused_attempts(
+    bed: &mut Testbed,
+    client: &ClientHandle,
+    transport: Transport,
+) -> Result<i64> {
+    let deadline = Instant::now() + NOTICE_LIMIT;
+    loop {
+        let status = bed.client_status(client)?;
+        if status["state"] == "reconnecting" {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the client still says {} {NOTICE_LIMIT:?} after the server stopped: {status}",
+            status["state"]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (ns, counter) = match transport {
+        Transport::Udp => (bed.server_ns(), "Udp.NoPorts"),
+        Transport::Tcp => (bed.client_ns(), "Tcp.AttemptFails"),
+    };
+    let before = Snmp::read(ns)?;
+    loop {
+        let refused = Snmp::read(ns)?.delta(&before, counter);
+        if refused >= REFUSED_ATTEMPTS {
+            return Ok(refused);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "only {refused} attempts of the client refused ({counter} in {}) within \
+             {NOTICE_LIMIT:?} of the server stopping",
+            ns.name()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

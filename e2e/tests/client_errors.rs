@@ -15,10 +15,11 @@ mod common;
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use ringway_e2e::harness::{self, Needs, Scenario};
 use ringway_e2e::netstate::{self, NetState};
 use ringway_e2e::testbed::{SERVER_ENDPOINT, TUN_NAME};
 use ringway_e2e::{process, Testbed, TestbedOptions, Transport};
@@ -153,12 +154,39 @@ impl fmt::Display for Outcome {
     }
 }
 
-#[test]
-fn config_errors_name_the_key() -> Result<()> {
-    let test = "config_errors_name_the_key";
-    let Some(_serial) = common::prepare(test, &[]) else {
-        return Ok(());
-    };
+fn main() -> ExitCode {
+    harness::main([
+        Scenario::testbed(
+            "config_errors_name_the_key",
+            &[],
+            config_errors_name_the_key,
+        ),
+        Scenario::testbed(
+            "no_privilege_or_no_tun_device",
+            &["setpriv", "unshare", "mount"],
+            no_privilege_or_no_tun_device,
+        ),
+        Scenario::testbed(
+            "server_unreachable_over_udp_and_tcp",
+            &[],
+            server_unreachable_over_udp_and_tcp,
+        ),
+        Scenario::testbed(
+            "server_rejects_wrong_key_and_unknown_peer",
+            &[],
+            server_rejects_wrong_key_and_unknown_peer,
+        ),
+        Scenario::testbed("address_already_in_use", &["ping"], address_already_in_use),
+        Scenario::new(
+            "exit_statuses_are_distinct_and_documented",
+            Needs::Binaries,
+            exit_statuses_are_distinct_and_documented,
+        ),
+        Scenario::plain("config_editing_helpers", config_editing_helpers),
+    ])
+}
+
+fn config_errors_name_the_key(test: &str) -> Result<()> {
     let mut bed = common::start_without_client(TestbedOptions::udp())?;
     let good = bed.take_peer_config()?;
     let text = std::fs::read_to_string(&good)?;
@@ -231,12 +259,7 @@ fn config_errors_name_the_key() -> Result<()> {
     run_cases(test, &mut bed, &cases)
 }
 
-#[test]
-fn no_privilege_or_no_tun_device() -> Result<()> {
-    let test = "no_privilege_or_no_tun_device";
-    let Some(_serial) = common::prepare(test, &["setpriv", "unshare", "mount"]) else {
-        return Ok(());
-    };
+fn no_privilege_or_no_tun_device(test: &str) -> Result<()> {
     let mut bed = common::start_without_client(TestbedOptions::udp())?;
     let config = bed.take_peer_config()?;
     // Readable by `nobody`, so that its run gets as far as creating the TUN.
@@ -269,12 +292,7 @@ fn no_privilege_or_no_tun_device() -> Result<()> {
     run_cases(test, &mut bed, &cases)
 }
 
-#[test]
-fn server_unreachable_over_udp_and_tcp() -> Result<()> {
-    let test = "server_unreachable_over_udp_and_tcp";
-    let Some(_serial) = common::prepare(test, &[]) else {
-        return Ok(());
-    };
+fn server_unreachable_over_udp_and_tcp(test: &str) -> Result<()> {
     let mut bed = common::start_without_client(TestbedOptions::udp())?;
     let config = bed.take_peer_config()?;
     bed.stop_server(Duration::from_secs(5))?;
@@ -298,12 +316,7 @@ fn server_unreachable_over_udp_and_tcp() -> Result<()> {
     run_cases(test, &mut bed, &cases)
 }
 
-#[test]
-fn server_rejects_wrong_key_and_unknown_peer() -> Result<()> {
-    let test = "server_rejects_wrong_key_and_unknown_peer";
-    let Some(_serial) = common::prepare(test, &[]) else {
-        return Ok(());
-    };
+fn server_rejects_wrong_key_and_unknown_peer(test: &str) -> Result<()> {
     let mut bed = common::start_without_client(TestbedOptions::udp())?;
     let config = bed.take_peer_config()?;
     let text = std::fs::read_to_string(&config)?;
@@ -349,12 +362,7 @@ fn server_rejects_wrong_key_and_unknown_peer() -> Result<()> {
     bed.server().ensure_running()
 }
 
-#[test]
-fn address_already_in_use() -> Result<()> {
-    let test = "address_already_in_use";
-    let Some(_serial) = common::prepare(test, &["ping"]) else {
-        return Ok(());
-    };
+fn address_already_in_use(test: &str) -> Result<()> {
     let mut bed = common::start(TestbedOptions::udp().extra_peers(2))?;
     let timeout = CONNECT_TIMEOUT_SECS.to_string();
 
@@ -398,16 +406,8 @@ fn address_already_in_use() -> Result<()> {
 }
 
 /// The exit statuses the tests expect are pairwise distinct and each is in `ringway --help`.
-#[test]
-fn exit_statuses_are_distinct_and_documented() -> Result<()> {
-    let bins = match ringway_e2e::binaries::Binaries::locate() {
-        Ok(bins) => bins,
-        Err(e) if std::env::var_os("CI").is_some() => return Err(e),
-        Err(e) => {
-            eprintln!("SKIPPED exit_statuses_are_distinct_and_documented: {e:#}");
-            return Ok(());
-        }
-    };
+fn exit_statuses_are_distinct_and_documented(_test: &str) -> Result<()> {
+    let bins = ringway_e2e::binaries::Binaries::locate()?;
     for (i, a) in Class::ALL.iter().enumerate() {
         for b in &Class::ALL[i + 1..] {
             ensure!(
@@ -584,8 +584,7 @@ fn add_peer(bed: &Testbed, dir: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn config_editing_helpers() {
+fn config_editing_helpers(_test: &str) -> Result<()> {
     let text = "# comment = x\nendpoint = \"a:1\"\npsk = \"P\"\n";
     assert_eq!(
         replace_key(text, "psk", "\"Q\"").unwrap(),
@@ -594,4 +593,5 @@ fn config_editing_helpers() {
     assert!(replace_key(text, "cipher", "\"x\"").is_err());
     assert_eq!(remove_key(text, "endpoint"), "# comment = x\npsk = \"P\"\n");
     assert_eq!(key_value(text, "endpoint").unwrap(), "\"a:1\"");
+    Ok(())
 }

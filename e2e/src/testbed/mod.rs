@@ -30,6 +30,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
 use crate::binaries::Binaries;
+use crate::counters::{self, ServerCounters};
 use crate::iperf::{self, IperfReport};
 use crate::netns::{self, Netns};
 use crate::path::TunnelPath;
@@ -75,8 +76,6 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 /// Log lines quoted when something fails.
 const TAIL: usize = 30;
-/// What the server's final log line says before its counters.
-const COUNTERS_MARKER: &str = "stopped counters=";
 
 /// A client process and what tests know about it.
 #[derive(Debug)]
@@ -115,7 +114,10 @@ impl Testbed {
     /// the server then (unless [`TestbedOptions::without_client`]) the first client, and waits
     /// until both tunnel devices are up (each wait bounded by `opts.ready_timeout`).
     pub fn start(opts: TestbedOptions) -> Result<Self> {
-        let bins = Binaries::locate()?;
+        let bins = match opts.binaries.clone() {
+            Some(bins) => bins,
+            None => Binaries::locate()?,
+        };
         // Declaration order makes early returns drop the server, then namespaces, then the dir.
         let dir = TempDir::new("ringway-e2e")?;
         let [server_ns, client_ns] = Netns::create_set(["s", "c"])?;
@@ -410,6 +412,16 @@ impl Testbed {
         self.first().handle.tunnel_ip
     }
 
+    /// The server's PID (for reading its CPU time; signal it through [`Testbed::server`]).
+    pub fn server_pid(&self) -> u32 {
+        self.server.pid()
+    }
+
+    /// The first client's PID (panics like [`Testbed::primary_client`]).
+    pub fn client_pid(&self) -> u32 {
+        self.first().process.pid()
+    }
+
     /// The server process guard (signals, exit status, log).
     pub fn server(&mut self) -> &mut Process {
         &mut self.server
@@ -654,6 +666,13 @@ impl Testbed {
         counters_line(&process::tail(self.server.log_path(), 200)).map(str::to_owned)
     }
 
+    /// The counters of [`Testbed::server_counters`], parsed; `None` until the server has
+    /// stopped and logged them.
+    pub fn final_server_counters(&self) -> Option<ServerCounters> {
+        self.server_counters()
+            .map(|line| ServerCounters::parse(&line))
+    }
+
     /// Sends SIGTERM to the first client and measures how long it takes to exit.
     pub fn stop_client(&mut self, limit: Duration) -> Result<Termination> {
         self.first_mut().process.terminate(limit)
@@ -731,7 +750,7 @@ fn transfer_seed(client: &ClientHandle) -> u64 {
 fn counters_line(log: &str) -> Option<&str> {
     log.lines()
         .rev()
-        .find(|l| l.contains(COUNTERS_MARKER))
+        .find(|l| l.contains(counters::MARKER))
         .map(str::trim)
 }
 

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
+use crate::binaries::Binaries;
+
 /// The outside transport between client and server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Transport {
@@ -72,6 +74,8 @@ pub struct TestbedOptions {
     /// [`Testbed::add_client_with`](super::Testbed::add_client_with) or
     /// [`Testbed::take_peer_config`](super::Testbed::take_peer_config).
     pub start_client: bool,
+    /// The server and client executables; `None` looks them up with [`Binaries::locate`].
+    pub binaries: Option<Binaries>,
 }
 
 impl Default for TestbedOptions {
@@ -81,8 +85,11 @@ impl Default for TestbedOptions {
             server_args: Vec::new(),
             client_args: Vec::new(),
             extra_peers: 0,
-            ready_timeout: Duration::from_secs(10),
+            // Above the client's own 10 s connect deadline (after which it exits, which the
+            // wait notices at once), so a slow handshake on a loaded machine is not a failure.
+            ready_timeout: Duration::from_secs(20),
             start_client: true,
+            binaries: None,
         }
     }
 }
@@ -104,6 +111,13 @@ impl TestbedOptions {
     /// Defaults over TCP.
     pub fn tcp() -> Self {
         Self::new(Transport::Tcp)
+    }
+
+    /// Runs these executables instead of the ones [`Binaries::locate`] finds (for comparing
+    /// builds side by side).
+    pub fn binaries(mut self, binaries: Binaries) -> Self {
+        self.binaries = Some(binaries);
+        self
     }
 
     /// Appends arguments for `ringway-server run`.

@@ -1,0 +1,336 @@
+//! `ringway-tunnel-bench`: raw veth against Ringway over UDP and TCP (and build against build),
+//! in throwaway network namespaces, alternating systems run by run. `scripts/bench` installs
+//! the tools, builds and runs this; see `ringway_benches::tunnel` for the design.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use ringway_benches::tunnel::build::Build;
+use ringway_benches::tunnel::report::{self, Machine, RunRecord, METRICS};
+use ringway_benches::tunnel::system::{self, System, KNOWN_SYSTEMS};
+use ringway_benches::tunnel::test::{Metrics, Test, DEFAULT_TESTS};
+use ringway_benches::tunnel::{plan, ratios};
+use ringway_e2e::{binaries, interrupt, prereq, TempDir};
+use serde_json::json;
+
+const DEFAULT_REPS: u32 = 3;
+const DEFAULT_SECONDS: u32 = 5;
+const QUICK_REPS: u32 = 1;
+const QUICK_SECONDS: u32 = 3;
+/// Rough cost of one run beyond its measuring seconds: namespaces, keys, handshake, teardown.
+const SETUP_SECS_ESTIMATE: u32 = 3;
+
+/// Measures raw veth and Ringway (UDP, TCP) in two network namespaces: iperf3 with 1 and 4
+/// streams each way, CPU-seconds per GB of each tunnel process, the server's packets per
+/// system call, and ping RTT idle and under load. Systems alternate run by run (A B C A B C);
+/// the table shows medians with min–max, and every run goes to a JSON file. Needs root,
+/// iperf3, ping and ip.
+#[derive(Debug, Parser)]
+#[command(name = "ringway-tunnel-bench", version)]
+struct Args {
+    /// A Ringway build to measure, as LABEL=DIR (DIR holds ringway-server and ringway).
+    /// Repeat to compare builds side by side in one run, e.g. `--build base=/work/baseline
+    /// --build new=target/release`. Default: `local=$RINGWAY_BIN_DIR` or target/release.
+    #[arg(long = "build", value_name = "LABEL=DIR")]
+    builds: Vec<String>,
+    /// Same as --build; a bare DIR is labelled build1, build2, ... by position.
+    #[arg(long = "ringway-bin-dir", value_name = "[LABEL=]DIR")]
+    bin_dirs: Vec<String>,
+    /// Systems to compare, comma-separated: raw-veth, ringway-udp, ringway-tcp.
+    #[arg(long, value_delimiter = ',', default_values_t = KNOWN_SYSTEMS.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())]
+    systems: Vec<String>,
+    /// Tests, comma-separated: iperf-tcp-N[-reverse], ping-idle, ping-under-load,
+    /// ping-under-tcp-N[-reverse]. Default: iperf-tcp-1, -4 and their -reverse, ping-idle,
+    /// ping-under-load.
+    #[arg(long, value_delimiter = ',')]
+    tests: Vec<String>,
+    /// Repetitions of every test on every system [default: 3; 1 with --quick].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+    reps: Option<u32>,
+    /// Seconds of traffic per run [default: 5; 3 with --quick].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=600))]
+    seconds: Option<u32>,
+    /// A smoke run: one repetition of 3 s unless --reps / --seconds say otherwise.
+    #[arg(long)]
+    quick: bool,
+    /// Where to write the JSON of every run [default: target/bench/tunnel-<time>.json]; the
+    /// Markdown tables go next to it (`.md`).
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
+}
+
+/// What the arguments resolve to.
+struct Setup {
+    builds: Vec<Build>,
+    systems: Vec<Box<dyn System>>,
+    tests: Vec<Test>,
+    reps: u32,
+    seconds: u32,
+    out: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let setup = match resolve(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ringway-tunnel-bench: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(why) = prereq::missing(&["iperf3", "ping"]) {
+        eprintln!("ringway-tunnel-bench: cannot run: {why}");
+        return ExitCode::FAILURE;
+    }
+    if let Err(e) = interrupt::catch() {
+        eprintln!("ringway-tunnel-bench: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    match run(&args, &setup) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ringway-tunnel-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn resolve(args: &Args) -> Result<Setup> {
+    let mut builds = Vec::new();
+    for b in &args.builds {
+        if !b.contains('=') {
+            bail!("--build takes LABEL=DIR, got {b:?}");
+        }
+        builds.push(Build::parse(b, "")?);
+    }
+    for (i, b) in args.bin_dirs.iter().enumerate() {
+        builds.push(Build::parse(b, &format!("build{}", i + 1))?);
+    }
+    if builds.is_empty() {
+        builds.push(Build::new("local", &binaries::bin_dir())?);
+    }
+    for (i, b) in builds.iter().enumerate() {
+        if builds[..i].iter().any(|a| a.label == b.label) {
+            bail!("two builds are labelled {:?}", b.label);
+        }
+    }
+    let systems = system::expand(&args.systems, &builds)?;
+    if systems.is_empty() {
+        bail!("no systems to measure");
+    }
+    let names: Vec<&str> = if args.tests.is_empty() {
+        DEFAULT_TESTS.to_vec()
+    } else {
+        args.tests.iter().map(String::as_str).collect()
+    };
+    let tests = names
+        .iter()
+        .map(|n| n.parse::<Test>())
+        .collect::<Result<Vec<_>>>()?;
+    let (reps, seconds) = if args.quick {
+        (QUICK_REPS, QUICK_SECONDS)
+    } else {
+        (DEFAULT_REPS, DEFAULT_SECONDS)
+    };
+    let out = match &args.out {
+        Some(p) => p.clone(),
+        None => default_out()?,
+    };
+    Ok(Setup {
+        builds,
+        systems,
+        tests,
+        reps: args.reps.unwrap_or(reps),
+        seconds: args.seconds.unwrap_or(seconds),
+        out,
+    })
+}
+
+/// `<target dir>/bench/tunnel-<UTC time>.json`.
+fn default_out() -> Result<PathBuf> {
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("target"),
+    };
+    let stamp: String = report::utc_now()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    Ok(target.join("bench").join(format!("tunnel-{stamp}.json")))
+}
+
+fn run(args: &Args, setup: &Setup) -> Result<ExitCode> {
+    let machine = Machine::probe();
+    let slots = plan::order(setup.reps, setup.tests.len(), setup.systems.len());
+    let system_names: Vec<String> = setup.systems.iter().map(|s| s.name()).collect();
+    let test_names: Vec<String> = setup.tests.iter().map(Test::to_string).collect();
+    println!(
+        "ringway-tunnel-bench: {} on {} ({} CPUs), kernel {}, load {}",
+        machine.date, machine.cpu_model, machine.cpus, machine.kernel, machine.loadavg
+    );
+    for b in &setup.builds {
+        println!(
+            "  build {}: {} (commit {})",
+            b.label,
+            b.dir.display(),
+            b.commit.as_deref().unwrap_or("unknown")
+        );
+    }
+    let estimate = slots.len() as u32 * (setup.seconds + SETUP_SECS_ESTIMATE);
+    println!(
+        "  {} runs: {} reps x tests [{}] x systems [{}], {} s each; about {} min",
+        slots.len(),
+        setup.reps,
+        test_names.join(", "),
+        system_names.join(", "),
+        setup.seconds,
+        estimate.div_ceil(60)
+    );
+
+    let logs = TempDir::new("ringway-bench")?;
+    let mut runs = Vec::with_capacity(slots.len());
+    let mut interrupted = false;
+    for (i, slot) in slots.iter().enumerate() {
+        if interrupt::interrupted() {
+            interrupted = true;
+            break;
+        }
+        let system = &setup.systems[slot.system];
+        let test = &setup.tests[slot.test];
+        let record = run_one(system.as_ref(), test, slot.rep, setup.seconds, logs.path());
+        if interrupt::interrupted() {
+            interrupted = true;
+            break;
+        }
+        println!(
+            "[{}/{}] rep {} {} {}: {} ({:.1} s)",
+            i + 1,
+            slots.len(),
+            slot.rep,
+            record.test,
+            record.system,
+            brief(&record),
+            record.elapsed_s
+        );
+        runs.push(record);
+    }
+
+    let tables = report::tables(&setup.tests, &system_names, &runs);
+    println!();
+    println!(
+        "Medians (min–max) over {} repetition(s) of {} s; CPU is utime+stime per GB moved; \
+         pkt/call from the server's counters (n/a: not counted by this build).",
+        setup.reps, setup.seconds
+    );
+    for t in &tables {
+        println!();
+        print!("{}", t.text());
+    }
+    let markdown: String = tables
+        .iter()
+        .map(|t| t.markdown())
+        .collect::<Vec<_>>()
+        .join("\n");
+    println!("\nMarkdown:\n\n{markdown}");
+
+    let options = json!({
+        "args": std::env::args().skip(1).collect::<Vec<_>>(),
+        "reps": setup.reps,
+        "seconds": setup.seconds,
+        "systems": system_names,
+        "tests": test_names,
+        "quick": args.quick,
+        "interrupted": interrupted,
+    });
+    let doc = report::json_document(&machine, options, &setup.builds, &runs, &tables);
+    if let Some(dir) = setup.out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&setup.out, serde_json::to_string_pretty(&doc)? + "\n")
+        .with_context(|| format!("writing {}", setup.out.display()))?;
+    let md_path = setup.out.with_extension("md");
+    std::fs::write(&md_path, &markdown)
+        .with_context(|| format!("writing {}", md_path.display()))?;
+    println!("every run: {}", setup.out.display());
+    println!("tables:    {}", md_path.display());
+
+    let failed = runs.iter().filter(|r| r.error.is_some()).count();
+    if interrupted {
+        eprintln!("ringway-tunnel-bench: interrupted; namespaces torn down");
+        return Ok(ExitCode::from(130));
+    }
+    if failed > 0 {
+        eprintln!(
+            "ringway-tunnel-bench: {failed} of {} runs failed (see the JSON)",
+            runs.len()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts `system`, runs `test` through it, stops it; a failure is recorded, not returned.
+fn run_one(system: &dyn System, test: &Test, rep: u32, secs: u32, logs: &Path) -> RunRecord {
+    let started = report::utc_now();
+    let clock = Instant::now();
+    let mut counters = None;
+    let result = system.start().and_then(|running| {
+        let measured = test.run(running.as_ref(), secs, logs);
+        // Stopped also when the measurement failed: its counters help explain why.
+        let finished = running.finish();
+        if let Ok(c) = &finished {
+            counters.clone_from(c);
+        }
+        let mut metrics = measured?;
+        finished?;
+        if let Some(c) = &counters {
+            for (path, ratio) in ratios::packets_per_call(c) {
+                metrics.insert(ratios::metric_name(&path), ratio);
+            }
+        }
+        Ok(metrics)
+    });
+    let (metrics, error) = match result {
+        Ok(m) => (m, None),
+        Err(e) => (Metrics::new(), Some(format!("{e:#}"))),
+    };
+    RunRecord {
+        rep,
+        test: test.to_string(),
+        system: system.name(),
+        build: system.build().map(|b| b.label.clone()),
+        started,
+        elapsed_s: clock.elapsed().as_secs_f64(),
+        metrics,
+        counters: counters
+            .map(|c| c.iter().map(|(k, v)| (k.to_owned(), v)).collect())
+            .unwrap_or_default(),
+        error,
+    }
+}
+
+/// One line for the progress log: the metrics, or the first line of the error.
+fn brief(record: &RunRecord) -> String {
+    if let Some(e) = &record.error {
+        let first = e.lines().next().unwrap_or_default();
+        let cut: String = first.chars().take(300).collect();
+        return format!("FAILED: {cut}");
+    }
+    record
+        .metrics
+        .iter()
+        .map(|(k, v)| {
+            let decimals = METRICS
+                .iter()
+                .find(|m| m.key == k)
+                .map_or(2, |m| m.decimals);
+            format!("{k}={v:.decimals$}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,366 @@
+//! What is measured through a running system, and how each measurement becomes metrics.
+//!
+//! A test is named on the command line (`iperf-tcp-4-reverse`, `ping-idle`) and yields named
+//! metrics (`gbps`, `cpu_server_s_per_gb`, `rtt_p99_ms`); the report shows whichever metrics a
+//! test's runs produced, so a new test or metric needs no change to the tables.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ringway_e2e::cpu::CpuTime;
+use ringway_e2e::iperf::{self, IperfReport, IperfSpec};
+use ringway_e2e::ping::{self, PingSample};
+use ringway_e2e::snmp::Snmp;
+
+use super::system::{Running, TunnelProcess};
+
+/// Metric name to value, for one run.
+pub type Metrics = BTreeMap<String, f64>;
+
+/// Interval between echo requests when sampling RTT (20 a second: enough samples for a p99).
+pub const PING_INTERVAL: Duration = Duration::from_millis(50);
+/// How much longer the bulk flow of a ping-under-load test runs than the ping, so that every
+/// echo request meets the load (the flow needs a moment to start, see [`LOAD_SEGMENTS`]).
+const LOAD_TAIL_SECS: u32 = 3;
+/// TCP segments the bulk sender must have sent before pinging starts: the flow is up.
+const LOAD_SEGMENTS: i64 = 1000;
+/// Bound for the bulk flow to get going (it normally takes well under a second).
+const LOAD_START_LIMIT: Duration = Duration::from_secs(15);
+
+/// The tests a full run makes, in order.
+pub const DEFAULT_TESTS: &[&str] = &[
+    "iperf-tcp-1",
+    "iperf-tcp-4",
+    "iperf-tcp-1-reverse",
+    "iperf-tcp-4-reverse",
+    "ping-idle",
+    "ping-under-load",
+];
+
+/// One kind of measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Test {
+    /// iperf3 TCP with `streams` parallel streams, client to server (`reverse`: server to
+    /// client), with CPU per GB of the tunnel's processes.
+    Iperf {
+        /// Parallel streams.
+        streams: u32,
+        /// Server sends.
+        reverse: bool,
+    },
+    /// Ping through the idle tunnel.
+    PingIdle,
+    /// Ping beside a bulk iperf3 TCP flow of `streams` streams (`reverse`: a download).
+    PingUnderLoad {
+        /// Parallel streams of the bulk flow.
+        streams: u32,
+        /// The bulk flow goes server to client.
+        reverse: bool,
+    },
+}
+
+impl fmt::Display for Test {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rev = |r: bool| if r { "-reverse" } else { "" };
+        match *self {
+            Self::Iperf { streams, reverse } => write!(f, "iperf-tcp-{streams}{}", rev(reverse)),
+            Self::PingIdle => f.write_str("ping-idle"),
+            Self::PingUnderLoad {
+                streams: 1,
+                reverse: false,
+            } => f.write_str("ping-under-load"),
+            Self::PingUnderLoad { streams, reverse } => {
+                write!(f, "ping-under-tcp-{streams}{}", rev(reverse))
+            }
+        }
+    }
+}
+
+impl FromStr for Test {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let streams_and_direction = |rest: &str| -> Result<(u32, bool)> {
+            let (n, reverse) = match rest.strip_suffix("-reverse") {
+                Some(n) => (n, true),
+                None => (rest, false),
+            };
+            let streams: u32 = n
+                .parse()
+                .with_context(|| format!("{n:?} is not a stream count"))?;
+            if !(1..=128).contains(&streams) {
+                bail!("{streams} streams: use 1 to 128");
+            }
+            Ok((streams, reverse))
+        };
+        let test = if s == "ping-idle" {
+            Self::PingIdle
+        } else if s == "ping-under-load" {
+            Self::PingUnderLoad {
+                streams: 1,
+                reverse: false,
+            }
+        } else if let Some(rest) = s.strip_prefix("iperf-tcp-") {
+            let (streams, reverse) = streams_and_direction(rest)?;
+            Self::Iperf { streams, reverse }
+        } else if let Some(rest) = s.strip_prefix("ping-under-tcp-") {
+            let (streams, reverse) = streams_and_direction(rest)?;
+            Self::PingUnderLoad { streams, reverse }
+        } else {
+            bail!(
+                "unknown test {s:?}; known: iperf-tcp-N[-reverse], ping-idle, ping-under-load, \
+                 ping-under-tcp-N[-reverse]"
+            );
+        };
+        Ok(test)
+    }
+}
+
+impl Test {
+    /// One line saying what it measures, for table headings.
+    pub fn describe(&self) -> String {
+        let way = |reverse: bool| {
+            if reverse {
+                "server → client (download)"
+            } else {
+                "client → server (upload)"
+            }
+        };
+        let streams = |n: u32| {
+            if n == 1 {
+                "1 stream".to_owned()
+            } else {
+                format!("{n} streams")
+            }
+        };
+        match *self {
+            Self::Iperf {
+                streams: n,
+                reverse,
+            } => {
+                format!("iperf3 TCP {}, {}", way(reverse), streams(n))
+            }
+            Self::PingIdle => "ping RTT through the idle tunnel".to_owned(),
+            Self::PingUnderLoad {
+                streams: n,
+                reverse,
+            } => format!(
+                "ping RTT beside bulk iperf3 TCP {}, {}",
+                way(reverse),
+                streams(n)
+            ),
+        }
+    }
+
+    /// Whether its table shows the server's packets per system call.
+    pub fn shows_ratios(&self) -> bool {
+        matches!(self, Self::Iperf { .. })
+    }
+
+    /// Runs it for about `secs` seconds through `running`; iperf3 server logs go to `log_dir`.
+    pub fn run(&self, running: &dyn Running, secs: u32, log_dir: &Path) -> Result<Metrics> {
+        match *self {
+            Self::Iperf { streams, reverse } => {
+                let spec = IperfSpec {
+                    secs,
+                    streams,
+                    reverse,
+                };
+                iperf_with_cpu(running, &spec, log_dir)
+            }
+            Self::PingIdle => {
+                let sample = ping::sample(&running.path(), ping_count(secs), PING_INTERVAL)?;
+                Ok(ping_metrics(&sample))
+            }
+            Self::PingUnderLoad { streams, reverse } => {
+                ping_under_load(running, secs, streams, reverse, log_dir)
+            }
+        }
+    }
+}
+
+/// Echo requests for `secs` seconds at [`PING_INTERVAL`].
+fn ping_count(secs: u32) -> u32 {
+    let per_sec = (1.0 / PING_INTERVAL.as_secs_f64()).round() as u32;
+    secs.max(1) * per_sec
+}
+
+/// Reads the CPU time of every tunnel process.
+fn cpu_times(processes: &[TunnelProcess]) -> Result<Vec<CpuTime>> {
+    processes
+        .iter()
+        .map(|p| CpuTime::of(p.pid).with_context(|| format!("CPU time of the {}", p.role)))
+        .collect()
+}
+
+/// An iperf3 run with the tunnel processes' CPU read just before and just after it.
+fn iperf_with_cpu(running: &dyn Running, spec: &IperfSpec, log_dir: &Path) -> Result<Metrics> {
+    let processes = running.processes();
+    let before = cpu_times(&processes)?;
+    let report = iperf::run_spec(&running.path(), spec, log_dir)?;
+    let after = cpu_times(&processes)?;
+    let used: Vec<(&str, f64)> = processes
+        .iter()
+        .zip(before.iter().zip(&after))
+        .map(|(p, (b, a))| (p.role, a.since(b).total().as_secs_f64()))
+        .collect();
+    Ok(iperf_metrics(&report, &used))
+}
+
+/// Throughput, retransmits and CPU-seconds per GB moved, given the CPU seconds each tunnel
+/// process used during the run.
+fn iperf_metrics(report: &IperfReport, cpu_used: &[(&str, f64)]) -> Metrics {
+    let mut m = Metrics::new();
+    m.insert("gbps".into(), report.gbps());
+    if let Some(r) = report.retransmits {
+        m.insert("retransmits".into(), r as f64);
+    }
+    let gb = report.bytes as f64 / 1e9;
+    if gb <= 0.0 {
+        return m;
+    }
+    for (role, secs) in cpu_used {
+        m.insert(format!("cpu_{role}_s_per_gb"), secs / gb);
+    }
+    if !cpu_used.is_empty() {
+        let total: f64 = cpu_used.iter().map(|(_, s)| s).sum();
+        m.insert("cpu_tunnel_s_per_gb".into(), total / gb);
+    }
+    if let (Some(c), Some(s)) = (report.cpu_client_pct, report.cpu_server_pct) {
+        m.insert(
+            "cpu_iperf3_s_per_gb".into(),
+            (c + s) / 100.0 * report.seconds / gb,
+        );
+    }
+    m
+}
+
+fn ping_metrics(sample: &PingSample) -> Metrics {
+    let mut m = Metrics::new();
+    if let Some(v) = sample.percentile_ms(50.0) {
+        m.insert("rtt_p50_ms".into(), v);
+    }
+    if let Some(v) = sample.percentile_ms(99.0) {
+        m.insert("rtt_p99_ms".into(), v);
+    }
+    if let Some(v) = sample.mean_ms() {
+        m.insert("rtt_avg_ms".into(), v);
+    }
+    m.insert("loss_pct".into(), sample.loss_pct());
+    m
+}
+
+/// Starts the bulk flow, waits until its sender has put [`LOAD_SEGMENTS`] on the wire, pings
+/// for `secs`, then collects the flow's result.
+fn ping_under_load(
+    running: &dyn Running,
+    secs: u32,
+    streams: u32,
+    reverse: bool,
+    log_dir: &Path,
+) -> Result<Metrics> {
+    let path = running.path();
+    let sender = if reverse {
+        path.server_ns
+    } else {
+        path.client_ns
+    };
+    let spec = IperfSpec {
+        secs: secs + LOAD_TAIL_SECS,
+        streams,
+        reverse,
+    };
+    let before = Snmp::read(sender)?;
+    let (sample, bulk) = std::thread::scope(|s| {
+        let bulk = s.spawn(move || iperf::run_spec(&path, &spec, log_dir));
+        let deadline = Instant::now() + LOAD_START_LIMIT;
+        let loaded = loop {
+            if bulk.is_finished() {
+                break Err(anyhow::anyhow!("the bulk flow ended before pinging began"));
+            }
+            match Snmp::read(sender) {
+                Ok(now) if now.delta(&before, "Tcp.OutSegs") >= LOAD_SEGMENTS => break Ok(()),
+                Ok(_) => {}
+                Err(e) => break Err(e),
+            }
+            if Instant::now() >= deadline {
+                break Err(anyhow::anyhow!(
+                    "the bulk flow sent fewer than {LOAD_SEGMENTS} segments in {LOAD_START_LIMIT:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let sample = loaded.and_then(|()| ping::sample(&path, ping_count(secs), PING_INTERVAL));
+        let bulk = bulk
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the bulk flow's thread panicked")));
+        (sample, bulk)
+    });
+    let bulk = bulk.context("the bulk flow")?;
+    let mut m = ping_metrics(&sample?);
+    m.insert("bulk_gbps".into(), bulk.gbps());
+    if let Some(r) = bulk.retransmits {
+        m.insert("bulk_retransmits".into(), r as f64);
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for name in DEFAULT_TESTS.iter().copied().chain([
+            "iperf-tcp-8",
+            "ping-under-tcp-4-reverse",
+            "ping-under-tcp-4",
+        ]) {
+            let t: Test = name.parse().unwrap();
+            assert_eq!(t.to_string(), name);
+            assert!(!t.describe().is_empty());
+        }
+        assert_eq!(
+            "ping-under-tcp-1".parse::<Test>().unwrap().to_string(),
+            "ping-under-load"
+        );
+        for bad in [
+            "iperf-tcp-0",
+            "iperf-tcp-x",
+            "iperf-udp-1",
+            "ping",
+            "iperf-tcp-1-up",
+        ] {
+            assert!(bad.parse::<Test>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cpu_is_charged_per_gb() {
+        let report = IperfReport {
+            reverse: false,
+            bits_per_second: 4e9,
+            bytes: 2_000_000_000,
+            retransmits: Some(3),
+            seconds: 4.0,
+            cpu_client_pct: Some(50.0),
+            cpu_server_pct: Some(25.0),
+        };
+        let m = iperf_metrics(&report, &[("server", 3.0), ("client", 5.0)]);
+        assert_eq!(m["gbps"], 4.0);
+        assert_eq!(m["retransmits"], 3.0);
+        assert_eq!(m["cpu_server_s_per_gb"], 1.5);
+        assert_eq!(m["cpu_client_s_per_gb"], 2.5);
+        assert_eq!(m["cpu_tunnel_s_per_gb"], 4.0);
+        // (0.50 + 0.25) * 4 s over 2 GB.
+        assert_eq!(m["cpu_iperf3_s_per_gb"], 1.5);
+        // No tunnel processes (raw veth): no tunnel CPU figures.
+        let bare = iperf_metrics(&report, &[]);
+        assert!(!bare.contains_key("cpu_tunnel_s_per_gb"));
+        assert_eq!(ping_count(3), 60);
+    }
+}
