@@ -1,7 +1,7 @@
 //! The event loop: setup, the loop, and dispatch of each completion to the
 //! path that owns it.
 //!
-//! The driver owns the ring, the shared [`Context`] and one value per path;
+//! The driver owns the ring, the shared `Context` and one value per path;
 //! a completion's `user_data` names its path, and that path's handler gets
 //! the context (and, where a packet may go out over TCP, the TCP path). The
 //! driver itself touches no kernel-shared memory: each path makes its own
@@ -9,7 +9,7 @@
 //!
 //! Teardown: on SIGINT/SIGTERM every outstanding receive, poll and timer is
 //! cancelled, sends finish on their own, and the loop waits (up to
-//! [`SHUTDOWN_GRACE`]) until the in-flight count is zero, which means every
+//! `SHUTDOWN_GRACE`) until the in-flight count is zero, which means every
 //! buffer is back in the pool. If the kernel still holds requests when the
 //! driver is dropped, their memory is leaked rather than freed under it.
 
