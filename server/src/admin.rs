@@ -180,7 +180,8 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let s = Settings::load(&dir.join(CONFIG_NAME)).unwrap();
+        let s =
+            Settings::load(&dir.join(CONFIG_NAME), &crate::config::Overrides::default()).unwrap();
         assert_eq!(s.peers.len(), 2);
         assert_eq!(s.peers[0].name, "alice");
         assert!(s.peers[0].psk.is_some());

@@ -2,18 +2,156 @@
 //!
 //! The file is TOML (see `deploy/server.example.toml`). Every key has a default
 //! except the listen address, key file, pool and peers, which `ringway-server
-//! init` and `add-peer` write. Validation happens once at start, so a mistake is
-//! one line naming the key, never a failure mid-run.
+//! init` and `add-peer` write. There is one way in: the file is parsed,
+//! command-line [`Overrides`] replace values in it, and then everything is
+//! validated once ([`Settings::validate`]), so a mistake from either source is
+//! a [`ConfigError`] naming the key, at start, never a failure mid-run.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-use ringway_proto::handshake::{key_from_base64, PublicKey, SecretKey};
+use ringway_proto::handshake::{key_from_base64, KeyParseError, PublicKey, SecretKey};
 use ringway_proto::Cipher;
 use serde::Deserialize;
 
-use crate::pool::Ipv4Net;
+use crate::pool::{Ipv4Net, PoolParseError};
+
+/// Requests the driver keeps in flight outside its slot tables: the timer,
+/// the signal read, the accept and the TUN readiness poll.
+pub const FIXED_REQUESTS: u32 = 4;
+/// The largest submission queue the server asks for.
+pub const MAX_RING_ENTRIES: u32 = 32768;
+
+/// A config value the server cannot run with. Each message names the key
+/// (as `section.key`) and, where it helps, the fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for this schema.
+    #[error("invalid config {}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// Neither transport is on.
+    #[error("server: set listen_udp, listen_tcp or both")]
+    NoListener,
+    /// `server.pool` is not a usable network.
+    #[error("server.pool: {0}")]
+    Pool(#[from] PoolParseError),
+    /// `server.cipher` names no cipher we have.
+    #[error("server.cipher: unknown cipher {0:?} (use \"aes-256-gcm\" or \"chacha20-poly1305\")")]
+    Cipher(String),
+    /// `server.mtu` out of range.
+    #[error("server.mtu: {0} is outside 576..=9000")]
+    Mtu(u16),
+    /// Keepalive and idle timeout do not fit together.
+    #[error("server.idle_timeout_secs ({idle}) must be greater than a non-zero server.keepalive_secs ({keepalive})")]
+    Keepalive {
+        /// `server.keepalive_secs`.
+        keepalive: u16,
+        /// `server.idle_timeout_secs`.
+        idle: u16,
+    },
+    /// `server.tun_name` is empty or too long for a network interface.
+    #[error("server.tun_name: must be 1 to 15 characters")]
+    TunName,
+    /// The key file could not be read.
+    #[error("server.private_key_file: cannot read {}: {source}", path.display())]
+    KeyFile {
+        /// The key file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The key file does not hold a key.
+    #[error("server.private_key_file: {} does not hold a base64 key", path.display())]
+    KeyFormat {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// `uring.ring_entries` is not a power of two in range.
+    #[error("uring.ring_entries: {0} must be a power of two, at most {MAX_RING_ENTRIES}")]
+    RingEntries(u32),
+    /// A slot count is zero: that path could never carry a packet.
+    #[error("uring.{key}: must be at least 1 (0 would leave the server unable to forward)")]
+    NoSlots {
+        /// `tun_rx_slots`, `udp_rx_slots` or `tx_slots`.
+        key: &'static str,
+    },
+    /// The ring cannot hold every slot's request at once.
+    #[error(
+        "uring.ring_entries: {entries} is too small for {tun_rx} TUN rx + {udp_rx} UDP rx + {tx} tx slots: use at least {min} (or fewer slots)"
+    )]
+    RingTooSmall {
+        /// The value given.
+        entries: u32,
+        /// The smallest that works.
+        min: u64,
+        /// `uring.tun_rx_slots`.
+        tun_rx: u32,
+        /// `uring.udp_rx_slots`.
+        udp_rx: u32,
+        /// `uring.tx_slots`.
+        tx: u32,
+    },
+    /// `tcp.max_connections` is zero while TCP is on.
+    #[error("tcp.max_connections: must be at least 1 when server.listen_tcp is set")]
+    NoConnections,
+    /// A TCP receive buffer too small for one frame.
+    #[error(
+        "tcp.rx_buffer_bytes: {given} cannot hold a full frame at mtu {mtu}: use at least {min}"
+    )]
+    TcpRxBuffer {
+        /// The value given.
+        given: usize,
+        /// `server.mtu`.
+        mtu: u16,
+        /// The smallest that works.
+        min: usize,
+    },
+    /// A TCP send queue too small for two frames.
+    #[error("tcp.send_queue_bytes: {given} is too small: use at least {min} (two full frames)")]
+    TcpSendQueue {
+        /// The value given.
+        given: usize,
+        /// The smallest that works.
+        min: usize,
+    },
+    /// `tcp.handshake_timeout_secs` is zero.
+    #[error("tcp.handshake_timeout_secs: must be at least 1")]
+    TcpHandshakeTimeout,
+    /// A peer's public key or PSK is not 32 bytes of base64.
+    #[error("peer[{index}] ({name}).{key}: {source}")]
+    PeerKey {
+        /// Position in the file.
+        index: usize,
+        /// The peer's name.
+        name: String,
+        /// `public_key` or `psk`.
+        key: &'static str,
+        /// Why.
+        source: KeyParseError,
+    },
+    /// Two peers share a public key.
+    #[error("peer[{index}] ({name}).public_key: listed twice")]
+    DuplicatePeer {
+        /// Position in the file of the second one.
+        index: usize,
+        /// Its name.
+        name: String,
+    },
+}
 
 /// The file as written.
 #[derive(Debug, Deserialize)]
@@ -68,6 +206,8 @@ pub struct ServerSection {
 }
 
 /// `[uring]`: how many requests each I/O path keeps in flight.
+///
+/// The values are checked by [`Tunables::check`], through [`Settings::validate`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UringSection {
@@ -164,6 +304,130 @@ fn default_cipher() -> String {
     Cipher::default().name().into()
 }
 
+/// The ring settings the driver runs with: `[uring]` without the TUN mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tunables {
+    /// Submission queue entries.
+    pub ring_entries: u32,
+    /// TUN reads in flight.
+    pub tun_rx_slots: u32,
+    /// UDP receives in flight.
+    pub udp_rx_slots: u32,
+    /// Sends in flight.
+    pub tx_slots: u32,
+    /// SQPOLL idle time in ms; 0 disables SQPOLL.
+    pub sqpoll_idle_ms: u32,
+}
+
+impl Tunables {
+    /// The smallest ring that can hold every slot's request at once.
+    pub fn min_ring_entries(&self) -> u64 {
+        let requests = u64::from(self.tun_rx_slots)
+            + u64::from(self.udp_rx_slots)
+            + u64::from(self.tx_slots)
+            + u64::from(FIXED_REQUESTS);
+        requests.next_power_of_two()
+    }
+
+    /// Refuses settings the ring cannot carry or that cannot forward.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if !self.ring_entries.is_power_of_two() || self.ring_entries > MAX_RING_ENTRIES {
+            return Err(ConfigError::RingEntries(self.ring_entries));
+        }
+        for (key, n) in [
+            ("tun_rx_slots", self.tun_rx_slots),
+            ("udp_rx_slots", self.udp_rx_slots),
+            ("tx_slots", self.tx_slots),
+        ] {
+            if n == 0 {
+                return Err(ConfigError::NoSlots { key });
+            }
+        }
+        let min = self.min_ring_entries();
+        if u64::from(self.ring_entries) < min {
+            return Err(ConfigError::RingTooSmall {
+                entries: self.ring_entries,
+                min,
+                tun_rx: self.tun_rx_slots,
+                udp_rx: self.udp_rx_slots,
+                tx: self.tx_slots,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl UringSection {
+    /// The ring settings in this section.
+    pub fn tunables(&self) -> Tunables {
+        Tunables {
+            ring_entries: self.ring_entries,
+            tun_rx_slots: self.tun_rx_slots,
+            udp_rx_slots: self.udp_rx_slots,
+            tx_slots: self.tx_slots,
+            sqpoll_idle_ms: self.sqpoll_idle_ms,
+        }
+    }
+}
+
+/// Values given on the command line, each replacing its key in the file
+/// before validation.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `uring.ring_entries`.
+    pub ring_entries: Option<u32>,
+    /// `uring.tun_rx_slots`.
+    pub tun_rx_slots: Option<u32>,
+    /// `uring.udp_rx_slots`.
+    pub udp_rx_slots: Option<u32>,
+    /// `uring.tx_slots`.
+    pub tx_slots: Option<u32>,
+    /// `uring.sqpoll_idle_ms`.
+    pub sqpoll_idle_ms: Option<u32>,
+    /// `uring.tun_blocking`.
+    pub tun_blocking: Option<bool>,
+    /// `server.udp_socket_buffer`.
+    pub udp_socket_buffer: Option<usize>,
+    /// `tcp.max_connections`.
+    pub max_tcp_connections: Option<u32>,
+    /// `tcp.handshake_timeout_secs`.
+    pub tcp_handshake_timeout_secs: Option<u16>,
+    /// `tcp.send_queue_bytes`.
+    pub tcp_send_queue_bytes: Option<usize>,
+    /// `tcp.socket_send_buffer`.
+    pub tcp_socket_send_buffer: Option<usize>,
+    /// `tcp.socket_recv_buffer`.
+    pub tcp_socket_recv_buffer: Option<usize>,
+}
+
+impl Overrides {
+    /// Replaces the overridden keys in `file`.
+    pub fn apply(&self, file: &mut ConfigFile) {
+        fn set<T: Copy>(slot: &mut T, value: Option<T>) {
+            if let Some(v) = value {
+                *slot = v;
+            }
+        }
+        let u = &mut file.uring;
+        set(&mut u.ring_entries, self.ring_entries);
+        set(&mut u.tun_rx_slots, self.tun_rx_slots);
+        set(&mut u.udp_rx_slots, self.udp_rx_slots);
+        set(&mut u.tx_slots, self.tx_slots);
+        set(&mut u.sqpoll_idle_ms, self.sqpoll_idle_ms);
+        set(&mut u.tun_blocking, self.tun_blocking);
+        set(&mut file.server.udp_socket_buffer, self.udp_socket_buffer);
+        let t = &mut file.tcp;
+        set(&mut t.max_connections, self.max_tcp_connections);
+        set(
+            &mut t.handshake_timeout_secs,
+            self.tcp_handshake_timeout_secs,
+        );
+        set(&mut t.send_queue_bytes, self.tcp_send_queue_bytes);
+        set(&mut t.socket_send_buffer, self.tcp_socket_send_buffer);
+        set(&mut t.socket_recv_buffer, self.tcp_socket_recv_buffer);
+    }
+}
+
 /// A peer, validated.
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -210,99 +474,96 @@ pub struct Settings {
 
 impl ConfigFile {
     /// Reads and parses a config file.
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config {}", path.display()))?;
-        toml::from_str(&text).map_err(|e| {
-            anyhow::anyhow!("invalid config {}: {}", path.display(), e.message().trim())
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.message().trim().to_owned(),
         })
     }
 }
 
 impl Settings {
-    /// Loads `path` and validates every value.
-    pub fn load(path: &Path) -> Result<Self> {
-        let file = ConfigFile::load(path)?;
+    /// Loads `path`, applies `overrides`, and validates every value.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut file = ConfigFile::load(path)?;
+        overrides.apply(&mut file);
         let dir = path.parent().unwrap_or(Path::new("."));
         Self::validate(file, dir)
     }
 
-    /// Validates a parsed file; relative paths resolve against `dir`.
-    pub fn validate(file: ConfigFile, dir: &Path) -> Result<Self> {
+    /// Validates a parsed file; relative paths resolve against `dir`. The one
+    /// place every value is checked.
+    pub fn validate(file: ConfigFile, dir: &Path) -> Result<Self, ConfigError> {
         let s = file.server;
         if s.listen_udp.is_none() && s.listen_tcp.is_none() {
-            bail!("server: set listen_udp, listen_tcp or both");
+            return Err(ConfigError::NoListener);
         }
-        let pool: Ipv4Net = s.pool.parse().context("server.pool")?;
-        let cipher = Cipher::from_name(&s.cipher).with_context(|| {
-            format!(
-                "server.cipher: unknown cipher {:?} (use \"aes-256-gcm\" or \"chacha20-poly1305\")",
-                s.cipher
-            )
-        })?;
+        let pool: Ipv4Net = s.pool.parse()?;
+        let cipher =
+            Cipher::from_name(&s.cipher).ok_or_else(|| ConfigError::Cipher(s.cipher.clone()))?;
         if s.mtu < 576 || usize::from(s.mtu) > 9000 {
-            bail!("server.mtu: {} is outside 576..=9000", s.mtu);
+            return Err(ConfigError::Mtu(s.mtu));
         }
         if s.keepalive_secs == 0 || s.idle_timeout_secs <= s.keepalive_secs {
-            bail!("server.idle_timeout_secs must be greater than a non-zero server.keepalive_secs");
+            return Err(ConfigError::Keepalive {
+                keepalive: s.keepalive_secs,
+                idle: s.idle_timeout_secs,
+            });
         }
         if s.tun_name.is_empty() || s.tun_name.len() > 15 {
-            bail!("server.tun_name: must be 1 to 15 characters");
+            return Err(ConfigError::TunName);
         }
-        let key_path = dir.join(&s.private_key_file);
-        let key_text = std::fs::read_to_string(&key_path).with_context(|| {
-            format!(
-                "server.private_key_file: cannot read {}",
-                key_path.display()
-            )
-        })?;
-        let secret_key = SecretKey::from_base64(&key_text).with_context(|| {
-            format!(
-                "server.private_key_file: {} does not hold a base64 key",
-                key_path.display()
-            )
-        })?;
-        let u = &file.uring;
-        if !u.ring_entries.is_power_of_two() || u.ring_entries > 32768 {
-            bail!("uring.ring_entries: must be a power of two up to 32768");
-        }
-        if u.tun_rx_slots == 0 || u.udp_rx_slots == 0 || u.tx_slots == 0 {
-            bail!("uring: tun_rx_slots, udp_rx_slots and tx_slots must each be at least 1");
-        }
+        file.uring.tunables().check()?;
         let t = &file.tcp;
+        if s.listen_tcp.is_some() && t.max_connections == 0 {
+            return Err(ConfigError::NoConnections);
+        }
         let min_rx = usize::from(s.mtu)
             + ringway_proto::wire::transport::OVERHEAD
             + ringway_proto::wire::STREAM_PREFIX_LEN;
         if t.rx_buffer_bytes < min_rx {
-            bail!(
-                "tcp.rx_buffer_bytes: {} cannot hold a full frame at mtu {}: use at least {min_rx}",
-                t.rx_buffer_bytes,
-                s.mtu
-            );
+            return Err(ConfigError::TcpRxBuffer {
+                given: t.rx_buffer_bytes,
+                mtu: s.mtu,
+                min: min_rx,
+            });
         }
         if t.send_queue_bytes < 2 * min_rx {
-            bail!(
-                "tcp.send_queue_bytes: use at least {} (two full frames)",
-                2 * min_rx
-            );
+            return Err(ConfigError::TcpSendQueue {
+                given: t.send_queue_bytes,
+                min: 2 * min_rx,
+            });
         }
         if t.handshake_timeout_secs == 0 {
-            bail!("tcp.handshake_timeout_secs must be at least 1");
+            return Err(ConfigError::TcpHandshakeTimeout);
         }
-        let mut peers = Vec::with_capacity(file.peers.len());
-        for (i, p) in file.peers.into_iter().enumerate() {
+        let mut peers: Vec<Peer> = Vec::with_capacity(file.peers.len());
+        for (index, p) in file.peers.into_iter().enumerate() {
+            let key_error = |key, source| ConfigError::PeerKey {
+                index,
+                name: p.name.clone(),
+                key,
+                source,
+            };
             let public_key: PublicKey = p
                 .public_key
                 .parse()
-                .with_context(|| format!("peer[{i}] ({}).public_key", p.name))?;
+                .map_err(|e| key_error("public_key", e))?;
             let psk = p
                 .psk
                 .as_deref()
                 .map(key_from_base64)
                 .transpose()
-                .with_context(|| format!("peer[{i}] ({}).psk", p.name))?;
-            if peers.iter().any(|q: &Peer| q.public_key == public_key) {
-                bail!("peer[{i}] ({}): public key listed twice", p.name);
+                .map_err(|e| key_error("psk", e))?;
+            if peers.iter().any(|q| q.public_key == public_key) {
+                return Err(ConfigError::DuplicatePeer {
+                    index,
+                    name: p.name,
+                });
             }
             peers.push(Peer {
                 name: p.name,
@@ -310,6 +571,16 @@ impl Settings {
                 psk,
             });
         }
+        // The key file last: every value in the file is checked before we
+        // touch another file.
+        let key_path = dir.join(&s.private_key_file);
+        let key_text =
+            std::fs::read_to_string(&key_path).map_err(|source| ConfigError::KeyFile {
+                path: key_path.clone(),
+                source,
+            })?;
+        let secret_key = SecretKey::from_base64(&key_text)
+            .map_err(|_| ConfigError::KeyFormat { path: key_path })?;
         Ok(Settings {
             listen_udp: s.listen_udp,
             listen_tcp: s.listen_tcp,
@@ -377,28 +648,158 @@ mod tests {
         std::fs::remove_dir_all(d).unwrap();
     }
 
+    fn base(extra: &str) -> String {
+        format!(
+            "[server]\nlisten_udp = \"0.0.0.0:1\"\nlisten_tcp = \"0.0.0.0:2\"\nprivate_key_file = \"server.key\"\npool = \"198.18.0.0/24\"\n{extra}"
+        )
+    }
+
     #[test]
     fn errors_name_the_key() {
         let d = tempdir("bad");
         write_key(&d);
-        let base = |extra: &str| {
-            format!(
-                "[server]\nlisten_udp = \"0.0.0.0:1\"\nprivate_key_file = \"server.key\"\npool = \"198.18.0.0/24\"\n{extra}"
-            )
-        };
         let cases = [
             ("cipher = \"rot13\"", "server.cipher"),
             ("mtu = 100", "server.mtu"),
+            ("keepalive_secs = 0", "server.keepalive_secs"),
+            ("tun_name = \"\"", "server.tun_name"),
+            ("pool = \"10.0.0.0/31\"", "server.pool"),
             ("[uring]\nring_entries = 1000", "uring.ring_entries"),
+            ("[uring]\nring_entries = 65536", "uring.ring_entries"),
+            ("[uring]\nring_entries = 64", "uring.ring_entries"),
+            ("[uring]\ntx_slots = 0", "uring.tx_slots"),
+            ("[uring]\ntun_rx_slots = 0", "uring.tun_rx_slots"),
+            ("[uring]\nudp_rx_slots = 0", "uring.udp_rx_slots"),
             ("[tcp]\nrx_buffer_bytes = 100", "tcp.rx_buffer_bytes"),
-            ("[[peer]]\nname = \"x\"\npublic_key = \"zz\"", "public_key"),
+            ("[tcp]\nsend_queue_bytes = 100", "tcp.send_queue_bytes"),
+            (
+                "[tcp]\nhandshake_timeout_secs = 0",
+                "tcp.handshake_timeout_secs",
+            ),
+            ("[tcp]\nmax_connections = 0", "tcp.max_connections"),
+            (
+                "[[peer]]\nname = \"x\"\npublic_key = \"zz\"",
+                "peer[0] (x).public_key",
+            ),
+            (
+                "private_key_file = \"missing.key\"",
+                "server.private_key_file",
+            ),
         ];
         for (extra, key) in cases {
-            let f: ConfigFile = toml::from_str(&base(extra)).unwrap();
-            let err = format!("{:#}", Settings::validate(f, &d).unwrap_err());
-            assert!(err.contains(key), "{err} should name {key}");
+            // A key given twice in [server] is a parse error: replace instead.
+            let text = if let Some(v) = extra.strip_prefix("pool = ") {
+                base("").replace("\"198.18.0.0/24\"", v)
+            } else if let Some(v) = extra.strip_prefix("private_key_file = ") {
+                base("").replace("\"server.key\"", v)
+            } else if extra.starts_with('[') {
+                base(extra)
+            } else {
+                base("").replacen("\n", &format!("\n{extra}\n"), 1)
+            };
+            let f: ConfigFile = toml::from_str(&text).unwrap();
+            let err = Settings::validate(f, &d).unwrap_err().to_string();
+            assert!(err.contains(key), "{err:?} should name {key}");
         }
         assert!(toml::from_str::<ConfigFile>(&base("bogus = 1")).is_err());
         std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn overrides_are_applied_before_validation() {
+        let d = tempdir("over");
+        write_key(&d);
+        let path = d.join("server.toml");
+        std::fs::write(&path, base("")).unwrap();
+        let over = |o: Overrides| Settings::load(&path, &o);
+        assert!(matches!(
+            over(Overrides {
+                ring_entries: Some(65536),
+                ..Default::default()
+            }),
+            Err(ConfigError::RingEntries(65536))
+        ));
+        for (o, key) in [
+            (
+                Overrides {
+                    tx_slots: Some(0),
+                    ..Default::default()
+                },
+                "tx_slots",
+            ),
+            (
+                Overrides {
+                    tun_rx_slots: Some(0),
+                    ..Default::default()
+                },
+                "tun_rx_slots",
+            ),
+            (
+                Overrides {
+                    udp_rx_slots: Some(0),
+                    ..Default::default()
+                },
+                "udp_rx_slots",
+            ),
+        ] {
+            match over(o) {
+                Err(ConfigError::NoSlots { key: k }) => assert_eq!(k, key),
+                other => panic!("{key}: {other:?}"),
+            }
+        }
+        match over(Overrides {
+            ring_entries: Some(512),
+            tx_slots: Some(600),
+            ..Default::default()
+        }) {
+            Err(ConfigError::RingTooSmall {
+                entries: 512,
+                min: 1024,
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            over(Overrides {
+                tcp_handshake_timeout_secs: Some(0),
+                ..Default::default()
+            }),
+            Err(ConfigError::TcpHandshakeTimeout)
+        ));
+        // A file value an override replaces is not checked: only the result is.
+        std::fs::write(&path, base("[uring]\ntx_slots = 0")).unwrap();
+        let s = over(Overrides {
+            tx_slots: Some(8),
+            tun_blocking: Some(true),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!((s.uring.tx_slots, s.uring.tun_blocking), (8, true));
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn the_ring_must_hold_every_slot() {
+        let t = Tunables {
+            ring_entries: 128,
+            tun_rx_slots: 64,
+            udp_rx_slots: 32,
+            tx_slots: 28,
+            sqpoll_idle_ms: 0,
+        };
+        assert_eq!(t.min_ring_entries(), 128);
+        assert!(t.check().is_ok());
+        let t = Tunables { tx_slots: 29, ..t };
+        assert_eq!(t.min_ring_entries(), 256);
+        assert!(matches!(
+            t.check(),
+            Err(ConfigError::RingTooSmall { min: 256, .. })
+        ));
+        // Sums past u32 do not wrap.
+        let t = Tunables {
+            tx_slots: u32::MAX,
+            ..t
+        };
+        assert!(matches!(t.check(), Err(ConfigError::RingTooSmall { .. })));
     }
 }

@@ -118,8 +118,22 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ringway-server: {e:#}");
-            ExitCode::FAILURE
+            exit_code(&e)
         }
+    }
+}
+
+/// EX_CONFIG (sysexits.h): a bad config value, from the file or the command line.
+const EX_CONFIG: u8 = 78;
+
+/// 78 for a configuration error, 1 for anything else.
+fn exit_code(e: &anyhow::Error) -> ExitCode {
+    if e.downcast_ref::<ringway_server::config::ConfigError>()
+        .is_some()
+    {
+        ExitCode::from(EX_CONFIG)
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -127,44 +141,35 @@ fn main() -> ExitCode {
 fn run(args: RunArgs) -> Result<()> {
     use anyhow::Context;
     use ringway_proto::wire::transport::OVERHEAD;
-    use ringway_server::config::Settings;
+    use ringway_server::config::{Overrides, Settings};
     use ringway_server::inside::tun::Tun;
     use ringway_server::outside::tcp::listener::Listener;
     use ringway_server::outside::udp::Udp;
     use ringway_server::sessions::Sessions;
-    use ringway_server::uring::{signals, Driver, Fds, TcpLimits, Tunables};
+    use ringway_server::uring::{signals, Driver, Fds, TcpLimits};
     use std::os::fd::AsRawFd;
     use std::time::Duration;
 
     // First, before anything could start a thread: route SIGINT/SIGTERM to the ring.
     let signal_fd = signals::shutdown_signalfd().context("cannot set up signal handling")?;
-    let mut settings = Settings::load(&args.config)?;
-    let u = &mut settings.uring;
-    u.ring_entries = args.ring_entries.unwrap_or(u.ring_entries);
-    u.tun_rx_slots = args.tun_rx_slots.unwrap_or(u.tun_rx_slots);
-    u.udp_rx_slots = args.udp_rx_slots.unwrap_or(u.udp_rx_slots);
-    u.tx_slots = args.tx_slots.unwrap_or(u.tx_slots);
-    u.sqpoll_idle_ms = args.sqpoll_idle_ms.unwrap_or(u.sqpoll_idle_ms);
-    u.tun_blocking = args.tun_blocking.unwrap_or(u.tun_blocking);
-    settings.udp_socket_buffer = args.udp_socket_buffer.unwrap_or(settings.udp_socket_buffer);
-    let t = &mut settings.tcp;
-    t.max_connections = args.max_tcp_connections.unwrap_or(t.max_connections);
-    t.handshake_timeout_secs = args
-        .tcp_handshake_timeout_secs
-        .unwrap_or(t.handshake_timeout_secs)
-        .max(1);
-    t.send_queue_bytes = args.tcp_send_queue_bytes.unwrap_or(t.send_queue_bytes);
-    t.socket_send_buffer = args.tcp_socket_send_buffer.unwrap_or(t.socket_send_buffer);
-    t.socket_recv_buffer = args.tcp_socket_recv_buffer.unwrap_or(t.socket_recv_buffer);
-    let u = &settings.uring;
-    let tunables = Tunables {
-        ring_entries: u.ring_entries,
-        tun_rx_slots: u.tun_rx_slots,
-        udp_rx_slots: u.udp_rx_slots,
-        tx_slots: u.tx_slots,
-        sqpoll_idle_ms: u.sqpoll_idle_ms,
+    let overrides = Overrides {
+        ring_entries: args.ring_entries,
+        tun_rx_slots: args.tun_rx_slots,
+        udp_rx_slots: args.udp_rx_slots,
+        tx_slots: args.tx_slots,
+        sqpoll_idle_ms: args.sqpoll_idle_ms,
+        tun_blocking: args.tun_blocking,
+        udp_socket_buffer: args.udp_socket_buffer,
+        max_tcp_connections: args.max_tcp_connections,
+        tcp_handshake_timeout_secs: args.tcp_handshake_timeout_secs,
+        tcp_send_queue_bytes: args.tcp_send_queue_bytes,
+        tcp_socket_send_buffer: args.tcp_socket_send_buffer,
+        tcp_socket_recv_buffer: args.tcp_socket_recv_buffer,
     };
-    tunables.check()?;
+    // Every value, from the file or the command line, is checked here, before
+    // anything is created.
+    let settings = Settings::load(&args.config, &overrides)?;
+    let tunables = settings.uring.tunables();
 
     let tun = Tun::create(&settings.tun_name, settings.uring.tun_blocking)?;
     tun.configure(

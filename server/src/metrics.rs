@@ -5,9 +5,9 @@
 
 use std::fmt;
 
-/// Why a packet or frame was dropped, or what happened to it.
+/// What the session layer did with packets and frames, and why it dropped any.
 #[derive(Debug, Default, Clone)]
-pub struct Counters {
+pub struct SessionCounters {
     /// IP packets read from the TUN and sent to a peer.
     pub inside_rx_packets: u64,
     /// Bytes of those packets.
@@ -48,7 +48,7 @@ pub struct Counters {
     pub drop_oversize: u64,
 }
 
-impl Counters {
+impl SessionCounters {
     /// Sum of all drop counters.
     pub fn drops(&self) -> u64 {
         self.drop_no_route
@@ -65,7 +65,7 @@ impl Counters {
     }
 }
 
-impl fmt::Display for Counters {
+impl fmt::Display for SessionCounters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -113,6 +113,11 @@ pub struct IoCounters {
     pub io_errors: u64,
     /// TUN reads that completed with EAGAIN (a wakeup with no packet).
     pub eagain: u64,
+    /// Completions for a request no longer in flight (a late completion of
+    /// an older arming): ignored.
+    pub stale_completions: u64,
+    /// Completions whose `user_data` we never produced: counted and retired.
+    pub unknown_completions: u64,
     /// TCP connections accepted.
     pub tcp_accepted: u64,
     /// TCP connections refused at the connection cap.
@@ -135,8 +140,8 @@ impl fmt::Display for IoCounters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "udp_tx {} tcp_tx {} tx_full {} tcp_queue_full {} truncated {} io_errors {} eagain {}; \
-             tcp_accepted {} tcp_refused {} tcp_closed_garbage {} tcp_closed_handshake_timeout {} \
+            "udp_tx {} tcp_tx {} tx_full {} tcp_queue_full {} truncated {} io_errors {} eagain {} \
+             stale {} unknown {}; tcp_accepted {} tcp_refused {} tcp_closed_garbage {} tcp_closed_handshake_timeout {} \
              tcp_closed_by_peer {} tcp_closed_error {} tcp_closed_session_end {} tcp_closed_idle {}",
             self.udp_tx_frames,
             self.tcp_tx_frames,
@@ -145,6 +150,8 @@ impl fmt::Display for IoCounters {
             self.drop_truncated,
             self.io_errors,
             self.eagain,
+            self.stale_completions,
+            self.unknown_completions,
             self.tcp_accepted,
             self.tcp_refused,
             self.tcp_closed_garbage,

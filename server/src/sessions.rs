@@ -24,7 +24,7 @@ use ringway_proto::wire::{frame_type, FrameType};
 use ringway_proto::{CowBytes, PublicKey, Session, SessionConfig};
 
 use crate::config::{Peer, Settings};
-use crate::metrics::Counters;
+use crate::metrics::SessionCounters;
 use crate::pool::IpPool;
 
 /// Bytes reserved in front of every payload in a slot buffer: a transport header
@@ -138,7 +138,7 @@ pub struct Sessions {
     pool: IpPool,
     template: SessionConfig,
     /// What happened to traffic, by reason.
-    pub counters: Counters,
+    pub counters: SessionCounters,
     reply: [u8; RESP_LEN],
     reject: [u8; REJECT_LEN],
     scratch: [u8; OVERHEAD + PROBE_LEN],
@@ -182,7 +182,7 @@ impl Sessions {
             by_inner: HashMap::new(),
             pool,
             template,
-            counters: Counters::default(),
+            counters: SessionCounters::default(),
             reply: [0; RESP_LEN],
             reject: [0; REJECT_LEN],
             scratch: [0; OVERHEAD + PROBE_LEN],

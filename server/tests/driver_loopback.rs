@@ -4,6 +4,12 @@
 //! ringway-proto. This exercises the ring code paths (slots, buffers, TCP
 //! reassembly and send queues, teardown) that the namespace tests cover only
 //! as root.
+//!
+//! Timing: every wait is for an event (a packet, a reply, a close) with a
+//! generous bound, never a sleep; bounds are far above the server's own
+//! deadlines, and why a connection was closed is read from the counters, not
+//! from how fast it happened. Every test ends by stopping the loop and checking
+//! that nothing is left in flight and every buffer is back.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
@@ -21,13 +27,17 @@ use ringway_proto::wire::transport::{HEADER_LEN, OVERHEAD};
 use ringway_proto::wire::FrameType;
 use ringway_proto::{Cipher, Session};
 use ringway_server::config::{Peer, Settings, TcpSection, UringSection};
-use ringway_server::metrics::{Counters, IoCounters};
+use ringway_server::metrics::{IoCounters, SessionCounters};
 use ringway_server::outside::tcp::listener::Listener;
 use ringway_server::outside::udp::Udp;
 use ringway_server::sessions::Sessions;
-use ringway_server::uring::{Driver, Fds, TcpLimits, Tunables};
+use ringway_server::uring::{Driver, Fds, RingUsage, TcpLimits, Tunables};
 
-const TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on any one wait for the server: far above anything it should take,
+/// so only a hang fails it.
+const TIMEOUT: Duration = Duration::from_secs(30);
+const TX_SLOTS: u32 = 64;
+const RX_SLOTS: u32 = 8;
 
 fn server_keys() -> Keypair {
     Keypair::from_random([11; 32])
@@ -43,15 +53,43 @@ struct Server {
     /// The TUN stand-in's other end.
     inside: UnixDatagram,
     stop: UnixDatagram,
-    done: mpsc::Receiver<(Counters, IoCounters)>,
+    done: mpsc::Receiver<Stopped>,
+}
+
+/// What the loop left behind.
+struct Stopped {
+    counters: SessionCounters,
+    io: IoCounters,
+    usage: RingUsage,
+}
+
+/// What a test may change about the server.
+struct Options {
+    peers: u8,
+    handshake_timeout: Duration,
+    idle_timeout: Duration,
+    max_connections: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            peers: 1,
+            handshake_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(180),
+            max_connections: 300,
+        }
+    }
 }
 
 impl Server {
-    fn start(peers: u8, handshake_timeout: Duration) -> Server {
-        Self::start_with(peers, handshake_timeout, Duration::from_secs(180))
-    }
-
-    fn start_with(peers: u8, handshake_timeout: Duration, idle_timeout: Duration) -> Server {
+    fn start(o: Options) -> Server {
+        let Options {
+            peers,
+            handshake_timeout,
+            idle_timeout,
+            max_connections,
+        } = o;
         let (tun_ours, inside) = UnixDatagram::pair().unwrap();
         // Non-blocking, as the server's TUN is by default: idle reads may
         // complete with EAGAIN and park on the readiness poll (how often
@@ -91,13 +129,13 @@ impl Server {
                 .unwrap();
             let tunables = Tunables {
                 ring_entries: 256,
-                tun_rx_slots: 8,
-                udp_rx_slots: 8,
-                tx_slots: 64,
+                tun_rx_slots: RX_SLOTS,
+                udp_rx_slots: RX_SLOTS,
+                tx_slots: TX_SLOTS,
                 sqpoll_idle_ms: 0,
             };
             let limits = TcpLimits {
-                max_connections: 300,
+                max_connections,
                 handshake_timeout,
                 send_queue_bytes: 64 * 1024,
                 rx_buffer_bytes: 4096,
@@ -115,13 +153,14 @@ impl Server {
             let mut driver =
                 Driver::new(&tunables, limits, 1420, fds, Sessions::new(&settings)).unwrap();
             driver.run().unwrap();
-            let counters = (
-                driver.sessions().counters.clone(),
-                driver.io_counters().clone(),
-            );
+            let stopped = Stopped {
+                counters: driver.sessions().counters.clone(),
+                io: driver.io_counters().clone(),
+                usage: driver.usage(),
+            };
             drop(driver);
             drop((tun_ours, stop_theirs, udp, tcp));
-            done_tx.send(counters).unwrap();
+            done_tx.send(stopped).unwrap();
         });
         let (udp, tcp) = addr_rx.recv_timeout(TIMEOUT).unwrap();
         Server {
@@ -133,20 +172,30 @@ impl Server {
         }
     }
 
-    /// Asks the loop to stop and returns its counters; fails if it takes over a second.
-    fn stop(self) -> (Counters, IoCounters) {
-        let t = Instant::now();
+    /// Asks the loop to stop and returns its counters, after checking that
+    /// it stopped cleanly: every request completed (none was left to the
+    /// shutdown grace period) and every buffer and tx slot is free.
+    fn stop(self) -> (SessionCounters, IoCounters) {
         self.stop.send(b"x").unwrap();
-        let c = self
+        let s = self
             .done
-            .recv_timeout(Duration::from_secs(2))
-            .expect("driver did not stop");
-        assert!(
-            t.elapsed() < Duration::from_secs(1),
-            "stop took {:?}",
-            t.elapsed()
+            .recv_timeout(TIMEOUT)
+            .expect("the driver did not stop (or its thread panicked)");
+        let buffers = (2 * RX_SLOTS + TX_SLOTS) as usize;
+        let idle = RingUsage {
+            in_flight: 0,
+            free_buffers: buffers,
+            buffers,
+            free_tx_slots: TX_SLOTS as usize,
+            tx_slots: TX_SLOTS as usize,
+        };
+        assert_eq!(
+            s.usage, idle,
+            "the loop stopped with work outstanding; {}",
+            s.io
         );
-        c
+        assert_eq!(s.io.unknown_completions, 0, "{}", s.io);
+        (s.counters, s.io)
     }
 }
 
@@ -213,7 +262,10 @@ const SERVER_INNER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 
 #[test]
 fn udp_and_tcp_clients_pass_packets_both_ways_at_once() {
-    let server = Server::start(2, Duration::from_secs(10));
+    let server = Server::start(Options {
+        peers: 2,
+        ..Options::default()
+    });
 
     // UDP client (peer 0).
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -282,7 +334,7 @@ fn udp_and_tcp_clients_pass_packets_both_ways_at_once() {
 
 #[test]
 fn tcp_frames_split_and_packed_across_reads() {
-    let server = Server::start(1, Duration::from_secs(10));
+    let server = Server::start(Options::default());
     let mut tcp = TcpClient::connect(server.tcp);
     let (hs, frame) = init(0, 1);
     tcp.send(&frame);
@@ -290,29 +342,48 @@ fn tcp_frames_split_and_packed_across_reads() {
     // 50 frames in one stream, written in awkward chunk sizes.
     let mut stream = Vec::new();
     let mut packets = Vec::new();
+    let mut ends = Vec::new();
     for i in 0..50u8 {
         let pkt = ipv4(cfg.client_addr, SERVER_INNER, 40 + i as usize * 20, i);
         let f = seal(&mut s, &pkt);
         stream.extend_from_slice(&encode_prefix(f.len()).unwrap());
         stream.extend_from_slice(&f);
         packets.push(pkt);
+        ends.push(stream.len());
     }
+    // After each chunk, wait for every packet it completed: the server has
+    // then read up to there, so the next chunk arrives in a later read and
+    // frames split across chunks are reassembled across reads.
+    let mut buf = vec![0u8; 4096];
+    let mut next = 0;
+    let mut written = 0;
     for chunk in stream.chunks(777) {
         tcp.stream.write_all(chunk).unwrap();
-        thread::sleep(Duration::from_millis(2));
+        written += chunk.len();
+        while next < packets.len() && ends[next] <= written {
+            let n = server.inside.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &packets[next][..], "packet {next}");
+            next += 1;
+        }
     }
-    let mut buf = vec![0u8; 4096];
-    for (i, pkt) in packets.iter().enumerate() {
-        let n = server.inside.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], &pkt[..], "packet {i}");
-    }
-    server.stop();
+    assert_eq!(next, packets.len());
+    let (counters, io) = server.stop();
+    assert_eq!(counters.inside_tx_packets, 50);
+    assert_eq!(io.tcp_closed_garbage, 0, "{io}");
 }
 
+/// Whether the server closes `stream` within `limit`. The limits tests use are
+/// far above the server's deadlines: they catch a connection never closed,
+/// and the counters say why one was.
 fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
-    stream.set_read_timeout(Some(limit)).unwrap();
+    let deadline = Instant::now() + limit;
     let mut b = [0u8; 64];
     loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
         match stream.read(&mut b) {
             Ok(0) => return true,
             Ok(_) => continue,
@@ -324,7 +395,10 @@ fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
 
 #[test]
 fn bad_tcp_peers_are_closed_and_good_ones_keep_working() {
-    let server = Server::start(1, Duration::from_secs(1));
+    let server = Server::start(Options {
+        handshake_timeout: Duration::from_secs(1),
+        ..Options::default()
+    });
     // Garbage: closed at once.
     let mut garbage = TcpStream::connect(server.tcp).unwrap();
     garbage.write_all(&[0xffu8; 4096]).unwrap();
@@ -347,12 +421,19 @@ fn bad_tcp_peers_are_closed_and_good_ones_keep_working() {
     good.send(&frame);
     let (mut s, cfg) = hs.handle_response(&good.recv(), Instant::now()).unwrap();
 
-    assert!(closed_within(&mut garbage, Duration::from_millis(900)));
-    assert!(closed_within(&mut zero, Duration::from_millis(900)));
-    assert!(closed_within(&mut huge, Duration::from_millis(900)));
-    assert!(closed_within(&mut stall, Duration::from_secs(4)));
+    for (name, c) in [
+        ("garbage", &mut garbage),
+        ("zero", &mut zero),
+        ("huge", &mut huge),
+        ("stall", &mut stall),
+    ] {
+        assert!(closed_within(c, TIMEOUT), "{name} was not closed");
+    }
     for c in &mut idle {
-        assert!(closed_within(c, Duration::from_secs(4)));
+        assert!(
+            closed_within(c, TIMEOUT),
+            "a silent connection was not closed"
+        );
     }
     // Well past its own handshake deadline, the good client still works.
     let pkt = ipv4(cfg.client_addr, SERVER_INNER, 300, 9);
@@ -361,47 +442,91 @@ fn bad_tcp_peers_are_closed_and_good_ones_keep_working() {
     let n = server.inside.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], &pkt[..]);
     let (_, io) = server.stop();
+    // The three bad streams for what they sent; the stall and the silent ones
+    // by the handshake deadline; the good one by none.
     assert_eq!(io.tcp_closed_garbage, 3, "{io}");
     assert_eq!(io.tcp_closed_handshake_timeout, 51, "{io}");
+    assert_eq!(io.tcp_accepted, 55, "{io}");
 }
+
+/// Connects and waits for the server's answer to an initiation from a key it
+/// does not know (a reject): proof the connection was accepted and read.
+fn connect_and_get_rejected(addr: SocketAddr) -> TcpClient {
+    let mut c = TcpClient::connect(addr);
+    let (_, frame) = init(UNKNOWN_PEER, 1);
+    c.send(&frame);
+    let reply = c.recv();
+    assert_eq!(
+        ringway_proto::wire::frame_type(&reply),
+        Ok(FrameType::HandshakeReject)
+    );
+    c
+}
+
+/// A peer index no server in these tests lists.
+const UNKNOWN_PEER: u8 = 200;
 
 #[test]
 fn tcp_connection_cap_refuses_cleanly() {
-    let server = Server::start(1, Duration::from_secs(10));
-    let mut held: Vec<TcpStream> = (0..300)
-        .map(|_| TcpStream::connect(server.tcp).unwrap())
+    let cap = 32;
+    let server = Server::start(Options {
+        max_connections: cap,
+        ..Options::default()
+    });
+    // Each held connection is accepted and answered before the next opens.
+    let held: Vec<TcpClient> = (0..cap)
+        .map(|_| connect_and_get_rejected(server.tcp))
         .collect();
-    // Give the loop time to accept them all, then one more is refused.
-    thread::sleep(Duration::from_millis(300));
+    // One more is accepted and closed at once.
     let mut extra = TcpStream::connect(server.tcp).unwrap();
-    assert!(closed_within(&mut extra, Duration::from_secs(3)));
-    // The ones accepted stay open.
-    held[0]
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let mut b = [0u8; 1];
     assert!(
-        held[0].read(&mut b).is_err(),
-        "an accepted connection was closed"
+        closed_within(&mut extra, TIMEOUT),
+        "the connection over the cap stayed open"
     );
-    let (_, io) = server.stop();
+    let (counters, io) = server.stop();
     assert_eq!(io.tcp_refused, 1, "{io}");
+    assert_eq!(io.tcp_accepted, u64::from(cap), "{io}");
+    assert_eq!(counters.drop_unknown_peer, u64::from(cap));
+    // None of the accepted ones was closed before the shutdown.
+    let closed = io.tcp_closed_garbage
+        + io.tcp_closed_handshake_timeout
+        + io.tcp_closed_by_peer
+        + io.tcp_closed_error
+        + io.tcp_closed_idle;
+    assert_eq!(closed, 0, "{io}");
     drop(held);
 }
 
 #[test]
-fn stops_within_a_second_with_requests_in_flight() {
-    let server = Server::start(1, Duration::from_secs(10));
-    let _conns: Vec<TcpStream> = (0..20)
-        .map(|_| TcpStream::connect(server.tcp).unwrap())
+fn stops_cleanly_with_requests_in_flight() {
+    let server = Server::start(Options::default());
+    // Twenty connections, each with a receive in flight and one reply sent;
+    // a UDP datagram answered too.
+    let _conns: Vec<TcpClient> = (0..20)
+        .map(|_| connect_and_get_rejected(server.tcp))
         .collect();
-    thread::sleep(Duration::from_millis(100));
-    server.stop();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let (_, frame) = init(UNKNOWN_PEER, 1);
+    udp.send_to(&frame, server.udp).unwrap();
+    let mut reply = [0u8; 64];
+    let n = udp.recv(&mut reply).unwrap();
+    assert_eq!(
+        ringway_proto::wire::frame_type(&reply[..n]),
+        Ok(FrameType::HandshakeReject)
+    );
+    // `stop` checks that nothing is left in flight and every buffer is back.
+    let (counters, io) = server.stop();
+    assert_eq!(counters.drop_unknown_peer, 21);
+    assert_eq!((io.tcp_accepted, io.udp_tx_frames), (20, 1), "{io}");
 }
 
 #[test]
 fn tcp_connection_left_behind_by_its_session_is_closed_when_idle() {
-    let server = Server::start_with(1, Duration::from_secs(10), Duration::from_secs(2));
+    let server = Server::start(Options {
+        idle_timeout: Duration::from_secs(2),
+        ..Options::default()
+    });
     // Handshake on A, then again on B: the session moves to B and A goes quiet.
     let mut a = TcpClient::connect(server.tcp);
     let (hs, frame) = init(0, 1);
@@ -411,8 +536,9 @@ fn tcp_connection_left_behind_by_its_session_is_closed_when_idle() {
     let (hs, frame) = init(0, 2);
     b.send(&frame);
     let (mut s, cfg) = hs.handle_response(&b.recv(), Instant::now()).unwrap();
-    // B stays busy; A is closed once silent for the idle timeout.
-    let deadline = Instant::now() + Duration::from_secs(6);
+    // B stays busy; A is closed once silent for the idle timeout (2 s, checked
+    // each second). The bound only catches a connection never closed.
+    let deadline = Instant::now() + TIMEOUT;
     let mut buf = vec![0u8; 2048];
     a.stream
         .set_read_timeout(Some(Duration::from_millis(300)))

@@ -1,32 +1,66 @@
-//! One allocation of equal-sized packet buffers, handed out by index.
+//! Packet buffers: one allocation of equal-sized buffers, each claimed by a
+//! [`PacketBuf`] token.
 //!
-//! Buffers move between owners without copying: a TUN read slot hands its
-//! filled buffer to a tx slot (which sends the sealed frame from it) and takes
-//! a free one to re-arm with. The pool is sized so that whenever a tx slot is
-//! free, a buffer is free too (`rx slots + tx slots` buffers in all), so
-//! re-arming a receive never waits.
+//! Whoever holds a buffer's token, and only they, may touch its bytes. A
+//! receive slot holds the token of the buffer the kernel reads into while its
+//! request is in flight; when the completion hands the token back, the filled
+//! buffer moves (token and all, no copy) to the tx slot that sends it, and the
+//! receive re-arms with a fresh token from the pool. A token is neither `Copy`
+//! nor `Clone`, so no buffer can have two owners, and none can be touched while
+//! its token sits in an armed slot.
 //!
-//! Addresses are stable: the backing store is allocated once and never grows,
-//! which is what lets the kernel hold a pointer into it across a submission.
+//! The memory is allocated once, never grows or moves, and is reached only
+//! through raw pointers made from its base ([`BufferPool::ptr`] for a
+//! submission, [`BufferPool::bytes_mut`] for the token holder), never through a
+//! `&mut` over the whole pool, so the kernel writing one buffer and the loop
+//! working on another never overlap a borrow.
+//!
+//! A pool has one buffer size. A path that needs another size (64 KiB TUN
+//! reads with segmentation offload, small control buffers) gets a pool of its
+//! own; a token names its pool, and a pool refuses (panics on) another's.
+#![allow(unsafe_code)]
 
-/// A buffer's index in the pool.
-pub type BufId = u32;
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::kernel_box::KernelBox;
+
+/// The claim on one buffer of a [`BufferPool`]: not `Copy`, not `Clone`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PacketBuf {
+    pool: u32,
+    index: u32,
+}
+
+/// Tells pools apart, so a token is only ever honoured by the pool that made it.
+static NEXT_POOL_ID: AtomicU32 = AtomicU32::new(0);
 
 /// Fixed-size buffers in one block of memory.
 #[derive(Debug)]
 pub struct BufferPool {
-    mem: Box<[u8]>,
+    id: u32,
+    mem: KernelBox<[UnsafeCell<u8>]>,
     buf_size: usize,
-    free: Vec<BufId>,
+    count: usize,
+    free: Vec<PacketBuf>,
 }
 
 impl BufferPool {
     /// `count` buffers of `buf_size` bytes each.
     pub fn new(count: usize, buf_size: usize) -> Self {
+        let mem: Box<[UnsafeCell<u8>]> =
+            (0..count * buf_size).map(|_| UnsafeCell::new(0)).collect();
+        let count32 = u32::try_from(count).expect("a buffer pool of more than 2^32 buffers");
+        let id = NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed);
         BufferPool {
-            mem: vec![0u8; count * buf_size].into_boxed_slice(),
+            id,
+            mem: KernelBox::new(mem),
             buf_size,
-            free: (0..count as BufId).rev().collect(),
+            count,
+            free: (0..count32)
+                .rev()
+                .map(|index| PacketBuf { pool: id, index })
+                .collect(),
         }
     }
 
@@ -35,15 +69,9 @@ impl BufferPool {
         self.buf_size
     }
 
-    /// Takes a free buffer.
-    pub fn take(&mut self) -> Option<BufId> {
-        self.free.pop()
-    }
-
-    /// Returns a buffer to the pool.
-    pub fn put(&mut self, id: BufId) {
-        debug_assert!(!self.free.contains(&id), "buffer {id} returned twice");
-        self.free.push(id);
+    /// Buffers in the pool, taken or not.
+    pub fn capacity(&self) -> usize {
+        self.count
     }
 
     /// Free buffers.
@@ -51,16 +79,65 @@ impl BufferPool {
         self.free.len()
     }
 
-    /// The bytes of buffer `id`.
-    pub fn get_mut(&mut self, id: BufId) -> &mut [u8] {
-        let start = id as usize * self.buf_size;
-        &mut self.mem[start..start + self.buf_size]
+    /// Takes a free buffer.
+    pub fn take(&mut self) -> Option<PacketBuf> {
+        self.free.pop()
     }
 
-    /// A raw pointer to byte `offset` of buffer `id`, for a submission. The
-    /// pointer stays valid for as long as the pool lives.
-    pub fn ptr(&mut self, id: BufId, offset: usize) -> *mut u8 {
-        self.get_mut(id)[offset..].as_mut_ptr()
+    /// Returns a buffer to the pool.
+    pub fn put(&mut self, buf: PacketBuf) {
+        debug_assert!(buf.pool == self.id, "{buf:?} returned to pool {}", self.id);
+        debug_assert!(
+            self.free.len() < self.count,
+            "more buffers returned than the pool has"
+        );
+        self.free.push(buf);
+    }
+
+    /// Start of `buf`'s bytes, with provenance over the whole pool.
+    fn start(&self, buf: &PacketBuf) -> *mut u8 {
+        let index = buf.index as usize;
+        assert!(
+            buf.pool == self.id && index < self.count,
+            "{buf:?} is not from pool {}",
+            self.id
+        );
+        // `UnsafeCell<u8>` has the layout of `u8`, and a pointer derived from a
+        // shared reference to `UnsafeCell`s may be written through.
+        let base: *mut u8 = self.mem.get().as_ptr().cast::<u8>().cast_mut();
+        base.wrapping_add(index * self.buf_size)
+    }
+
+    /// A raw pointer to `len` bytes at `offset` in `buf`, for a submission.
+    /// Panics if the range does not lie in the buffer: the kernel would
+    /// otherwise read or write past it.
+    pub fn ptr(&self, buf: &PacketBuf, offset: usize, len: usize) -> *mut u8 {
+        assert!(
+            offset
+                .checked_add(len)
+                .is_some_and(|end| end <= self.buf_size),
+            "{len} bytes at {offset} do not fit a {}-byte buffer",
+            self.buf_size
+        );
+        self.start(buf).wrapping_add(offset)
+    }
+
+    /// The bytes of `buf`, for whoever holds its token.
+    pub fn bytes_mut<'a>(&'a self, buf: &'a mut PacketBuf) -> &'a mut [u8] {
+        let start = self.start(buf);
+        // SAFETY: `start..start + buf_size` is buffer `index` of the live
+        // allocation (`start` checks that the token is this pool's). This pool
+        // made exactly one token per index, and this one is borrowed mutably
+        // for `'a`, so no other slice of
+        // these bytes exists, and the token cannot be in an armed slot, so the
+        // kernel is not using them. The pool cannot be freed while `&'a self`
+        // lives.
+        unsafe { std::slice::from_raw_parts_mut(start, self.buf_size) }
+    }
+
+    /// Never free the memory: the kernel may still write into it.
+    pub fn leak(&mut self) {
+        self.mem.leak();
     }
 }
 
@@ -71,19 +148,39 @@ mod tests {
     #[test]
     fn take_put_and_disjoint_buffers() {
         let mut p = BufferPool::new(3, 16);
-        let a = p.take().unwrap();
-        let b = p.take().unwrap();
+        let mut a = p.take().unwrap();
+        let mut b = p.take().unwrap();
         assert_ne!(a, b);
-        p.get_mut(a).fill(1);
-        p.get_mut(b).fill(2);
-        assert!(p.get_mut(a).iter().all(|&x| x == 1));
+        p.bytes_mut(&mut a).fill(1);
+        p.bytes_mut(&mut b).fill(2);
+        assert!(p.bytes_mut(&mut a).iter().all(|&x| x == 1));
+        assert!(p.bytes_mut(&mut b).iter().all(|&x| x == 2));
         assert_eq!(p.available(), 1);
         p.put(a);
         p.put(b);
         assert_eq!(p.available(), 3);
-        let c = p.take().unwrap();
-        let base = p.ptr(c, 0) as usize;
-        assert_eq!(p.ptr(c, 5) as usize, base + 5);
-        assert_eq!(p.get_mut(c).len(), 16);
+        assert_eq!(p.capacity(), 3);
+        let mut c = p.take().unwrap();
+        let base = p.ptr(&c, 0, 16) as usize;
+        assert_eq!(p.ptr(&c, 5, 11) as usize, base + 5);
+        assert_eq!(p.bytes_mut(&mut c).as_ptr() as usize, base);
+        assert_eq!(p.bytes_mut(&mut c).len(), 16);
+    }
+
+    #[test]
+    #[should_panic(expected = "is not from pool")]
+    fn another_pools_token_is_refused() {
+        let mut a = BufferPool::new(2, 16);
+        let b = BufferPool::new(2, 16);
+        let mut t = a.take().unwrap();
+        b.bytes_mut(&mut t);
+    }
+
+    #[test]
+    #[should_panic(expected = "do not fit")]
+    fn a_range_past_the_buffer_is_refused() {
+        let mut p = BufferPool::new(2, 16);
+        let b = p.take().unwrap();
+        p.ptr(&b, 8, 9);
     }
 }

@@ -1,19 +1,35 @@
 //! The io_uring driver: one ring, one thread, every data-path I/O.
 //!
+//! - [`driver`]: setup, the loop, and dispatch of completions to the paths.
+//! - `paths`: one type per I/O path (TUN, UDP, TCP, timer, signal), each
+//!   owning its slots and handling its own completions.
+//! - `context`: what the paths share: session layer, submission queue,
+//!   buffers, send slots, counters.
+//! - `queue`: submissions waiting for the ring, and the exact in-flight count.
+//! - `slots`: a request per slot, armed until its own completion; the one
+//!   completion check every path uses.
+//! - [`buffers`]: packet buffers, each claimed by a non-`Copy` token.
+//! - `tx`: send slots, claimed only through a permit.
+//! - `msg`, `kernel_box`: memory the kernel reads or writes (`msghdr`s and
+//!   the like), at fixed addresses, reached only through shared references.
 //! - [`user_data`]: which path/slot/generation a completion belongs to.
-//! - [`buffers`]: the packet buffers, moved between slots without copying.
-//! - [`driver`]: the loop: reap completions, hand bytes to the session layer,
-//!   queue what it asks for, submit; the TUN and UDP paths.
-//! - [`tx`]: send slots and the helpers that queue sends and TUN writes.
-//! - [`tcp`]: TCP connections: accept, receive, send queues, teardown.
 //! - [`signals`]: SIGINT/SIGTERM as a readable descriptor.
+//!
+//! Dependencies point one way: the driver uses the paths, the paths use the
+//! context and the building blocks below it, and nothing uses the driver.
 
 pub mod buffers;
+mod context;
 pub mod driver;
+mod kernel_box;
+mod msg;
+mod paths;
+mod queue;
 pub mod signals;
-mod tcp;
+mod slots;
 mod tx;
 pub mod user_data;
 
-pub use driver::{Driver, Fds, Tunables};
-pub use tcp::TcpLimits;
+pub use crate::config::Tunables;
+pub use driver::{Driver, DriverError, Fds, RingUsage};
+pub use paths::tcp::TcpLimits;

@@ -1,231 +1,231 @@
-//! Send slots and submission bookkeeping shared by every path.
+//! Send slots: UDP datagrams and TUN writes.
 //!
-//! A tx slot owns the buffer it sends from until its completion; the helpers
-//! here fill the slot's `msghdr`/`iovec` (which live in the slot, at a stable
-//! address) and queue the request.
+//! A slot is claimed only through [`TxTable::reserve`], which hands out a
+//! [`Permit`]; [`TxTable::submit`] spends the permit and the buffer token, and
+//! only the send's completion ([`TxTable::complete`]) frees the slot and gives
+//! the token back. While the send is in flight the slot holds the token, so
+//! nothing else can touch the buffer, and its `msghdr` lives in a
+//! [`KernelBox`], so nothing else can move or free it.
 #![allow(unsafe_code)]
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::os::fd::RawFd;
 
-use io_uring::{opcode, squeue, types};
-use socket2::SockAddr;
+use io_uring::{opcode, types};
 
-use super::buffers::{BufId, BufferPool};
-use super::user_data::{next_generation, Path, UserData};
-use crate::sessions::FRAME_OFFSET;
+use super::buffers::{BufferPool, PacketBuf};
+use super::kernel_box::KernelBox;
+use super::msg::MsgBuf;
+use super::queue::Queue;
+use super::slots::{Completion, SlotTable};
+use super::user_data::Path;
 
-/// What the kernel reads or writes for a sendmsg/recvmsg. Pointers inside are
-/// refreshed each time the slot is armed, from the slot's own fields.
-pub(super) struct MsgSlot {
-    pub hdr: libc::msghdr,
-    pub iov: libc::iovec,
-    /// Where recvmsg writes the sender's address.
-    pub from: libc::sockaddr_storage,
-    /// Where sendmsg reads the destination from.
-    pub to: SockAddr,
+/// The claim on one free tx slot, from [`TxTable::reserve`]: spent by
+/// [`TxTable::submit`] or handed back with [`TxTable::release`]. Not `Copy`:
+/// one claim, one send.
+#[derive(Debug)]
+#[must_use = "a permit holds a tx slot until it is submitted or released"]
+pub(super) struct Permit {
+    slot: u32,
 }
 
-impl MsgSlot {
-    pub fn new() -> Self {
-        // SAFETY: msghdr, iovec and sockaddr_storage are plain C structs for
-        // which all-zero bytes are a valid (empty) value.
-        let (hdr, iov, from) =
-            unsafe { (std::mem::zeroed(), std::mem::zeroed(), std::mem::zeroed()) };
-        MsgSlot {
-            hdr,
-            iov,
-            from,
-            to: SockAddr::from(SocketAddr::from(([0, 0, 0, 0], 0))),
-        }
-    }
+/// One send, with the buffer it sends from.
+#[derive(Debug)]
+pub(super) enum Send {
+    /// One UDP datagram: bytes `frame` of `buf`, to `to`.
+    Udp {
+        /// The UDP socket.
+        fd: RawFd,
+        /// The buffer holding the frame.
+        buf: PacketBuf,
+        /// Where the frame lies in it.
+        frame: Range<usize>,
+        /// The peer.
+        to: SocketAddr,
+    },
+    /// One TUN write: the IP packet at `packet` in `buf`.
+    Tun {
+        /// The TUN device.
+        fd: RawFd,
+        /// The buffer holding the packet.
+        buf: PacketBuf,
+        /// Where the packet lies in it.
+        packet: Range<usize>,
+    },
 }
 
-impl MsgSlot {
-    /// Points the header at one data buffer and a socket address, refreshing
-    /// every pointer from this slot's own (stable) fields.
-    pub fn point(
-        &mut self,
-        data: *mut u8,
-        len: usize,
-        name: *mut libc::c_void,
-        namelen: libc::socklen_t,
-    ) {
-        self.iov.iov_base = data.cast();
-        self.iov.iov_len = len;
-        self.hdr.msg_name = name;
-        self.hdr.msg_namelen = namelen;
-        self.hdr.msg_iov = &mut self.iov;
-        self.hdr.msg_iovlen = 1;
-        self.hdr.msg_control = std::ptr::null_mut();
-        self.hdr.msg_controllen = 0;
-        self.hdr.msg_flags = 0;
-    }
-
-    /// Points the header at `data` and at `from` for recvmsg to fill.
-    pub fn point_for_recv(&mut self, data: *mut u8, len: usize) {
-        let name = (&mut self.from as *mut libc::sockaddr_storage).cast();
-        self.point(
-            data,
-            len,
-            name,
-            std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
-        );
-    }
-
-    /// Points the header at `data` and at destination `to`.
-    pub fn point_for_send(&mut self, data: *mut u8, len: usize, to: SocketAddr) {
-        self.to = SockAddr::from(to);
-        let (name, namelen) = (self.to.as_ptr() as *mut libc::c_void, self.to.len());
-        self.point(data, len, name, namelen);
-    }
-}
-
-/// Queues a cancel of the request tagged `target`; the cancel's own
-/// completion carries nothing we need.
-pub(super) fn queue_cancel(queue: &mut Queue, target: UserData) {
-    let me = UserData {
-        path: Path::Cancel,
-        slot: 0,
-        generation: 0,
-    };
-    queue.push(
-        opcode::AsyncCancel::new(target.encode())
-            .build()
-            .user_data(me.encode()),
-    );
-}
-
-/// Which kind of send a tx slot carries.
+/// Which kind of send a slot carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum TxKind {
+    /// A UDP datagram.
     Udp,
+    /// A TUN write.
     Tun,
 }
 
-pub(super) struct TxSlot {
-    pub buf: BufId,
-    pub generation: u32,
-    pub busy: bool,
-    pub kind: TxKind,
-    pub msg: MsgSlot,
+/// What a tx slot owns while its send is in flight. A multi-datagram send
+/// (UDP_SEGMENT) would add its segment count here.
+#[derive(Debug)]
+struct InFlight {
+    buf: PacketBuf,
+    kind: TxKind,
 }
 
-/// Slots for sends: each holds the buffer it sends from until its completion.
+/// A finished send: what it was and the buffer it gives back.
+#[derive(Debug)]
+pub(super) struct Sent {
+    /// What was sent.
+    pub kind: TxKind,
+    /// The buffer, free again.
+    pub buf: PacketBuf,
+}
+
+/// Slots for sends.
+#[derive(Debug)]
 pub(super) struct TxTable {
-    pub slots: Vec<TxSlot>,
-    pub free: Vec<u32>,
+    slots: SlotTable<InFlight>,
+    msgs: KernelBox<[MsgBuf<1>]>,
+    free: Vec<u32>,
 }
 
 impl TxTable {
-    /// Marks slot `t` busy with `buf` for a send of `kind` and returns the
-    /// `user_data` its request carries (a fresh generation).
-    fn claim(&mut self, t: u32, buf: BufId, kind: TxKind) -> (&mut TxSlot, UserData) {
-        let s = &mut self.slots[t as usize];
-        s.busy = true;
-        s.buf = buf;
-        s.kind = kind;
-        s.generation = next_generation(s.generation);
-        let ud = UserData {
-            path: Path::Tx,
-            slot: t,
-            generation: s.generation,
-        };
-        (s, ud)
-    }
-
+    /// `n` free slots.
     pub fn new(n: u32) -> Self {
         TxTable {
-            slots: (0..n)
-                .map(|_| TxSlot {
-                    buf: 0,
-                    generation: 0,
-                    busy: false,
-                    kind: TxKind::Udp,
-                    msg: MsgSlot::new(),
-                })
-                .collect(),
+            slots: SlotTable::new(Path::Tx, n),
+            msgs: MsgBuf::table(n as usize),
             free: (0..n).rev().collect(),
         }
     }
-}
 
-/// Queued submissions and the count of requests the kernel holds or will hold.
-pub(super) struct Queue {
-    pub pending: VecDeque<squeue::Entry>,
-    pub inflight: usize,
-}
+    /// Slots in all.
+    pub fn len(&self) -> u32 {
+        self.slots.len()
+    }
 
-impl Queue {
-    pub fn push(&mut self, e: squeue::Entry) {
-        self.pending.push_back(e);
-        self.inflight += 1;
+    /// Slots neither in flight nor reserved.
+    pub fn free_slots(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Claims a free slot.
+    pub fn reserve(&mut self) -> Option<Permit> {
+        self.free.pop().map(|slot| Permit { slot })
+    }
+
+    /// Hands back a permit that will not be used.
+    pub fn release(&mut self, permit: Permit) {
+        self.free.push(permit.slot);
+    }
+
+    /// Queues `send` in the permit's slot, which owns its buffer until the
+    /// completion.
+    pub fn submit(&mut self, queue: &mut Queue, bufs: &BufferPool, permit: Permit, send: Send) {
+        let Permit { slot } = permit;
+        debug_assert!(
+            !self.slots.is_armed(slot),
+            "tx slot {slot} reserved while in flight"
+        );
+        let msg = &self.msgs.get()[slot as usize];
+        let (entry, owned) = match send {
+            Send::Udp { fd, buf, frame, to } => {
+                let ptr = bufs.ptr(&buf, frame.start, frame.len());
+                // SAFETY: the permit proves slot `slot` free: no request using
+                // its header is in flight.
+                unsafe { msg.prepare_send(ptr, frame.len(), to) };
+                let e = opcode::SendMsg::new(types::Fd(fd), msg.header()).build();
+                (
+                    e,
+                    InFlight {
+                        buf,
+                        kind: TxKind::Udp,
+                    },
+                )
+            }
+            Send::Tun { fd, buf, packet } => {
+                let ptr = bufs.ptr(&buf, packet.start, packet.len());
+                let e = opcode::Write::new(types::Fd(fd), ptr, packet.len() as u32).build();
+                (
+                    e,
+                    InFlight {
+                        buf,
+                        kind: TxKind::Tun,
+                    },
+                )
+            }
+        };
+        let ud = self.slots.arm(slot, owned);
+        // SAFETY: the entry points at the bytes of the buffer whose token now
+        // sits in armed slot `slot`, and (for sendmsg) at `msgs[slot]` in a
+        // KernelBox. The token leaves the slot, and the slot becomes free,
+        // only through this send's completion (`complete` below); the pool's
+        // and the table's memory is freed only once the ring holds no
+        // request, and leaked otherwise (`Driver::drop`).
+        unsafe { queue.push(entry.user_data(ud.encode())) };
+    }
+
+    /// The send `c` belongs to is over: frees its slot and returns its buffer.
+    /// `None` for a late or foreign completion.
+    pub fn complete(&mut self, c: &Completion) -> Option<Sent> {
+        let (slot, InFlight { buf, kind }) = self.slots.complete(c)?;
+        self.free.push(slot);
+        Some(Sent { kind, buf })
+    }
+
+    /// Never free the headers: the kernel may still read them.
+    pub fn leak(&mut self) {
+        self.msgs.leak();
     }
 }
 
-/// Queues a sendmsg of `len` bytes from `buf` (at the frame offset) to `to`
-/// using tx slot `t`, which owns `buf` until the completion.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn queue_udp_send(
-    bufs: &mut BufferPool,
-    tx: &mut TxTable,
-    queue: &mut Queue,
-    udp_fd: RawFd,
-    t: u32,
-    buf: BufId,
-    len: usize,
-    to: SocketAddr,
-) {
-    let ptr = bufs.ptr(buf, FRAME_OFFSET);
-    let (s, ud) = tx.claim(t, buf, TxKind::Udp);
-    let m = &mut s.msg;
-    m.point_for_send(ptr, len, to);
-    queue.push(
-        opcode::SendMsg::new(types::Fd(udp_fd), &m.hdr)
-            .build()
-            .user_data(ud.encode()),
-    );
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Queues a TUN write of `len` bytes at `offset` in `buf` using tx slot `t`.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn queue_tun_write(
-    bufs: &mut BufferPool,
-    tx: &mut TxTable,
-    queue: &mut Queue,
-    tun_fd: RawFd,
-    t: u32,
-    buf: BufId,
-    offset: usize,
-    len: usize,
-) {
-    let ptr = bufs.ptr(buf, offset);
-    let (_, ud) = tx.claim(t, buf, TxKind::Tun);
-    queue.push(
-        opcode::Write::new(types::Fd(tun_fd), ptr, len as u32)
-            .build()
-            .user_data(ud.encode()),
-    );
-}
-
-/// Copies `bytes` into a free buffer at `offset` and returns it with a tx slot
-/// reserved for it, or `None` when every tx slot is busy. Used where the bytes
-/// do not already sit in a slot buffer (handshake replies, keepalives, TCP
-/// frames bound for the TUN).
-pub(super) fn take_copy(
-    bufs: &mut BufferPool,
-    tx: &mut TxTable,
-    offset: usize,
-    bytes: &[u8],
-) -> Option<(u32, BufId, usize)> {
-    let t = tx.free.pop()?;
-    let Some(buf) = bufs.take() else {
-        tx.free.push(t);
-        return None;
-    };
-    let dst = &mut bufs.get_mut(buf)[offset..];
-    let n = bytes.len().min(dst.len());
-    dst[..n].copy_from_slice(&bytes[..n]);
-    Some((t, buf, n))
+    #[test]
+    fn a_slot_is_free_again_only_after_its_completion() {
+        let mut bufs = BufferPool::new(2, 64);
+        let mut tx = TxTable::new(1);
+        let mut queue = Queue::with_capacity(2);
+        let p = tx.reserve().expect("one slot");
+        assert!(tx.reserve().is_none());
+        let buf = bufs.take().unwrap();
+        let send = Send::Tun {
+            fd: -1,
+            buf,
+            packet: 16..48,
+        };
+        tx.submit(&mut queue, &bufs, p, send);
+        assert_eq!(tx.free_slots(), 0);
+        assert_eq!(queue.inflight(), 1);
+        let ud = crate::uring::user_data::UserData {
+            path: Path::Tx,
+            slot: 0,
+            generation: 1,
+        };
+        let stale = Completion {
+            ud: crate::uring::user_data::UserData {
+                generation: 7,
+                ..ud
+            },
+            res: 32,
+            flags: 0,
+        };
+        assert!(tx.complete(&stale).is_none());
+        assert_eq!(tx.free_slots(), 0);
+        let sent = tx
+            .complete(&Completion {
+                ud,
+                res: 32,
+                flags: 0,
+            })
+            .expect("the send's own completion");
+        assert_eq!(sent.kind, TxKind::Tun);
+        bufs.put(sent.buf);
+        assert_eq!((tx.free_slots(), bufs.available()), (1, 2));
+        let p = tx.reserve().unwrap();
+        tx.release(p);
+        assert_eq!(tx.free_slots(), 1);
+    }
 }

@@ -39,20 +39,30 @@ pub enum Path {
 }
 
 impl Path {
+    /// Every path, in tag order.
+    pub const ALL: [Path; 10] = [
+        Path::TunRx,
+        Path::UdpRx,
+        Path::Tx,
+        Path::Timer,
+        Path::Signal,
+        Path::Cancel,
+        Path::TunPoll,
+        Path::Accept,
+        Path::TcpRx,
+        Path::TcpTx,
+    ];
+
+    /// Whether one submission on this path may complete many times: such a
+    /// request stays in flight (and counted) while its completions carry the
+    /// "more" flag, and ends with the first one that does not.
+    pub const fn is_multishot(self) -> bool {
+        matches!(self, Path::Accept | Path::TunPoll)
+    }
+
     fn from_u8(b: u8) -> Option<Self> {
-        Some(match b {
-            1 => Path::TunRx,
-            2 => Path::UdpRx,
-            3 => Path::Tx,
-            4 => Path::Timer,
-            5 => Path::Signal,
-            6 => Path::Cancel,
-            7 => Path::TunPoll,
-            8 => Path::Accept,
-            9 => Path::TcpRx,
-            10 => Path::TcpTx,
-            _ => return None,
-        })
+        // Tags run 1..=10 in `ALL` order (a test holds this), so the tag is an index.
+        Path::ALL.get(usize::from(b).wrapping_sub(1)).copied()
     }
 }
 
@@ -99,18 +109,7 @@ mod tests {
 
     #[test]
     fn round_trips_every_path_and_extremes() {
-        for path in [
-            Path::TunRx,
-            Path::UdpRx,
-            Path::Tx,
-            Path::Timer,
-            Path::Signal,
-            Path::Cancel,
-            Path::TunPoll,
-            Path::Accept,
-            Path::TcpRx,
-            Path::TcpTx,
-        ] {
+        for path in Path::ALL {
             for (slot, generation) in [(0, 0), (u32::MAX, GENERATION_MASK), (17, 99)] {
                 let u = UserData {
                     path,
@@ -122,6 +121,14 @@ mod tests {
         }
         assert_eq!(UserData::decode(0), None);
         assert_eq!(UserData::decode(0xff << 56), None);
+    }
+
+    #[test]
+    fn all_lists_every_tag_once_and_only_accept_and_poll_are_multishot() {
+        let tags: Vec<u8> = Path::ALL.iter().map(|p| *p as u8).collect();
+        assert_eq!(tags, (1..=10).collect::<Vec<u8>>());
+        let multishot: Vec<Path> = Path::ALL.into_iter().filter(|p| p.is_multishot()).collect();
+        assert_eq!(multishot, [Path::TunPoll, Path::Accept]);
     }
 
     #[test]

@@ -1,0 +1,241 @@
+//! The driver in a real ring, without root: a blocking Unix datagram
+//! socketpair stands in for the TUN (reads stay in flight until a packet
+//! arrives, as on a real TUN), and another one is the stop trigger. Each test
+//! steps the loop one round at a time and looks at exactly what happened.
+#![allow(unsafe_code)]
+
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+use io_uring::opcode;
+use ringway_proto::{Cipher, Keypair};
+
+use super::*;
+use crate::config::{Settings, TcpSection, UringSection};
+use crate::uring::user_data::GENERATION_MASK;
+
+const TUN_SLOTS: u32 = 16;
+const TX_SLOTS: u32 = 8;
+/// Rounds a test may take to see what it waits for: each round waits for at
+/// least one completion, so this bounds a test that would otherwise hang.
+const MAX_ROUNDS: usize = 10_000;
+
+struct Rig {
+    driver: Driver,
+    /// Our end of the TUN stand-in.
+    inside: UnixDatagram,
+    /// Our end of the stop trigger.
+    stop: UnixDatagram,
+    // The driver's ends: open for as long as the driver lives.
+    _theirs: (UnixDatagram, UnixDatagram),
+}
+
+fn settings() -> Settings {
+    Settings {
+        listen_udp: None,
+        listen_tcp: None,
+        udp_socket_buffer: 0,
+        secret_key: Keypair::from_random([3; 32]).secret,
+        pool: "198.18.0.0/24".parse().unwrap(),
+        tun_name: "unused".into(),
+        mtu: 1420,
+        keepalive_secs: 25,
+        idle_timeout_secs: 180,
+        cipher: Cipher::Aes256Gcm,
+        rekey_after_secs: 0,
+        uring: UringSection::default(),
+        tcp: TcpSection::default(),
+        peers: Vec::new(),
+    }
+}
+
+fn rig() -> Rig {
+    let (tun, inside) = UnixDatagram::pair().unwrap();
+    let (signal, stop) = UnixDatagram::pair().unwrap();
+    let tunables = Tunables {
+        // The smallest ring these slots allow: 16 + 1 + 8 + 4 requests.
+        ring_entries: 32,
+        tun_rx_slots: TUN_SLOTS,
+        udp_rx_slots: 1,
+        tx_slots: TX_SLOTS,
+        sqpoll_idle_ms: 0,
+    };
+    let limits = TcpLimits {
+        max_connections: 1,
+        handshake_timeout: Duration::from_secs(10),
+        send_queue_bytes: 1 << 16,
+        rx_buffer_bytes: 4096,
+        max_frame: 1500,
+        socket_send_buffer: 0,
+        socket_recv_buffer: 0,
+        idle_timeout: Duration::from_secs(180),
+    };
+    let fds = Fds {
+        tun: tun.as_raw_fd(),
+        udp: None,
+        tcp_listener: None,
+        signal: signal.as_raw_fd(),
+    };
+    let driver = Driver::new(&tunables, limits, 1420, fds, Sessions::new(&settings())).unwrap();
+    Rig {
+        driver,
+        inside,
+        stop,
+        _theirs: (tun, signal),
+    }
+}
+
+impl Rig {
+    /// Steps the loop until `done` holds; fails if the loop ends first.
+    fn turn_until(&mut self, what: &str, done: impl Fn(&Driver) -> bool) {
+        for _ in 0..MAX_ROUNDS {
+            if done(&self.driver) {
+                return;
+            }
+            assert!(
+                self.driver.turn().unwrap(),
+                "the loop ended while waiting for {what}"
+            );
+        }
+        panic!("{what} did not happen in {MAX_ROUNDS} rounds");
+    }
+
+    /// Asks the loop to stop and steps it to the end.
+    fn stop(&mut self) {
+        self.stop.send(b"x").unwrap();
+        for _ in 0..MAX_ROUNDS {
+            if !self.driver.turn().unwrap() {
+                return;
+            }
+        }
+        panic!("the loop did not end in {MAX_ROUNDS} rounds");
+    }
+
+    /// Queues a no-op carrying `user_data`, as a stray or late completion would.
+    fn queue_nop(&mut self, user_data: u64) {
+        let e = opcode::Nop::new().build().user_data(user_data);
+        // SAFETY: a no-op carries no pointer.
+        unsafe { self.driver.ctx.io.queue.push(e) };
+    }
+
+    fn armed_reads(&self) -> Vec<UserData> {
+        self.driver.tun.in_flight().collect()
+    }
+}
+
+/// An IPv4 header and some payload, to a destination no session owns.
+fn unrouted_packet() -> Vec<u8> {
+    let mut p = vec![0u8; 60];
+    p[0] = 0x45;
+    p[16..20].copy_from_slice(&[198, 18, 0, 99]);
+    p
+}
+
+/// Timer, signal read and every TUN read.
+const STARTED: usize = TUN_SLOTS as usize + 2;
+
+fn idle_usage() -> RingUsage {
+    RingUsage {
+        in_flight: 0,
+        free_buffers: (TUN_SLOTS + TX_SLOTS) as usize,
+        buffers: (TUN_SLOTS + TX_SLOTS) as usize,
+        free_tx_slots: TX_SLOTS as usize,
+        tx_slots: TX_SLOTS as usize,
+    }
+}
+
+#[test]
+fn a_stale_generation_completion_is_ignored() {
+    let mut r = rig();
+    r.driver.start();
+    let reads = r.armed_reads();
+    assert_eq!(reads.len(), TUN_SLOTS as usize);
+    let target = reads[0];
+    let stale = UserData {
+        generation: (target.generation + GENERATION_MASK) & GENERATION_MASK,
+        ..target
+    };
+    r.queue_nop(stale.encode());
+    r.turn_until("the stale completion", |d| {
+        d.io_counters().stale_completions == 1
+    });
+    // The slot's own read is still armed, under the same generation, and the
+    // stray completion was retired like any request.
+    assert_eq!(r.armed_reads(), reads);
+    assert_eq!(r.driver.usage().in_flight, STARTED);
+    assert_eq!(r.driver.usage().free_tx_slots, TX_SLOTS as usize);
+
+    // The reads still work: a packet is read (and dropped: no session).
+    r.inside.send(&unrouted_packet()).unwrap();
+    r.turn_until("the packet", |d| d.sessions().counters.drop_no_route == 1);
+    assert_eq!(r.driver.usage().in_flight, STARTED);
+
+    r.stop();
+    assert_eq!(r.driver.usage(), idle_usage());
+    assert_eq!(r.driver.io_counters().stale_completions, 1);
+    assert_eq!(r.driver.release(), Release::Freed);
+}
+
+#[test]
+fn unknown_completions_are_counted_and_a_full_queue_spills_into_the_backlog() {
+    let mut r = rig();
+    r.driver.start();
+    // Far more than the 32-entry submission queue holds at once.
+    let strays = 100;
+    for _ in 0..strays {
+        r.queue_nop(0);
+    }
+    assert_eq!(r.driver.usage().in_flight, STARTED + strays);
+    r.turn_until("every stray completion", |d| {
+        d.io_counters().unknown_completions == strays as u64
+    });
+    assert_eq!(r.driver.usage().in_flight, STARTED);
+    // Shutdown does not wait for them.
+    r.stop();
+    assert_eq!(r.driver.usage(), idle_usage());
+}
+
+#[test]
+fn the_in_flight_count_is_exact_after_a_run() {
+    let mut r = rig();
+    r.driver.start();
+    for i in 0..50 {
+        r.inside.send(&unrouted_packet()).unwrap();
+        r.turn_until("the packet", |d| {
+            d.sessions().counters.drop_no_route == i + 1
+        });
+        assert_eq!(r.driver.usage().in_flight, STARTED);
+    }
+    r.stop();
+    assert_eq!(r.driver.usage(), idle_usage());
+    assert_eq!(r.driver.io_counters().io_errors, 0);
+    assert_eq!(r.driver.release(), Release::Freed);
+}
+
+#[test]
+fn memory_is_leaked_not_freed_when_the_kernel_still_holds_requests() {
+    let mut r = rig();
+    r.driver.start();
+    // Submit without waiting: the reads, the timer and the signal read are
+    // now the kernel's.
+    let d = &mut r.driver;
+    d.ctx.io.queue.flush(&mut d.ring.submission());
+    d.ring.submit().unwrap();
+    assert_eq!(d.ctx.io.queue.in_kernel(), STARTED);
+    assert_eq!(d.release(), Release::Leaked { in_kernel: STARTED });
+    // Dropping the driver takes the same path (and closes the ring first).
+    drop(r.driver);
+    // The descriptors the requests used are still fine to use.
+    r.inside.send(&unrouted_packet()).unwrap();
+}
+
+#[test]
+fn a_driver_that_never_ran_frees_its_memory() {
+    let mut r = rig();
+    assert_eq!(r.driver.release(), Release::Freed);
+    // Queued but never submitted is not the kernel's either.
+    r.driver.start();
+    assert_eq!(r.driver.usage().in_flight, STARTED);
+    assert_eq!(r.driver.release(), Release::Freed);
+}

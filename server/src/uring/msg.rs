@@ -1,0 +1,216 @@
+//! The memory of one `sendmsg`/`recvmsg`: header, iovecs, socket address and
+//! control-message space, all of which the kernel reads (send) or writes
+//! (receive) while the request is in flight.
+//!
+//! Each field is an `UnsafeCell` and a [`MsgBuf`] lives in a [`KernelBox`], so
+//! Rust only ever holds shared references to it. Writing it (before a
+//! submission) and reading what the kernel wrote (after the completion) are
+//! `unsafe fn`s whose contract is the one fact the caller must vouch for: no
+//! request using this header is in flight.
+//!
+//! The control space is where segmentation offload plugs in: a `UDP_SEGMENT`
+//! cmsg for a multi-datagram send, `UDP_GRO` segment sizes on receive.
+#![allow(unsafe_code)]
+
+use std::cell::UnsafeCell;
+use std::net::SocketAddr;
+
+use socket2::SockAddr;
+
+use super::kernel_box::KernelBox;
+
+/// Bytes of control-message space per header (8-byte aligned, as `cmsghdr` needs).
+pub(super) const CONTROL_LEN: usize = 64;
+
+/// A message header with `IOVS` iovecs, at a fixed address.
+pub(super) struct MsgBuf<const IOVS: usize> {
+    hdr: UnsafeCell<libc::msghdr>,
+    iov: UnsafeCell<[libc::iovec; IOVS]>,
+    name: UnsafeCell<libc::sockaddr_storage>,
+    control: UnsafeCell<[u64; CONTROL_LEN / 8]>,
+}
+
+/// What a completed `recvmsg` left in its header.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Received {
+    /// `msg_flags` (`MSG_TRUNC` says the datagram did not fit).
+    pub flags: i32,
+    /// The sender, if its address family is one we know.
+    pub from: Option<SocketAddr>,
+}
+
+impl<const IOVS: usize> MsgBuf<IOVS> {
+    fn new() -> Self {
+        // SAFETY: msghdr, iovec and sockaddr_storage are plain C structs for
+        // which all-zero bytes are a valid (empty) value.
+        let (hdr, iov, name) =
+            unsafe { (std::mem::zeroed(), std::mem::zeroed(), std::mem::zeroed()) };
+        MsgBuf {
+            hdr: UnsafeCell::new(hdr),
+            iov: UnsafeCell::new([iov; IOVS]),
+            name: UnsafeCell::new(name),
+            control: UnsafeCell::new([0; CONTROL_LEN / 8]),
+        }
+    }
+
+    /// `n` headers at fixed addresses.
+    pub fn table(n: usize) -> KernelBox<[Self]> {
+        KernelBox::new((0..n).map(|_| Self::new()).collect())
+    }
+
+    /// One header at a fixed address.
+    pub fn boxed() -> KernelBox<Self> {
+        KernelBox::new(Box::new(Self::new()))
+    }
+
+    /// The header, for a `SendMsg`/`RecvMsg` submission.
+    pub fn header(&self) -> *mut libc::msghdr {
+        self.hdr.get()
+    }
+
+    /// Writes the header fields from this buffer's own (stable) fields.
+    ///
+    /// # Safety
+    ///
+    /// No request using this header is in flight.
+    unsafe fn set_header(&self, iovs: usize, namelen: libc::socklen_t, controllen: usize) {
+        let name = if namelen > 0 {
+            self.name.get().cast()
+        } else {
+            std::ptr::null_mut()
+        };
+        let control = if controllen > 0 {
+            self.control.get().cast()
+        } else {
+            std::ptr::null_mut()
+        };
+        let hdr = libc::msghdr {
+            msg_name: name,
+            msg_namelen: namelen,
+            msg_iov: self.iov.get().cast(),
+            msg_iovlen: iovs as _,
+            msg_control: control,
+            msg_controllen: controllen as _,
+            msg_flags: 0,
+        };
+        // SAFETY: the caller guarantees the kernel is not using this header,
+        // and only shared references to this `MsgBuf` exist, none into `hdr`.
+        unsafe { self.hdr.get().write(hdr) };
+    }
+
+    /// Points the header at `len` bytes at `data` and at the name and control
+    /// space for the kernel to fill.
+    ///
+    /// # Safety
+    ///
+    /// No request using this header is in flight.
+    pub unsafe fn prepare_recv(&self, data: *mut u8, len: usize) {
+        let iov = libc::iovec {
+            iov_base: data.cast(),
+            iov_len: len,
+        };
+        // SAFETY: no request uses this header (the caller's promise), so the
+        // kernel is not reading or writing the iovec; no reference into it exists.
+        unsafe { self.iov.get().cast::<libc::iovec>().write(iov) };
+        let namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: as above.
+        unsafe { self.set_header(1, namelen, CONTROL_LEN) };
+    }
+
+    /// Points the header at `len` bytes at `data`, to be sent to `to`.
+    ///
+    /// # Safety
+    ///
+    /// No request using this header is in flight.
+    pub unsafe fn prepare_send(&self, data: *mut u8, len: usize, to: SocketAddr) {
+        let to = SockAddr::from(to);
+        let iov = libc::iovec {
+            iov_base: data.cast(),
+            iov_len: len,
+        };
+        // SAFETY: no request uses this header (the caller's promise), so the
+        // kernel is not reading the iovec or the name; `to` is at most a
+        // sockaddr_storage long, the size of `name`; no reference into either exists.
+        unsafe {
+            self.iov.get().cast::<libc::iovec>().write(iov);
+            std::ptr::copy_nonoverlapping(
+                to.as_ptr().cast::<u8>(),
+                self.name.get().cast::<u8>(),
+                to.len() as usize,
+            );
+            self.set_header(1, to.len(), 0);
+        }
+    }
+
+    /// Lets `fill` write up to `IOVS` iovecs (it returns how many), then
+    /// points the header at them with no name (a connected socket).
+    ///
+    /// # Safety
+    ///
+    /// No request using this header is in flight.
+    pub unsafe fn prepare_gather(&self, fill: impl FnOnce(&mut [libc::iovec]) -> usize) -> usize {
+        // SAFETY: no request uses this header (the caller's promise), so the
+        // kernel is not reading the iovecs, and this `&mut` is the only
+        // reference into them; it ends when `fill` returns.
+        let n = fill(unsafe { &mut *self.iov.get() }).min(IOVS);
+        // SAFETY: as above.
+        unsafe { self.set_header(n, 0, 0) };
+        n
+    }
+
+    /// What the kernel wrote: flags and sender.
+    ///
+    /// # Safety
+    ///
+    /// The `recvmsg` using this header has completed and no other request
+    /// using it is in flight.
+    pub unsafe fn received(&self) -> Received {
+        // SAFETY: the receive completed (the caller's promise): the kernel has
+        // finished writing the header and the name and holds no pointer to them.
+        let (flags, namelen, storage) = unsafe {
+            let hdr = &*self.hdr.get();
+            (hdr.msg_flags, hdr.msg_namelen, *self.name.get())
+        };
+        // SAFETY: the kernel wrote a socket address of `namelen` bytes into
+        // `storage`, which is a sockaddr_storage and so large enough for any family.
+        let from = unsafe { SockAddr::new(storage, namelen) }.as_socket();
+        Received { flags, from }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_point_into_their_own_buffer() {
+        let t = MsgBuf::<1>::table(2);
+        let m = &t.get()[1];
+        let mut data = [0u8; 8];
+        let to: SocketAddr = "192.0.2.7:4000".parse().unwrap();
+        // SAFETY: no request uses this header: it was never submitted.
+        unsafe { m.prepare_send(data.as_mut_ptr(), 8, to) };
+        // SAFETY: as above; reading our own writes.
+        let hdr = unsafe { &*m.header() };
+        assert_eq!(hdr.msg_iov, m.iov.get().cast());
+        assert_eq!(hdr.msg_iovlen, 1);
+        assert_eq!(hdr.msg_name, m.name.get().cast());
+        assert!(hdr.msg_control.is_null());
+        // SAFETY: as above: the name holds what prepare_send wrote.
+        assert_eq!(unsafe { m.received() }.from, Some(to));
+
+        // SAFETY: as above.
+        unsafe { m.prepare_recv(data.as_mut_ptr(), 8) };
+        // SAFETY: as above.
+        let hdr = unsafe { &*m.header() };
+        #[allow(clippy::unnecessary_cast)] // socklen_t on some libcs
+        let controllen = hdr.msg_controllen as usize;
+        assert_eq!(controllen, CONTROL_LEN);
+        assert_eq!(hdr.msg_control, m.control.get().cast());
+
+        let g = MsgBuf::<4>::boxed();
+        // SAFETY: as above.
+        let n = unsafe { g.get().prepare_gather(|iov| iov.len() + 3) };
+        assert_eq!(n, 4, "a fill reporting more than it has is clamped");
+    }
+}
