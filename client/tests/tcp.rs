@@ -1,8 +1,8 @@
-//! What only the TCP transport does, against the in-process fake server:
-//! frames split across reads and packed into one, the connection closing or
-//! carrying garbage mid-session, reconnecting during the handshake, and the
-//! `auto` fallback from UDP. The behaviour TCP shares with UDP is tested over
-//! both in `tunnel.rs`.
+//! What only the TCP transport does, against the server's session layer in
+//! the loopback fake server: frames split across reads and packed into one,
+//! the connection closing or carrying garbage mid-session, reconnecting
+//! during the handshake, and the `auto` fallback from UDP. The behaviour TCP
+//! shares with UDP is tested over both in `tunnel.rs`.
 
 mod support;
 
@@ -14,14 +14,15 @@ use std::time::Duration;
 use ringway_client::inside::memory::memory;
 use ringway_client::outside::{TunnelReceiver, HEADROOM, SEND_BUF_LEN};
 use ringway_client::{
-    driver, ConnectError, ConnectOptions, DriverError, Event, RecvError, Transport, Tunnel,
+    driver, ConnectError, ConnectOptions, DriverError, Received, RecvError, Transport,
+    TransportChoice, Tunnel,
 };
 use ringway_proto::wire;
 use support::*;
 
 fn tcp(deadline_ms: u64) -> ConnectOptions {
     ConnectOptions {
-        transport: Transport::Tcp,
+        transport: TransportChoice::Tcp,
         deadline: Duration::from_millis(deadline_ms),
         retry_interval: Duration::from_millis(100),
         ..ConnectOptions::default()
@@ -34,24 +35,17 @@ async fn connected_with(server: &FakeServer, opts: &ConnectOptions) -> Tunnel {
 }
 
 async fn connected(server: &FakeServer) -> Tunnel {
-    let tunnel = connected_with(server, &tcp(5_000)).await;
+    let tunnel = connected_with(server, &tcp(10_000)).await;
     assert_eq!(tunnel.transport(), Transport::Tcp);
     tunnel
 }
 
-/// The next event, bounded so a lost frame fails the test instead of hanging it.
-async fn next_event(rx: &mut TunnelReceiver) -> Result<Event<'_>, RecvError> {
-    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+/// What the next frame was, bounded so a lost frame fails the test instead
+/// of hanging it.
+async fn next_event(rx: &mut TunnelReceiver) -> Result<Received<'_>, RecvError> {
+    tokio::time::timeout(HANG_GUARD, rx.recv())
         .await
-        .expect("an event within 5 s")
-}
-
-async fn next_packet(rx: &mut TunnelReceiver) -> Vec<u8> {
-    loop {
-        if let Event::Packet(packet) = next_event(rx).await.unwrap() {
-            return packet.to_vec();
-        }
-    }
+        .expect("a frame before the hang guard")
 }
 
 fn packet_len(seq: u32) -> usize {
@@ -196,9 +190,9 @@ async fn driver_forwards_both_ways_and_says_goodbye() {
     for seq in 0..100 {
         let packet = ipv4_packet(CLIENT_ADDR, SERVER_ADDR, seq, 60 + seq as usize * 13);
         host.to_tunnel.send(packet.clone()).await.unwrap();
-        let back = tokio::time::timeout(Duration::from_secs(5), host.from_tunnel.recv())
+        let back = tokio::time::timeout(HANG_GUARD, host.from_tunnel.recv())
             .await
-            .expect("echo within 5 s")
+            .expect("an echo before the hang guard")
             .unwrap();
         assert_eq!(back, echoed(packet));
     }
@@ -218,25 +212,28 @@ async fn server_closing_the_connection_ends_the_driver_as_session_lost() {
     let (inside, _host) = memory(8);
     let driver = tokio::spawn(driver::run(tunnel, inside, pending()));
     server.close_tcp();
-    let err = tokio::time::timeout(Duration::from_secs(5), driver)
+    let err = tokio::time::timeout(HANG_GUARD, driver)
         .await
-        .expect("the driver ends within 5 s")
+        .expect("the driver ends before the hang guard")
         .unwrap()
         .unwrap_err();
     assert!(matches!(err, DriverError::Recv(_)), "{err}");
     assert!(err.is_session_lost(), "{err}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn unanswered_initiations_are_resent_on_the_same_connection() {
     let server = FakeServer::start(Options::default()).await;
-    // A key the server does not hold: it cannot read the initiations and stays silent.
-    let config = client_config(server.addr, other_keys().public, Some(PSK));
+    // A server that takes the connection but never answers.
+    server.set_silent(true);
+    let config = client_config(server.addr, server_keys().public, Some(PSK));
     let err = Tunnel::connect_with(&config, &tcp(600)).await.unwrap_err();
-    assert!(matches!(err, ConnectError::Unreachable { .. }), "{err}");
+    let ConnectError::Unreachable { attempts, .. } = err else {
+        panic!("{err}");
+    };
+    assert!(attempts >= 3, "{attempts}");
+    wait_until(|| server.seen.inits.load(Relaxed) == u64::from(attempts)).await;
     assert_eq!(server.seen.tcp_connections.load(Relaxed), 1);
-    let inits = server.seen.inits.load(Relaxed);
-    assert!(inits >= 3, "{inits}");
 }
 
 #[tokio::test]
@@ -266,6 +263,7 @@ async fn refused_connections_are_unreachable_and_say_why() {
     else {
         panic!("{err}");
     };
+    // No connection, so no initiation ever went out.
     assert_eq!((*transport, *attempts), (Transport::Tcp, 0));
     assert!(
         last_error.as_deref().unwrap_or("").contains("refused"),
@@ -275,10 +273,11 @@ async fn refused_connections_are_unreachable_and_say_why() {
 
 fn auto(udp_for_ms: u64) -> ConnectOptions {
     ConnectOptions {
-        transport: Transport::Auto,
-        deadline: Duration::from_secs(5),
+        transport: TransportChoice::Auto,
+        deadline: Duration::from_secs(20),
         retry_interval: Duration::from_millis(100),
         auto_udp_for: Duration::from_millis(udp_for_ms),
+        ..ConnectOptions::default()
     }
 }
 
@@ -322,10 +321,8 @@ async fn auto_does_not_fall_back_when_the_server_answered() {
 async fn keepalives_over_tcp_then_fails_when_the_server_goes_quiet() {
     // The server never sends anything after the handshake.
     let server = FakeServer::start(Options {
-        config: session_config(1, 3),
-        echo: false,
-        echo_probes: false,
-        ..Options::default()
+        mute: true,
+        ..Options::with_timers(1, 3)
     })
     .await;
     let tunnel = connected(&server).await;
