@@ -11,24 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ringway_client::inside::memory::memory;
-use ringway_client::{driver, ConnectOptions, DriverError, Tunnel};
+use ringway_client::{driver, DriverError, TransportChoice};
 use support::*;
 use tokio::sync::oneshot;
-
-async fn connected(server: &FakeServer) -> Tunnel {
-    let config = client_config(server.addr, server_keys().public, Some(PSK));
-    let opts = ConnectOptions {
-        deadline: Duration::from_secs(10),
-        retry_interval: Duration::from_millis(100),
-        ..ConnectOptions::default()
-    };
-    Tunnel::connect_with(&config, &opts).await.unwrap()
-}
 
 #[tokio::test]
 async fn forwards_both_ways_filters_and_says_goodbye() {
     let server = FakeServer::start(Options::default()).await;
-    let tunnel = connected(&server).await;
+    let tunnel = connected(&server, TransportChoice::Udp).await;
     let stats = Arc::clone(tunnel.stats());
     let (inside, mut host) = memory(64);
     let (stop, stopped) = oneshot::channel::<()>();
@@ -85,7 +75,7 @@ async fn keepalives_while_idle_then_fails_when_the_server_goes_quiet() {
         ..Options::with_timers(1, 3)
     };
     let server = FakeServer::start(opts).await;
-    let tunnel = connected(&server).await;
+    let tunnel = connected(&server, TransportChoice::Udp).await;
     let (inside, _host) = memory(8);
     let started = tokio::time::Instant::now();
     let err = driver::run(tunnel, inside, pending())
@@ -115,7 +105,7 @@ async fn a_server_that_keeps_talking_keeps_the_session() {
         ..Options::with_timers(1, 3)
     };
     let server = FakeServer::start(opts).await;
-    let tunnel = connected(&server).await;
+    let tunnel = connected(&server, TransportChoice::Udp).await;
     let stats = Arc::clone(tunnel.stats());
     let (inside, _host) = memory(8);
     // Thirty idle timeouts' worth of protocol time.
@@ -129,7 +119,7 @@ async fn a_server_that_keeps_talking_keeps_the_session() {
 #[tokio::test]
 async fn server_disconnect_ends_the_driver_quietly() {
     let server = FakeServer::start(Options::default()).await;
-    let tunnel = connected(&server).await;
+    let tunnel = connected(&server, TransportChoice::Udp).await;
     let (inside, _host) = memory(8);
     let driver = tokio::spawn(driver::run(tunnel, inside, pending()));
     server.disconnect();
@@ -147,7 +137,7 @@ async fn server_disconnect_ends_the_driver_quietly() {
 #[tokio::test]
 async fn a_closed_inside_is_an_error_and_the_server_is_told() {
     let server = FakeServer::start(Options::default()).await;
-    let tunnel = connected(&server).await;
+    let tunnel = connected(&server, TransportChoice::Udp).await;
     let (inside, host) = memory(8);
     drop(host);
     let err = driver::run(tunnel, inside, pending()).await.unwrap_err();

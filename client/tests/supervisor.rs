@@ -29,34 +29,12 @@ over_both_paused!(
     reconnects_after_the_server_goes_quiet_and_comes_back,
     survives_a_server_restart_on_the_same_port,
     rekeys_reach_the_supervisor_and_traffic_flows_on,
-);
-
-over_both!(
     a_wrong_server_key_is_reported_from_the_reject,
     an_unlisted_client_is_reported_as_not_authorised,
 );
 
-fn transport_name(choice: TransportChoice) -> &'static str {
-    match choice {
-        TransportChoice::Tcp => "tcp",
-        _ => "udp",
-    }
-}
-
 fn connect_opts(transport: TransportChoice, deadline: Duration) -> ConnectOptions {
-    ConnectOptions {
-        transport,
-        deadline,
-        retry_interval: Duration::from_millis(200),
-        ..ConnectOptions::default()
-    }
-}
-
-async fn connected(server: &FakeServer, transport: TransportChoice) -> Tunnel {
-    let config = client_config(server.addr, server_keys().public, Some(PSK));
-    Tunnel::connect_with(&config, &connect_opts(transport, Duration::from_secs(10)))
-        .await
-        .unwrap()
+    quick(transport, deadline.as_millis() as u64)
 }
 
 /// A supervisor running on its own task, reporting what it notices.
@@ -198,7 +176,7 @@ async fn reconnects_after_the_server_goes_quiet_and_comes_back(transport: Transp
     assert!(echoes(&mut host, 3, Duration::from_secs(2)).await);
     let report = running.status.report();
     assert_eq!(report.reconnects, 1);
-    assert_eq!(report.transport, transport_name(transport));
+    assert_eq!(report.transport, transport_of(transport).as_str());
     // The counters run on across sessions.
     assert_eq!(report.counters.rx_packets, 2);
     running.stop().await;
@@ -339,7 +317,7 @@ async fn an_unlisted_client_is_reported_as_not_authorised(transport: TransportCh
     assert!(err.to_string().starts_with("not authorised"), "{err}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn without_rejects_silence_is_still_unreachable() {
     let server = FakeServer::start(Options {
         rejects: false,

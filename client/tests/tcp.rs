@@ -21,23 +21,12 @@ use ringway_proto::wire;
 use support::*;
 
 fn tcp(deadline_ms: u64) -> ConnectOptions {
-    ConnectOptions {
-        transport: TransportChoice::Tcp,
-        deadline: Duration::from_millis(deadline_ms),
-        retry_interval: Duration::from_millis(100),
-        ..ConnectOptions::default()
-    }
+    quick(TransportChoice::Tcp, deadline_ms)
 }
 
 async fn connected_with(server: &FakeServer, opts: &ConnectOptions) -> Tunnel {
     let config = client_config(server.addr, server_keys().public, Some(PSK));
     Tunnel::connect_with(&config, opts).await.unwrap()
-}
-
-async fn connected(server: &FakeServer) -> Tunnel {
-    let tunnel = connected_with(server, &tcp(10_000)).await;
-    assert_eq!(tunnel.transport(), Transport::Tcp);
-    tunnel
 }
 
 /// What the next frame was, bounded so a lost frame fails the test instead
@@ -61,7 +50,7 @@ async fn a_thousand_packets_both_ways_at_once_in_odd_chunks() {
         ..Options::default()
     })
     .await;
-    let tunnel = connected(&server).await;
+    let tunnel = connected(&server, TransportChoice::Tcp).await;
     let stats = Arc::clone(tunnel.stats());
     let (mut tx, mut rx) = tunnel.split();
     // Sending and receiving concurrently, with no windows: TCP loses nothing,
@@ -96,7 +85,7 @@ async fn frames_split_byte_by_byte() {
         ..Options::default()
     })
     .await;
-    let (_tx, mut rx) = connected(&server).await.split();
+    let (_tx, mut rx) = connected(&server, TransportChoice::Tcp).await.split();
     let packets: Vec<_> = (0..20)
         .map(|seq| ipv4_packet(SERVER_ADDR, CLIENT_ADDR, seq, 40 + seq as usize))
         .collect();
@@ -109,7 +98,7 @@ async fn frames_split_byte_by_byte() {
 #[tokio::test]
 async fn frames_packed_in_one_write() {
     let server = FakeServer::start(Options::default()).await;
-    let (_tx, mut rx) = connected(&server).await.split();
+    let (_tx, mut rx) = connected(&server, TransportChoice::Tcp).await.split();
     // Small and full-size packets, about 70 KB in one write: more than one
     // read's buffer, so a frame is also cut at the buffer's end.
     let packets: Vec<_> = (0..100)
@@ -130,14 +119,14 @@ async fn a_frame_right_behind_the_handshake_response_is_kept() {
         ..Options::default()
     })
     .await;
-    let (_tx, mut rx) = connected(&server).await.split();
+    let (_tx, mut rx) = connected(&server, TransportChoice::Tcp).await.split();
     assert_eq!(next_packet(&mut rx).await, greeting);
 }
 
 #[tokio::test]
 async fn server_closing_the_connection_ends_the_receiver_as_session_lost() {
     let server = FakeServer::start(Options::default()).await;
-    let (_tx, mut rx) = connected(&server).await.split();
+    let (_tx, mut rx) = connected(&server, TransportChoice::Tcp).await.split();
     let packet = ipv4_packet(SERVER_ADDR, CLIENT_ADDR, 1, 100);
     server.send_packet(packet.clone());
     server.close_tcp();
@@ -154,7 +143,7 @@ async fn server_closing_the_connection_ends_the_receiver_as_session_lost() {
 #[tokio::test]
 async fn a_corrupt_length_ends_the_receiver() {
     let server = FakeServer::start(Options::default()).await;
-    let (_tx, mut rx) = connected(&server).await.split();
+    let (_tx, mut rx) = connected(&server, TransportChoice::Tcp).await.split();
     server.send_raw_stream(vec![0, 0]);
     let err = next_event(&mut rx).await.unwrap_err();
     assert!(
@@ -165,7 +154,7 @@ async fn a_corrupt_length_ends_the_receiver() {
 
     // Longer than the session's MTU allows: refused from the prefix alone.
     let server = FakeServer::start(Options::default()).await;
-    let (_tx, mut rx) = connected(&server).await.split();
+    let (_tx, mut rx) = connected(&server, TransportChoice::Tcp).await.split();
     server.send_raw_stream(vec![0xff, 0xff]);
     let err = next_event(&mut rx).await.unwrap_err();
     assert!(
@@ -181,7 +170,7 @@ async fn driver_forwards_both_ways_and_says_goodbye() {
         ..Options::default()
     })
     .await;
-    let tunnel = connected(&server).await;
+    let tunnel = connected(&server, TransportChoice::Tcp).await;
     let (inside, mut host) = memory(64);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let driver = tokio::spawn(driver::run(tunnel, inside, async {
@@ -208,7 +197,7 @@ async fn driver_forwards_both_ways_and_says_goodbye() {
 #[tokio::test]
 async fn server_closing_the_connection_ends_the_driver_as_session_lost() {
     let server = FakeServer::start(Options::default()).await;
-    let tunnel = connected(&server).await;
+    let tunnel = connected(&server, TransportChoice::Tcp).await;
     let (inside, _host) = memory(8);
     let driver = tokio::spawn(driver::run(tunnel, inside, pending()));
     server.close_tcp();
@@ -243,7 +232,7 @@ async fn reconnects_when_the_server_drops_the_handshake() {
         ..Options::default()
     })
     .await;
-    let tunnel = connected(&server).await;
+    let tunnel = connected(&server, TransportChoice::Tcp).await;
     assert_eq!(tunnel.session_id(), SESSION_ID);
     assert_eq!(server.seen.tcp_connections.load(Relaxed), 3);
     assert_eq!(server.seen.accepted.load(Relaxed), 1);
@@ -325,7 +314,7 @@ async fn keepalives_over_tcp_then_fails_when_the_server_goes_quiet() {
         ..Options::with_timers(1, 3)
     })
     .await;
-    let tunnel = connected(&server).await;
+    let tunnel = connected(&server, TransportChoice::Tcp).await;
     let (inside, _host) = memory(8);
     let err = driver::run(tunnel, inside, pending())
         .await

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ringway_client::core::{Event, Lost};
 use ringway_client::outside::{HEADROOM, SEND_BUF_LEN};
-use ringway_client::{ConnectError, ConnectOptions, Received, Transport, TransportChoice, Tunnel};
+use ringway_client::{ConnectError, Received, TransportChoice, Tunnel};
 use support::*;
 
 over_both!(
@@ -28,31 +28,6 @@ over_both!(
 );
 
 over_both_paused!(an_unanswering_server_is_unreachable_at_the_deadline);
-
-fn quick(transport: TransportChoice, deadline_ms: u64) -> ConnectOptions {
-    ConnectOptions {
-        transport,
-        deadline: Duration::from_millis(deadline_ms),
-        retry_interval: Duration::from_millis(100),
-        ..ConnectOptions::default()
-    }
-}
-
-fn transport_of(choice: TransportChoice) -> Transport {
-    match choice {
-        TransportChoice::Tcp => Transport::Tcp,
-        _ => Transport::Udp,
-    }
-}
-
-async fn connected(server: &FakeServer, transport: TransportChoice) -> Tunnel {
-    let config = client_config(server.addr, server_keys().public, Some(PSK));
-    let tunnel = Tunnel::connect_with(&config, &quick(transport, 10_000))
-        .await
-        .unwrap();
-    assert_eq!(tunnel.transport(), transport_of(transport));
-    tunnel
-}
 
 async fn handshake_yields_the_servers_session_config(transport: TransportChoice) {
     let server = FakeServer::start(Options::default()).await;

@@ -3,7 +3,7 @@
 //!
 //! Every try is a fresh initiation: the server accepts an initiation only if
 //! its timestamp is newer than the last one it accepted from us. [`Initiator`]
-//! makes those initiations; [`Pending`] is the one in flight and judges what
+//! makes those initiations; `Pending` is the one in flight and judges what
 //! comes back; [`Attempts`] keeps the score of a connect, so that when it
 //! ends without a session the [`ConnectFailure`] says what most likely went
 //! wrong.

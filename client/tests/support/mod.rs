@@ -16,7 +16,7 @@ pub mod pair;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use ringway_client::ClientConfig;
+use ringway_client::{ClientConfig, ConnectOptions, Transport, TransportChoice, Tunnel};
 use ringway_proto::{Cipher, Entropy, EntropyError, Keypair, PublicKey, SessionConfig};
 use ringway_server::config::{Peer, Settings, TcpSection, UringSection};
 use ringway_server::sessions::IdSource;
@@ -204,6 +204,35 @@ pub fn swap_addresses(packet: &mut [u8]) {
 pub fn echoed(mut packet: Vec<u8>) -> Vec<u8> {
     swap_addresses(&mut packet);
     packet
+}
+
+/// Connect options for loopback: `deadline_ms`, and a fresh initiation
+/// every 100 ms.
+pub fn quick(transport: TransportChoice, deadline_ms: u64) -> ConnectOptions {
+    ConnectOptions {
+        transport,
+        deadline: Duration::from_millis(deadline_ms),
+        retry_interval: Duration::from_millis(100),
+        ..ConnectOptions::default()
+    }
+}
+
+/// The transport a choice ends up on when the server answers it.
+pub fn transport_of(choice: TransportChoice) -> Transport {
+    match choice {
+        TransportChoice::Tcp => Transport::Tcp,
+        TransportChoice::Udp | TransportChoice::Auto => Transport::Udp,
+    }
+}
+
+/// A tunnel to the fake server over `transport`, with our usual keys.
+pub async fn connected(server: &FakeServer, transport: TransportChoice) -> Tunnel {
+    let config = client_config(server.addr, server_keys().public, Some(PSK));
+    let tunnel = Tunnel::connect_with(&config, &quick(transport, 10_000))
+        .await
+        .unwrap();
+    assert_eq!(tunnel.transport(), transport_of(transport));
+    tunnel
 }
 
 /// How long a loopback test waits for something that takes microseconds

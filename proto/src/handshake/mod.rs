@@ -15,7 +15,7 @@
 //! [`server::PendingInit`] between reading message 1 and deciding.
 //!
 //! Both sides draw their ephemeral key (and the client its sender index) from
-//! the caller's [`Entropy`](crate::Entropy): snow is given a resolver whose
+//! the caller's [`Entropy`]: snow is given a resolver whose
 //! only random source is that one key, so a seeded test replays a handshake
 //! exactly.
 
