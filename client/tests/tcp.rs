@@ -270,7 +270,9 @@ fn auto(udp_for_ms: u64) -> ConnectOptions {
     }
 }
 
-#[tokio::test]
+// On the paused clock: how long UDP gets is the code's own deadline, and a
+// loaded machine must not make it pass before an answer that is on its way.
+#[tokio::test(start_paused = true)]
 async fn auto_prefers_udp() {
     let server = FakeServer::start(Options::default()).await;
     let tunnel = connected_with(&server, &auto(2_000)).await;
@@ -278,7 +280,7 @@ async fn auto_prefers_udp() {
     assert_eq!(server.seen.tcp_connections.load(Relaxed), 0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn auto_falls_back_to_tcp_when_udp_gets_no_answer() {
     let server = FakeServer::start(Options {
         udp: false,
@@ -295,7 +297,7 @@ async fn auto_falls_back_to_tcp_when_udp_gets_no_answer() {
     assert_eq!(next_packet(&mut rx).await, echoed(packet));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn auto_does_not_fall_back_when_the_server_answered() {
     let server = FakeServer::start(Options::default()).await;
     let config = client_config(server.addr, server_keys().public, Some([1u8; 32]));
