@@ -1,5 +1,6 @@
-//! Pauses between reconnect attempts: capped exponential backoff with jitter,
-//! and the small random source behind the jitter.
+//! Every doubling pause in the client: between reconnect attempts (with
+//! jitter), between TCP connects while handshaking, between a rekey's
+//! initiations (without); and the small random source behind the jitter.
 //!
 //! The pause before attempt *n* is `initial · 2ⁿ`, capped at `max`, then
 //! scaled by a random factor in `[1 - jitter, 1 + jitter]`, so many clients
@@ -8,12 +9,10 @@
 //! 15, … seconds, each give or take a fifth.
 //!
 //! The randomness only spreads timers out, so it need not be cryptographic:
-//! an xorshift generator seeded once from the system's random source (and
-//! seeded by hand in tests).
+//! an xorshift generator the caller seeds (from the system's random source in
+//! the supervisor, by hand in tests); this module reads no entropy or clock.
 
 use std::time::Duration;
-
-use ring::rand::{SecureRandom, SystemRandom};
 
 /// The shape of the backoff.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -46,12 +45,18 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// Backoff with jitter seeded from the system's random source.
-    pub fn new(policy: BackoffPolicy) -> Self {
-        Self::with_rng(policy, Rng::from_entropy())
+    /// Pauses from `initial` doubling up to `max`, without jitter (so without
+    /// randomness): for timers of one client that nothing else is in step with.
+    pub fn doubling(initial: Duration, max: Duration) -> Self {
+        let policy = BackoffPolicy {
+            initial,
+            max,
+            jitter: 0.0,
+        };
+        Self::with_rng(policy, Rng::seeded(1))
     }
 
-    /// Backoff with jitter from a given generator (for tests).
+    /// Backoff with jitter from `rng`.
     pub fn with_rng(policy: BackoffPolicy, rng: Rng) -> Self {
         let policy = BackoffPolicy {
             jitter: policy.jitter.clamp(0.0, 1.0),
@@ -82,19 +87,6 @@ impl Backoff {
 pub struct Rng(u64);
 
 impl Rng {
-    /// Seeded from the system's random source (or the clock, should that fail).
-    pub fn from_entropy() -> Self {
-        let mut seed = [0u8; 8];
-        if SystemRandom::new().fill(&mut seed).is_err() {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1);
-            seed = nanos.to_le_bytes();
-        }
-        Self::seeded(u64::from_le_bytes(seed))
-    }
-
     /// Seeded by hand; any seed works (zero is mapped to a fixed non-zero one).
     pub fn seeded(seed: u64) -> Self {
         Rng(if seed == 0 {
@@ -154,6 +146,15 @@ mod tests {
         );
         b.reset();
         assert_eq!(b.next_delay(), ms(200));
+    }
+
+    #[test]
+    fn doubling_has_no_jitter() {
+        let mut b = Backoff::doubling(ms(100), ms(350));
+        let got: Vec<u64> = (0..5).map(|_| b.next_delay().as_millis() as u64).collect();
+        assert_eq!(got, [100, 200, 350, 350, 350]);
+        let mut zero = Backoff::doubling(Duration::ZERO, Duration::ZERO);
+        assert_eq!(zero.next_delay(), Duration::ZERO);
     }
 
     #[test]

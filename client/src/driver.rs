@@ -1,20 +1,23 @@
-//! The driver: moves packets between the inside and the tunnel, and keeps
-//! doing so across sessions.
+//! The driver: moves packets and time between the inside, the tunnel and its
+//! core, and keeps doing so across sessions. It decides nothing about the
+//! protocol; the [`core`](crate::core) does.
 //!
 //! ```text
 //!            outbound task                              inbound task
-//!  inside ── read ─▶ seal in place ─▶ send     recv ─▶ open in place ─▶ write ── inside
-//!            keepalive/probe when idle            idle timeout when nothing received
-//!            rekey when due, path check           rekey answers, probe echoes
+//!  inside ── read ─▶ core.seal_packet ─▶ send   recv ─▶ core.handle_frame ─▶ write ── inside
+//!            core timers: handle_timeout,              a consumed frame: read the
+//!            poll_transmit ─▶ send; path check         core's events, wake the other task
 //! ```
 //!
 //! One task per direction, each owning its half of the inside for the
 //! driver's whole life and, while a session is attached, its half of the
-//! session; one buffer per task is reused for every packet (the outbound
-//! task's, with [`HEADROOM`] in front of the packet; the inbound one inside
-//! the receiver). Neither knows the transport: over TCP a backed-up
-//! connection makes the outbound send wait, and with it the next read from
-//! the inside, which is all the flow control a client needs.
+//! tunnel; the halves share the session's core behind a mutex that is held
+//! for one seal or open at a time, never across an await. One buffer per
+//! task is reused for every packet (the outbound task's, with [`HEADROOM`]
+//! in front of the packet; the inbound one inside the receiver). Neither
+//! knows the transport: over TCP a backed-up connection makes the outbound
+//! send wait, and with it the next read from the inside, which is all the
+//! flow control a client needs.
 //!
 //! A [`Driver`] starts with no session; [`Driver::attach`] hands it one (a
 //! fresh [`Tunnel`]), and when that session ends the tasks drop their halves
@@ -22,62 +25,42 @@
 //! attach. Meanwhile the inside stays open: packets read from it are counted
 //! and dropped, so a TUN keeps its address and routes while the
 //! [`supervisor`](crate::supervisor) reconnects. A rekey needs no attach: the
-//! session's halves swap keys in place ([`DriverEvent::Rekeyed`]).
-//! [`run`] is the simple case: one session, until it ends or `shutdown`.
+//! core swaps keys in place ([`DriverEvent::Rekeyed`]). [`run`] is the simple
+//! case: one session, until it ends or `shutdown`.
 //!
-//! The outbound task's timer is lazy: when it fires it looks at when the last
-//! frame actually went out (or came in) and either acts or re-arms for the new
-//! due time, so the per-packet path never touches a timer. It covers:
-//!
-//! - keepalives, each carrying an RTT probe, after a keepalive interval
-//!   without sending, and a probe at least every [`DriverOptions::probe_every`];
-//! - the rekey the server asked for (`rekey_after`, plus a little jitter),
-//!   retried with a doubling pause until it completes;
-//! - a re-handshake in place when nothing at all has arrived for a keepalive
-//!   interval plus [`QUIET_REHANDSHAKE`]: a live server answers our probes
-//!   within a keepalive interval, so silence means it restarted (and forgot
-//!   the session) or the path broke; a restarted server answers the fresh
-//!   initiation and traffic resumes without waiting out the idle timeout;
-//! - a check every [`PATH_CHECK_EVERY`] that our local address still exists
-//!   (roaming: over UDP a fresh socket and a probe; over TCP the session is lost).
+//! The outbound task's timer is lazy: it sleeps until the core's
+//! [`poll_timeout`](crate::core::Core::poll_timeout) (or the next path
+//! check), and the core, asked at that time, either acts or names a later
+//! time, so the per-packet path never touches a timer. The one decision that
+//! needs I/O is the path check: every [`PATH_CHECK_EVERY`] the task checks
+//! that our local address still exists (roaming: over UDP a fresh socket, and
+//! the core sends a probe from it; over TCP the session is lost).
 //!
 //! All times come from tokio's clock ([`crate::now`]), so tests can pause it.
 
 use std::future::Future;
 use std::io;
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringway_proto::wire::transport::TAG_LEN;
 use ringway_proto::SessionConfig;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::{sleep_until, timeout};
 
-use crate::backoff::Rng;
+use crate::core::{Event, Lost, Refused};
 use crate::inside::{Inside, InsideReader, InsideWriter};
-use crate::ip;
 use crate::outside::{
-    Event, RecvError, SendError, Tunnel, TunnelReceiver, TunnelSender, HEADROOM, SEND_BUF_LEN,
+    Received, RecvError, SendError, Tunnel, TunnelReceiver, TunnelSender, HEADROOM, SEND_BUF_LEN,
 };
 use crate::stats::{inc, Stats};
 
 /// How long the outbound task gets to send its disconnect when stopping.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
-/// With nothing received for a keepalive interval plus this, re-handshake in
-/// place (see the module doc).
-pub const QUIET_REHANDSHAKE: Duration = Duration::from_secs(5);
-
 /// How often the outbound task checks that our local address still exists.
 pub const PATH_CHECK_EVERY: Duration = Duration::from_secs(5);
-
-/// The longest pause between a rekey's initiations.
-const REKEY_RETRY_MAX: Duration = Duration::from_secs(30);
-
-/// The most a scheduled rekey is put off by jitter.
-const REKEY_JITTER_MAX: Duration = Duration::from_secs(30);
 
 /// Why a session (or the driver) stopped without being asked to.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +71,13 @@ pub enum DriverError {
     /// The server sent a disconnect.
     #[error("the server closed the session")]
     ServerClosed,
+    /// The session used up its send counter (far beyond any real session's
+    /// life): a new one is needed.
+    #[error("the session used up its counter")]
+    SessionWornOut,
+    /// Our side could not go on (no randomness for a rekey).
+    #[error("the session failed on our side: {0}")]
+    Internal(String),
     /// Reading packets from the inside failed (e.g. the TUN was deleted).
     #[error("reading from the TUN failed: {0}")]
     InsideRead(io::Error),
@@ -106,12 +96,26 @@ pub enum DriverError {
     Task(String),
 }
 
+impl From<Lost> for DriverError {
+    fn from(lost: Lost) -> Self {
+        match lost {
+            Lost::ServerSilent(idle) => DriverError::ServerStoppedResponding(idle),
+            Lost::ServerClosed => DriverError::ServerClosed,
+            Lost::CounterExhausted => DriverError::SessionWornOut,
+            Lost::Internal(why) => DriverError::Internal(why),
+        }
+    }
+}
+
 impl DriverError {
     /// Whether the session itself ended (as opposed to a local failure): the
-    /// server went quiet or said goodbye, or its connection closed or broke.
+    /// server went quiet or said goodbye, the session wore out, or its
+    /// connection closed or broke.
     pub fn is_session_lost(&self) -> bool {
         match self {
-            DriverError::ServerStoppedResponding(_) | DriverError::ServerClosed => true,
+            DriverError::ServerStoppedResponding(_)
+            | DriverError::ServerClosed
+            | DriverError::SessionWornOut => true,
             DriverError::Recv(e) => e.is_session_lost(),
             DriverError::Send(e) => e.is_session_lost(),
             _ => false,
@@ -119,35 +123,17 @@ impl DriverError {
     }
 
     /// Whether the server should be told we are leaving: not when it closed
-    /// the session, nor when there is no connection left to tell it on.
+    /// the session, nor when there is no connection (or session) left to
+    /// tell it on.
     pub fn wants_goodbye(&self) -> bool {
         !matches!(
             self,
             DriverError::ServerClosed
+                | DriverError::SessionWornOut
                 | DriverError::Send(_)
                 | DriverError::Task(_)
                 | DriverError::Recv(RecvError::Closed | RecvError::ConnectionLost(_))
         )
-    }
-}
-
-/// Tunables of the timers.
-#[derive(Debug, Clone)]
-pub struct DriverOptions {
-    /// Send an RTT probe at least this often, busy or not; `None` (and
-    /// anything longer) means every keepalive interval.
-    pub probe_every: Option<Duration>,
-    /// The first pause before a rekey's initiation is sent again; it doubles
-    /// up to 30 s.
-    pub rekey_retry: Duration,
-}
-
-impl Default for DriverOptions {
-    fn default() -> Self {
-        DriverOptions {
-            probe_every: None,
-            rekey_retry: Duration::from_secs(1),
-        }
     }
 }
 
@@ -201,7 +187,6 @@ enum InCommand {
     Attach {
         receiver: Box<TunnelReceiver>,
         generation: u64,
-        config: SessionConfig,
     },
     Detach,
 }
@@ -225,19 +210,22 @@ enum ReportKind {
 
 impl Driver {
     /// Starts both tasks on `inside`, with no session yet; counters go to `stats`.
-    pub fn start<I: Inside>(inside: I, stats: Arc<Stats>, opts: DriverOptions) -> Driver {
+    pub fn start<I: Inside>(inside: I, stats: Arc<Stats>) -> Driver {
         let (reader, writer) = inside.split();
         let (to_outbound, out_rx) = mpsc::unbounded_channel();
         let (to_inbound, in_rx) = mpsc::unbounded_channel();
         let (report_tx, reports) = mpsc::unbounded_channel();
+        // The inbound task wakes the outbound one when a frame changed the
+        // core (a rekey completed, an answer arrived), so its timer follows.
+        let wake = Arc::new(Notify::new());
         let outbound = tokio::spawn(outbound(
             reader,
             out_rx,
             report_tx.clone(),
             Arc::clone(&stats),
-            opts,
+            Arc::clone(&wake),
         ));
-        let inbound = tokio::spawn(inbound(writer, in_rx, report_tx, Arc::clone(&stats)));
+        let inbound = tokio::spawn(inbound(writer, in_rx, report_tx, Arc::clone(&stats), wake));
         Driver {
             outbound: Some(outbound),
             inbound: Some(inbound),
@@ -264,7 +252,6 @@ impl Driver {
     /// to its server); its counters go to the driver's [`Stats`].
     pub fn attach(&mut self, tunnel: Tunnel) {
         self.generation += 1;
-        let config = *tunnel.session_config();
         let (sender, receiver) = tunnel.with_stats(Arc::clone(&self.stats)).split();
         // A send fails only once a task is gone, which `next_event` reports.
         let _ = self.to_outbound.send(OutCommand::Attach {
@@ -274,7 +261,6 @@ impl Driver {
         let _ = self.to_inbound.send(InCommand::Attach {
             receiver: Box::new(receiver),
             generation: self.generation,
-            config,
         });
         self.attached = true;
     }
@@ -387,18 +373,8 @@ pub async fn run<I: Inside>(
     inside: I,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DriverError> {
-    run_with(tunnel, inside, shutdown, DriverOptions::default()).await
-}
-
-/// [`run`] with tunables.
-pub async fn run_with<I: Inside>(
-    tunnel: Tunnel,
-    inside: I,
-    shutdown: impl Future<Output = ()>,
-    opts: DriverOptions,
-) -> Result<(), DriverError> {
     let stats = Arc::clone(tunnel.stats());
-    let mut driver = Driver::start(inside, stats, opts);
+    let mut driver = Driver::start(inside, stats);
     driver.attach(tunnel);
     tokio::pin!(shutdown);
     loop {
@@ -424,137 +400,95 @@ pub async fn run_with<I: Inside>(
     }
 }
 
-/// The outbound task's session and its timers.
+/// Turns the core's events into reports for the driver; `false` once the
+/// session is over (its end reported).
+fn report_events(
+    mut next: impl FnMut() -> Option<Event>,
+    generation: u64,
+    reports: &mpsc::UnboundedSender<Report>,
+    warned_reject: &mut bool,
+) -> bool {
+    let mut alive = true;
+    while let Some(event) = next() {
+        let kind = match event {
+            Event::Rekeyed { session_id, config } => {
+                tracing::info!(session_id, "rekeyed");
+                ReportKind::Rekeyed { session_id, config }
+            }
+            Event::SessionLost(lost) => {
+                alive = false;
+                ReportKind::Ended(lost.into())
+            }
+            Event::Rejected(reason) => {
+                if !std::mem::replace(warned_reject, true) {
+                    tracing::warn!(
+                        ?reason,
+                        "the server refused our rekey; the session carries on until it ends"
+                    );
+                }
+                continue;
+            }
+            // Connecting is over before a tunnel is attached.
+            Event::Connected { .. } | Event::ConnectFailed(_) => continue,
+        };
+        let _ = reports.send(Report { generation, kind });
+    }
+    alive
+}
+
+/// The outbound task's session.
 #[derive(Debug)]
 struct OutSession {
     sender: TunnelSender,
     generation: u64,
-    keepalive: Duration,
-    probe_every: Duration,
-    rekey_retry: Duration,
-    /// When the scheduled rekey is due (`None`: the server asked for none).
-    rekey_at: Option<Instant>,
-    /// The session start `rekey_at` was computed from.
-    scheduled_for: Instant,
-    last_probe: Instant,
     next_path_check: Instant,
+    warned_reject: bool,
 }
 
 impl OutSession {
-    fn new(sender: TunnelSender, generation: u64, opts: &DriverOptions, rng: &mut Rng) -> Self {
-        let now = crate::now();
-        let mut s = OutSession {
-            scheduled_for: sender.session_started(),
-            sender,
-            generation,
-            keepalive: Duration::ZERO,
-            probe_every: Duration::ZERO,
-            rekey_retry: opts.rekey_retry.max(Duration::from_millis(1)),
-            rekey_at: None,
-            last_probe: now,
-            next_path_check: now + PATH_CHECK_EVERY,
-        };
-        s.schedule(opts.probe_every, rng);
-        s
-    }
-
-    /// Sets the timers from the current session's config.
-    fn schedule(&mut self, probe_every: Option<Duration>, rng: &mut Rng) {
-        let config = *self.sender.session_config();
-        self.keepalive = config.keepalive().max(Duration::from_millis(1));
-        self.probe_every = probe_every.map_or(self.keepalive, |p| {
-            p.clamp(Duration::from_millis(1), self.keepalive)
-        });
-        self.scheduled_for = self.sender.session_started();
-        self.rekey_at = config.rekey_after().map(|after| {
-            let jitter = rng.up_to((after / 20).min(REKEY_JITTER_MAX));
-            self.scheduled_for + after + jitter
-        });
-    }
-
-    /// The pause before the next initiation of a rekey that sent `n`.
-    fn rekey_pause(&self, n: u32) -> Duration {
-        let doublings = n.saturating_sub(1).min(16);
-        (self.rekey_retry * (1 << doublings)).min(REKEY_RETRY_MAX)
-    }
-
-    /// When the timer should next fire.
+    /// When the timer should next fire: the core's next timeout, or the next
+    /// path check.
     fn due(&self) -> Instant {
-        let mut due = (self.sender.last_sent() + self.keepalive)
-            .min(self.last_probe + self.probe_every)
-            .min(self.next_path_check);
-        match self.sender.rekey_in_progress() {
-            Some(r) => due = due.min(r.last_sent + self.rekey_pause(r.initiations)),
-            None => {
-                if let Some(at) = self.rekey_at {
-                    due = due.min(at);
-                }
-                due = due.min(self.quiet_at());
-            }
-        }
-        due
-    }
-
-    /// When silence from the server starts to look like it forgot us.
-    fn quiet_at(&self) -> Instant {
-        self.sender.last_received() + self.keepalive + QUIET_REHANDSHAKE
+        self.sender
+            .poll_timeout()
+            .map_or(self.next_path_check, |t| t.min(self.next_path_check))
     }
 
     /// Does whatever is due at `now`.
-    async fn on_timer(
-        &mut self,
-        now: Instant,
-        probe_every: Option<Duration>,
-        rng: &mut Rng,
-    ) -> Result<(), SendError> {
-        self.sender.poll_rekey();
-        if self.sender.session_started() != self.scheduled_for {
-            self.schedule(probe_every, rng);
-        }
-        let rekey = match self.sender.rekey_in_progress() {
-            Some(r) => (now >= r.last_sent + self.rekey_pause(r.initiations)).then_some("retry"),
-            None if self.rekey_at.is_some_and(|at| now >= at) => Some("scheduled"),
-            None if now >= self.quiet_at() => Some("server quiet"),
-            None => None,
-        };
-        if let Some(why) = rekey {
-            tracing::debug!(
-                why,
-                session_id = self.sender.session_id(),
-                "re-handshaking in place"
-            );
-            self.sender.start_rekey().await?;
-        }
-        let mut probe_now = false;
+    async fn on_timer(&mut self, now: Instant) -> Result<(), SendError> {
         if now >= self.next_path_check {
             self.next_path_check = now + PATH_CHECK_EVERY;
-            // A fresh socket: tell the server where we are now.
-            probe_now = self.sender.check_path()?;
+            self.sender.check_path().await?;
         }
-        if probe_now
-            || now >= self.sender.last_sent() + self.keepalive
-            || now >= self.last_probe + self.probe_every
-        {
-            self.sender.send_keepalive().await?;
-            self.last_probe = now;
-        }
-        Ok(())
+        self.sender.handle_timeout().await
+    }
+
+    /// Sends what the core owes and reports what it says; `false` once the
+    /// session is over.
+    async fn settle(&mut self, reports: &mpsc::UnboundedSender<Report>) -> Result<bool, SendError> {
+        self.sender.flush().await?;
+        let sender = &self.sender;
+        Ok(report_events(
+            || sender.poll_event(),
+            self.generation,
+            reports,
+            &mut self.warned_reject,
+        ))
     }
 }
 
 /// Inside to outside: read a packet into the buffer past the headroom, seal it
-/// in place, send it; the timers above. Without a session, packets read are
+/// in place, send it; the core's timers. Without a session, packets read are
 /// counted and dropped.
 async fn outbound<R: InsideReader>(
     mut reader: R,
     mut commands: mpsc::UnboundedReceiver<OutCommand>,
     reports: mpsc::UnboundedSender<Report>,
     stats: Arc<Stats>,
-    opts: DriverOptions,
+    wake: Arc<Notify>,
 ) {
     let mut buf = vec![0u8; SEND_BUF_LEN].into_boxed_slice();
     let packet_end = buf.len() - TAG_LEN;
-    let mut rng = Rng::from_entropy();
     let mut session: Option<OutSession> = None;
     let report = |generation, kind| {
         let _ = reports.send(Report { generation, kind });
@@ -562,13 +496,20 @@ async fn outbound<R: InsideReader>(
     let timer = sleep_until(tokio::time::Instant::now());
     tokio::pin!(timer);
     loop {
-        tokio::select! {
+        // What happened to the session in this round, if it needs settling.
+        let settled = tokio::select! {
             biased;
             command = commands.recv() => match command {
                 Some(OutCommand::Attach { sender, generation }) => {
-                    let s = OutSession::new(*sender, generation, &opts, &mut rng);
+                    let s = OutSession {
+                        sender: *sender,
+                        generation,
+                        next_path_check: crate::now() + PATH_CHECK_EVERY,
+                        warned_reject: false,
+                    };
                     timer.as_mut().reset(s.due().into());
                     session = Some(s);
+                    continue;
                 }
                 Some(OutCommand::Detach { goodbye }) => {
                     if let Some(mut s) = session.take() {
@@ -576,6 +517,7 @@ async fn outbound<R: InsideReader>(
                             say_goodbye(&mut s.sender).await;
                         }
                     }
+                    continue;
                 }
                 Some(OutCommand::Stop { goodbye }) => {
                     if let (Some(s), true) = (session.as_mut(), goodbye) {
@@ -591,14 +533,15 @@ async fn outbound<R: InsideReader>(
                     return;
                 }
             },
+            () = wake.notified(), if session.is_some() => {
+                let Some(s) = session.as_mut() else { continue };
+                s.settle(&reports).await
+            }
             () = &mut timer, if session.is_some() => {
                 let Some(s) = session.as_mut() else { continue };
-                match s.on_timer(crate::now(), opts.probe_every, &mut rng).await {
-                    Ok(()) => timer.as_mut().reset(s.due().into()),
-                    Err(e) => {
-                        report(s.generation, ReportKind::Ended(DriverError::Send(e)));
-                        session = None;
-                    }
+                match s.on_timer(crate::now()).await {
+                    Ok(()) => s.settle(&reports).await,
+                    Err(e) => Err(e),
                 }
             }
             read = reader.read_packet(&mut buf[HEADROOM..packet_end]) => {
@@ -612,22 +555,30 @@ async fn outbound<R: InsideReader>(
                         return;
                     }
                 };
-                if !ip::is_ipv4(&buf[HEADROOM..HEADROOM + len]) {
-                    inc(&stats.tx.dropped_not_ipv4);
-                    continue;
-                }
                 let Some(s) = session.as_mut() else {
                     inc(&stats.tx.dropped_no_session);
                     continue;
                 };
-                if let Err(e) = s.sender.send_packet(&mut buf, len).await {
-                    if e.is_fatal() {
-                        report(s.generation, ReportKind::Ended(DriverError::Send(e)));
-                        session = None;
-                    } else {
+                match s.sender.send_packet(&mut buf, len).await {
+                    Ok(()) => continue,
+                    // The session ended under us: the core says why.
+                    Err(SendError::Refused(Refused::NoSession)) => s.settle(&reports).await,
+                    Err(e) if e.is_fatal() => Err(e),
+                    Err(e) => {
                         tracing::debug!(error = %e, len, "dropped an outbound packet");
+                        continue;
                     }
                 }
+            }
+        };
+        let Some(s) = session.as_mut() else { continue };
+        match settled {
+            Ok(true) => timer.as_mut().reset(s.due().into()),
+            // The end is reported; the driver detaches us.
+            Ok(false) => timer.as_mut().reset(s.next_path_check.into()),
+            Err(e) => {
+                report(s.generation, ReportKind::Ended(DriverError::Send(e)));
+                session = None;
             }
         }
     }
@@ -646,27 +597,7 @@ async fn say_goodbye(sender: &mut TunnelSender) {
 struct InSession {
     receiver: TunnelReceiver,
     generation: u64,
-    idle_timeout: Duration,
-    our_addr: Ipv4Addr,
     warned_reject: bool,
-}
-
-impl InSession {
-    /// The inbound side of a newly attached session.
-    fn attach(receiver: TunnelReceiver, generation: u64, config: &SessionConfig) -> Self {
-        InSession {
-            receiver,
-            generation,
-            idle_timeout: config.idle_timeout(),
-            our_addr: config.client_addr,
-            warned_reject: false,
-        }
-    }
-
-    /// When the session counts as lost if nothing more arrives.
-    fn idle_deadline(&self) -> tokio::time::Instant {
-        (self.receiver.last_received() + self.idle_timeout).into()
-    }
 }
 
 /// What the inbound task does after an event.
@@ -676,17 +607,16 @@ enum Next {
     Fail(DriverError),
 }
 
-/// Outside to inside: receive a frame, open it in place, write the packet; end
-/// the session when the server has been silent for the idle timeout.
+/// Outside to inside: receive a frame, let the core open it in place, write
+/// the packet.
 async fn inbound<W: InsideWriter>(
     mut writer: W,
     mut commands: mpsc::UnboundedReceiver<InCommand>,
     reports: mpsc::UnboundedSender<Report>,
     stats: Arc<Stats>,
+    wake: Arc<Notify>,
 ) {
     let mut session: Option<InSession> = None;
-    let timer = sleep_until(tokio::time::Instant::now());
-    tokio::pin!(timer);
     let mut warned_write = false;
     loop {
         let Some(s) = session.as_mut() else {
@@ -694,11 +624,12 @@ async fn inbound<W: InsideWriter>(
                 Some(InCommand::Attach {
                     receiver,
                     generation,
-                    config,
                 }) => {
-                    let attached = InSession::attach(*receiver, generation, &config);
-                    timer.as_mut().reset(attached.idle_deadline());
-                    session = Some(attached);
+                    session = Some(InSession {
+                        receiver: *receiver,
+                        generation,
+                        warned_reject: false,
+                    })
                 }
                 Some(InCommand::Detach) => {}
                 None => return,
@@ -709,10 +640,12 @@ async fn inbound<W: InsideWriter>(
         let next = tokio::select! {
             biased;
             command = commands.recv() => match command {
-                Some(InCommand::Attach { receiver, generation, config }) => {
-                    let attached = InSession::attach(*receiver, generation, &config);
-                    timer.as_mut().reset(attached.idle_deadline());
-                    session = Some(attached);
+                Some(InCommand::Attach { receiver, generation }) => {
+                    session = Some(InSession {
+                        receiver: *receiver,
+                        generation,
+                        warned_reject: false,
+                    });
                     Next::Carry
                 }
                 Some(InCommand::Detach) => {
@@ -721,53 +654,31 @@ async fn inbound<W: InsideWriter>(
                 }
                 None => return,
             },
-            () = &mut timer => {
-                let due = s.receiver.last_received() + s.idle_timeout;
-                if crate::now() >= due {
-                    Next::End(DriverError::ServerStoppedResponding(s.idle_timeout))
-                } else {
-                    timer.as_mut().reset(due.into());
-                    Next::Carry
-                }
-            }
-            event = s.receiver.recv() => match event {
+            received = s.receiver.recv() => match received {
                 Err(e) => Next::End(DriverError::Recv(e)),
-                Ok(Event::Packet(packet)) => {
-                    if ip::ipv4_destination(packet) != Some(s.our_addr) {
-                        inc(&stats.rx.dropped_not_for_us);
-                        Next::Carry
-                    } else {
-                        match writer.write_packet(packet).await {
-                            Ok(()) => Next::Carry,
-                            Err(e) if is_transient_write(&e) => {
-                                inc(&stats.rx.inside_write_errors);
-                                if !std::mem::replace(&mut warned_write, true) {
-                                    tracing::warn!(error = %e, "the TUN refused a packet (is it down?); dropping");
-                                }
-                                Next::Carry
-                            }
-                            Err(e) => Next::Fail(DriverError::InsideWrite(e)),
+                Ok(Received::Packet(packet)) => match writer.write_packet(packet).await {
+                    Ok(()) => Next::Carry,
+                    Err(e) if is_transient_tun_write(&e) => {
+                        inc(&stats.rx.inside_write_errors);
+                        if !std::mem::replace(&mut warned_write, true) {
+                            tracing::warn!(error = %e, "the TUN refused a packet (is it down?); dropping");
                         }
+                        Next::Carry
                     }
-                }
-                Ok(Event::Keepalive | Event::Dropped(_)) => Next::Carry,
-                Ok(Event::Disconnected) => Next::End(DriverError::ServerClosed),
-                Ok(Event::Rekeyed { session_id, config }) => {
-                    tracing::info!(session_id, "rekeyed");
-                    s.our_addr = config.client_addr;
-                    s.idle_timeout = config.idle_timeout();
-                    let _ = reports.send(Report {
-                        generation,
-                        kind: ReportKind::Rekeyed { session_id, config },
-                    });
-                    Next::Carry
-                }
-                Ok(Event::Rejected(reason)) => {
-                    if !std::mem::replace(&mut s.warned_reject, true) {
-                        tracing::warn!(?reason, "the server refused our rekey; the session carries on until it ends");
+                    Err(e) => Next::Fail(DriverError::InsideWrite(e)),
+                },
+                Ok(Received::Consumed) => {
+                    let receiver = &s.receiver;
+                    let alive = report_events(|| receiver.poll_event(), generation, &reports, &mut s.warned_reject);
+                    // The outbound task's timer follows the core's.
+                    wake.notify_one();
+                    if !alive {
+                        // The end is reported; the driver detaches us.
+                        session = None;
                     }
                     Next::Carry
                 }
+                Ok(Received::Dropped(_)) => Next::Carry,
             },
         };
         match next {
@@ -793,7 +704,7 @@ async fn inbound<W: InsideWriter>(
 /// TUN write errors that concern one packet or the link's current state, not
 /// the device: `EIO` while the link is administratively down, `EINVAL` for a
 /// packet the kernel will not take.
-fn is_transient_write(e: &io::Error) -> bool {
+fn is_transient_tun_write(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::InvalidInput | io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
@@ -808,11 +719,24 @@ mod tests {
     fn goodbyes_only_where_someone_listens() {
         assert!(DriverError::ServerStoppedResponding(Duration::from_secs(1)).wants_goodbye());
         assert!(!DriverError::ServerClosed.wants_goodbye());
+        assert!(!DriverError::SessionWornOut.wants_goodbye());
         assert!(!DriverError::Recv(RecvError::Closed).wants_goodbye());
         assert!(DriverError::InsideRead(io::ErrorKind::BrokenPipe.into()).wants_goodbye());
         assert!(
             !DriverError::Send(SendError::ConnectionLost(io::ErrorKind::BrokenPipe.into()))
                 .wants_goodbye()
         );
+    }
+
+    #[test]
+    fn lost_sessions_map_to_driver_errors() {
+        let idle = Duration::from_secs(3);
+        assert!(matches!(
+            DriverError::from(Lost::ServerSilent(idle)),
+            DriverError::ServerStoppedResponding(d) if d == idle
+        ));
+        assert!(DriverError::from(Lost::ServerClosed).is_session_lost());
+        assert!(DriverError::from(Lost::CounterExhausted).is_session_lost());
+        assert!(!DriverError::from(Lost::Internal("x".into())).is_session_lost());
     }
 }

@@ -1,25 +1,30 @@
 //! The Ringway client: drives `ringway-proto` over tokio.
 //!
-//! The protocol crate does the thinking (handshake, sealing, replay window,
-//! timers) and never touches a socket or a clock; this crate owns the I/O:
+//! Two halves, as in the server: a sans-IO protocol core and the drivers
+//! that move its bytes and its time.
 //!
+//! - [`core`]: every protocol decision of the client (the handshake and its
+//!   verdict, keepalives and RTT probes, rekeys, the quiet re-handshake, idle
+//!   expiry, which frames open and which packets pass), in a [`Core`] with
+//!   `handle_*`/`poll_*` methods and no tokio, no sockets and no clock. Its
+//!   tests run it against the server's real session layer in memory.
 //! - [`config`]: the client config file that `ringway-server add-peer` writes.
-//! - [`outside`]: the network side. [`outside::Tunnel::connect_with`]
-//!   handshakes over UDP or TCP (or UDP, then TCP) and
-//!   [`split`](outside::Tunnel::split)s into a sender and a receiver that seal
-//!   and open in place, whatever the transport.
+//! - [`outside`]: the network side. [`outside::Tunnel::connect_with`] runs a
+//!   core's handshake over UDP or TCP (or UDP, then TCP) and
+//!   [`split`](outside::Tunnel::split)s into a sender and a receiver that
+//!   share the core and seal and open in place, whatever the transport.
 //! - [`inside`]: the packet side, a trait pair with the TUN device and an
 //!   in-memory channel as implementations.
-//! - [`driver`]: one task per direction between inside and outside, with the
-//!   keepalive, probe, rekey and idle timers; sessions come and go under it.
+//! - [`driver`]: one task per direction between inside and outside, running
+//!   the core's timers; sessions come and go under it.
 //! - [`supervisor`]: keeps a tunnel up, reconnecting with [`backoff`] when
 //!   the session is lost.
 //! - [`platform`]: creating and configuring the TUN device and routes (Linux;
 //!   other systems get a clear "unsupported platform" error).
 //! - [`routes`]: which routes `ringway up` adds, and removing them all again.
-//! - [`stats`]: counters and round-trip times, shared by the tasks and
-//!   whoever reports them; [`status`]: the client's state for `ringway status`.
-//! - [`ip`]: the two IPv4 header fields the driver filters on.
+//! - [`stats`]: counters and round-trip times, shared by the core, the tasks
+//!   and whoever reports them; [`status`]: the client's state for `ringway status`.
+//! - [`ip`]: the two IPv4 header fields the core filters on.
 //!
 //! Nothing but [`inside::tun`] and [`platform`] needs root, so tests and
 //! benchmarks can run many tunnels in one process against a loopback server.
@@ -31,11 +36,11 @@
 //!
 //! ```no_run
 //! use ringway_client::inside::memory::memory;
-//! use ringway_client::{driver, ClientConfig, ConnectOptions, Transport, Tunnel};
+//! use ringway_client::{driver, ClientConfig, ConnectOptions, TransportChoice, Tunnel};
 //!
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = ClientConfig::load("client.toml")?;
-//! let opts = ConnectOptions { transport: Transport::Udp, ..ConnectOptions::default() };
+//! let opts = ConnectOptions { transport: TransportChoice::Udp, ..ConnectOptions::default() };
 //! let tunnel = Tunnel::connect_with(&config, &opts).await?;
 //! let our_addr = tunnel.session_config().client_addr;
 //! let stats = std::sync::Arc::clone(tunnel.stats());
@@ -71,6 +76,7 @@
 
 pub mod backoff;
 pub mod config;
+pub mod core;
 pub mod driver;
 pub mod inside;
 pub mod ip;
@@ -82,10 +88,11 @@ pub mod status;
 pub mod supervisor;
 
 pub use config::{ClientConfig, ConfigError};
-pub use driver::{Driver, DriverError, DriverEvent, DriverOptions};
+pub use core::{Core, CoreConfig, SessionOptions};
+pub use driver::{Driver, DriverError, DriverEvent};
 pub use outside::{
-    ConnectError, ConnectOptions, Event, RecvError, SendError, Transport, Tunnel, TunnelReceiver,
-    TunnelSender,
+    ConnectError, ConnectOptions, Received, RecvError, SendError, Transport, TransportChoice,
+    Tunnel, TunnelReceiver, TunnelSender,
 };
 pub use stats::{Stats, StatsSnapshot};
 pub use status::{LiveStatus, StatusReport};

@@ -26,10 +26,9 @@ use ringway_client::platform::{self, SystemRoutes, TunError};
 use ringway_client::routes::{RoutePlan, RouteTable};
 use ringway_client::stats::LiveLine;
 use ringway_client::status::{ConnState, LiveStatus};
-use ringway_client::Transport as OutsideTransport;
 use ringway_client::{
-    ClientConfig, ConfigError, ConnectError, ConnectOptions, DriverError, DriverOptions, Notice,
-    Supervisor, SupervisorOptions, Tunnel,
+    ClientConfig, ConfigError, ConnectError, ConnectOptions, DriverError, Notice, SessionOptions,
+    Supervisor, SupervisorOptions, TransportChoice, Tunnel,
 };
 use ringway_proto::SessionConfig;
 use tracing_subscriber::EnvFilter;
@@ -91,8 +90,8 @@ enum Command {
         /// Client config file, as written by `ringway-server add-peer`.
         config: PathBuf,
         /// How to reach the server.
-        #[arg(long, value_enum, default_value_t = Transport::Udp)]
-        transport: Transport,
+        #[arg(long, value_enum, default_value_t = TransportArg::Udp)]
+        transport: TransportArg,
         /// Give up connecting after this many seconds without a handshake
         /// (each reconnect attempt gets as long).
         #[arg(long, value_name = "SECS", default_value_t = 10,
@@ -135,7 +134,7 @@ enum Command {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Transport {
+enum TransportArg {
     /// One frame per UDP datagram.
     Udp,
     /// Length-prefixed frames on a TCP connection to the same host and port
@@ -146,12 +145,12 @@ enum Transport {
     Auto,
 }
 
-impl From<Transport> for OutsideTransport {
-    fn from(t: Transport) -> Self {
+impl From<TransportArg> for TransportChoice {
+    fn from(t: TransportArg) -> Self {
         match t {
-            Transport::Udp => OutsideTransport::Udp,
-            Transport::Tcp => OutsideTransport::Tcp,
-            Transport::Auto => OutsideTransport::Auto,
+            TransportArg::Udp => TransportChoice::Udp,
+            TransportArg::Tcp => TransportChoice::Tcp,
+            TransportArg::Auto => TransportChoice::Auto,
         }
     }
 }
@@ -265,6 +264,11 @@ fn main() -> ExitCode {
             connect: ConnectOptions {
                 transport: transport.into(),
                 deadline: Duration::from_secs(connect_timeout),
+                // With live stats, an RTT sample for every line.
+                session: SessionOptions {
+                    probe_every: stats.map(Duration::from_secs),
+                    ..SessionOptions::default()
+                },
                 ..ConnectOptions::default()
             },
             stats: stats.map(Duration::from_secs),
@@ -388,10 +392,6 @@ async fn up(config: ClientConfig, args: UpArgs) -> Result<(), Failure> {
         SupervisorOptions {
             connect: args.connect.clone(),
             re_resolve: !args.full_tunnel,
-            driver: DriverOptions {
-                probe_every: args.stats,
-                ..DriverOptions::default()
-            },
             interface: Some(tun.name().to_owned()),
             ..SupervisorOptions::default()
         },

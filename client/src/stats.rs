@@ -6,18 +6,15 @@
 //! counters order nothing; a reader gets a [`StatsSnapshot`] that may be a few
 //! packets stale.
 //!
-//! The round-trip time comes from keepalive probes ([`Rtt`]): the sender
-//! stamps each probe with an id and remembers when it left, the server echoes
-//! the id, and the receiver turns the echo into a sample. That happens a few
-//! times a minute, so a mutex is fine there.
+//! The round-trip time comes from keepalive probes, timed by the client core
+//! ([`crate::core::rtt`]), which stores each new sample here.
 //!
 //! [`LiveLine`] is what `ringway up --stats SECS` prints: rates over the
 //! interval between two snapshots.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Counters written by the sending side (inside to outside).
 #[derive(Debug, Default)]
@@ -78,8 +75,10 @@ pub struct Stats {
     pub tx: TxCounters,
     /// Outside to inside.
     pub rx: RxCounters,
-    /// Round-trip times from keepalive probes.
-    pub rtt: Mutex<Rtt>,
+    /// The latest round-trip sample in nanoseconds (0: none yet).
+    rtt_nanos: AtomicU64,
+    /// The smoothed round-trip time in nanoseconds (0: none yet).
+    srtt_nanos: AtomicU64,
 }
 
 /// Adds `n` to a counter.
@@ -125,10 +124,11 @@ impl Stats {
     /// Reads every counter.
     pub fn snapshot(&self) -> StatsSnapshot {
         let (t, r) = (&self.tx, &self.rx);
-        let (rtt, srtt) = {
-            let rtt = self.rtt.lock().unwrap_or_else(|e| e.into_inner());
-            (rtt.latest(), rtt.smoothed())
+        let nanos = |a: &AtomicU64| match a.load(Relaxed) {
+            0 => None,
+            n => Some(Duration::from_nanos(n)),
         };
+        let (rtt, srtt) = (nanos(&self.rtt_nanos), nanos(&self.srtt_nanos));
         StatsSnapshot {
             tx_packets: t.packets.load(Relaxed),
             tx_bytes: t.bytes.load(Relaxed),
@@ -154,9 +154,11 @@ impl Stats {
         }
     }
 
-    /// Runs `f` on the round-trip tracker.
-    pub(crate) fn with_rtt<T>(&self, f: impl FnOnce(&mut Rtt) -> T) -> T {
-        f(&mut self.rtt.lock().unwrap_or_else(|e| e.into_inner()))
+    /// Records the round-trip times after a probe's echo.
+    pub(crate) fn record_rtt(&self, latest: Duration, smoothed: Duration) {
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.rtt_nanos.store(nanos(latest), Relaxed);
+        self.srtt_nanos.store(nanos(smoothed), Relaxed);
     }
 }
 
@@ -216,66 +218,6 @@ impl fmt::Display for StatsSnapshot {
             write!(f, "; rtt {}", Millis(srtt))?;
         }
         Ok(())
-    }
-}
-
-/// How many probes may be in flight at once; an older one's echo is ignored.
-const PROBES_IN_FLIGHT: usize = 8;
-
-/// Round-trip times from probe echoes: remembers when recent probes left, and
-/// keeps the latest sample and a smoothed one.
-#[derive(Debug, Default)]
-pub struct Rtt {
-    next_id: u64,
-    /// `(id, sent at)` of recent probes, oldest overwritten first.
-    in_flight: [Option<(u64, Instant)>; PROBES_IN_FLIGHT],
-    latest: Option<Duration>,
-    smoothed: Option<Duration>,
-    samples: u64,
-}
-
-impl Rtt {
-    /// A fresh probe id, remembered as sent at `now`.
-    pub fn start_probe(&mut self, now: Instant) -> u64 {
-        self.next_id = self.next_id.wrapping_add(1);
-        let id = self.next_id;
-        self.in_flight[(id as usize) % PROBES_IN_FLIGHT] = Some((id, now));
-        id
-    }
-
-    /// Records the echo of probe `id` arriving at `now`; the sample, or
-    /// `None` for an id we did not send (or long since overwritten) or a
-    /// repeated echo.
-    pub fn on_echo(&mut self, id: u64, now: Instant) -> Option<Duration> {
-        let slot = &mut self.in_flight[(id as usize) % PROBES_IN_FLIGHT];
-        let (sent_id, sent_at) = (*slot)?;
-        if sent_id != id {
-            return None;
-        }
-        *slot = None;
-        let sample = now.saturating_duration_since(sent_at);
-        self.latest = Some(sample);
-        self.smoothed = Some(match self.smoothed {
-            None => sample,
-            Some(s) => (s * 7 + sample) / 8,
-        });
-        self.samples += 1;
-        Some(sample)
-    }
-
-    /// The latest sample.
-    pub fn latest(&self) -> Option<Duration> {
-        self.latest
-    }
-
-    /// The smoothed round-trip time.
-    pub fn smoothed(&self) -> Option<Duration> {
-        self.smoothed
-    }
-
-    /// How many echoes were matched.
-    pub fn samples(&self) -> u64 {
-        self.samples
     }
 }
 
@@ -367,37 +309,10 @@ mod tests {
     }
 
     #[test]
-    fn rtt_from_probe_echoes() {
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        let mut rtt = Rtt::default();
-        assert_eq!((rtt.latest(), rtt.smoothed()), (None, None));
-        let a = rtt.start_probe(t0);
-        let b = rtt.start_probe(t0 + ms(10));
-        assert_ne!(a, b);
-        // Out of order is fine; each echo is timed against its own probe.
-        assert_eq!(rtt.on_echo(b, t0 + ms(30)), Some(ms(20)));
-        assert_eq!(rtt.on_echo(a, t0 + ms(40)), Some(ms(40)));
-        assert_eq!(rtt.latest(), Some(ms(40)));
-        // 7/8 of 20 plus 1/8 of 40.
-        assert_eq!(rtt.smoothed(), Some(ms(20) * 7 / 8 + ms(40) / 8));
-        // A repeated echo, an id never sent, and one overwritten by newer probes.
-        assert_eq!(rtt.on_echo(a, t0 + ms(50)), None);
-        assert_eq!(rtt.on_echo(12345, t0 + ms(50)), None);
-        let old = rtt.start_probe(t0);
-        for _ in 0..PROBES_IN_FLIGHT {
-            rtt.start_probe(t0);
-        }
-        assert_eq!(rtt.on_echo(old, t0 + ms(50)), None);
-        assert_eq!(rtt.samples(), 2);
-    }
-
-    #[test]
     fn snapshot_carries_the_rtt() {
         let s = Stats::default();
-        let now = Instant::now();
-        let id = s.with_rtt(|r| r.start_probe(now));
-        s.with_rtt(|r| r.on_echo(id, now + Duration::from_millis(3)));
+        assert_eq!(s.snapshot().rtt, None);
+        s.record_rtt(Duration::from_millis(3), Duration::from_millis(3));
         let snap = s.snapshot();
         assert_eq!(snap.rtt, Some(Duration::from_millis(3)));
         assert!(snap.to_string().ends_with("; rtt 3.00 ms"), "{snap}");

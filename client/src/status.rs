@@ -185,7 +185,7 @@ impl LiveStatus {
             reconnects: l.reconnects,
             rekeys: l.rekeys,
             last_error: l.last_error.clone(),
-            counters: Counters {
+            counters: ReportCounters {
                 tx_packets: s.tx_packets,
                 tx_bytes: s.tx_bytes,
                 rx_packets: s.rx_packets,
@@ -240,7 +240,7 @@ pub struct StatusReport {
     #[serde(default)]
     pub last_error: Option<String>,
     /// Totals since the client started.
-    pub counters: Counters,
+    pub counters: ReportCounters,
     /// The latest round-trip time, in milliseconds.
     #[serde(default)]
     pub rtt_ms: Option<f64>,
@@ -252,7 +252,7 @@ pub struct StatusReport {
 /// Totals in a [`StatusReport`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[allow(missing_docs)] // Each mirrors the counter of the same name in `StatsSnapshot`.
-pub struct Counters {
+pub struct ReportCounters {
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub rx_packets: u64,
@@ -628,11 +628,8 @@ mod tests {
     fn report_round_trips_through_json() {
         let status = live();
         crate::stats::inc(&status.stats().tx.packets);
-        let now = crate::now();
-        let id = status.stats().with_rtt(|r| r.start_probe(now));
-        status
-            .stats()
-            .with_rtt(|r| r.on_echo(id, now + Duration::from_micros(1500)));
+        let rtt = Duration::from_micros(1500);
+        status.stats().record_rtt(rtt, rtt);
         let report = status.report();
         assert_eq!(report.state, ConnState::Connected);
         assert_eq!(report.inner_address, "198.18.0.2/24");

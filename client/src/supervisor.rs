@@ -29,20 +29,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringway_proto::SessionConfig;
+use ringway_proto::{Entropy as _, SessionConfig};
 use tokio::time::sleep_until;
 
-use crate::backoff::{Backoff, BackoffPolicy};
+use crate::backoff::{Backoff, BackoffPolicy, Rng};
 use crate::config::ClientConfig;
-use crate::driver::{Driver, DriverError, DriverEvent, DriverOptions};
+use crate::driver::{Driver, DriverError, DriverEvent};
 use crate::inside::Inside;
-use crate::outside::{resolve, ConnectError, ConnectOptions, Transport, Tunnel};
+use crate::outside::{resolve, ConnectError, ConnectOptions, OsEntropy, Transport, Tunnel};
 use crate::status::LiveStatus;
 
 /// How the supervisor connects again and how long it waits in between.
 #[derive(Debug, Clone)]
 pub struct SupervisorOptions {
-    /// Each reconnect attempt: transport, deadline, retry interval.
+    /// Each reconnect attempt: transport, deadline, retry interval (and the
+    /// session timers of what it connects).
     pub connect: ConnectOptions,
     /// The pauses between failed attempts.
     pub backoff: BackoffPolicy,
@@ -51,8 +52,6 @@ pub struct SupervisorOptions {
     /// tunnel needs (its host route is for that address, and DNS would go
     /// into the tunnel that is down).
     pub re_resolve: bool,
-    /// The driver's timers.
-    pub driver: DriverOptions,
     /// The TUN's name, for the status report.
     pub interface: Option<String>,
 }
@@ -63,7 +62,6 @@ impl Default for SupervisorOptions {
             connect: ConnectOptions::default(),
             backoff: BackoffPolicy::default(),
             re_resolve: true,
-            driver: DriverOptions::default(),
             interface: None,
         }
     }
@@ -144,7 +142,7 @@ impl Supervisor {
             tunnel.session_id(),
             session,
         ));
-        let mut driver = Driver::start(inside, stats, opts.driver.clone());
+        let mut driver = Driver::start(inside, stats);
         driver.attach(tunnel);
         Supervisor {
             driver,
@@ -182,7 +180,7 @@ impl Supervisor {
                     tracing::warn!("session lost: {e}; reconnecting");
                     self.status.reconnecting(&e);
                     self.outage = Some(Outage {
-                        backoff: Backoff::new(self.opts.backoff),
+                        backoff: Backoff::with_rng(self.opts.backoff, jitter_rng()),
                         attempts: 0,
                         next_at: crate::now(),
                     });
@@ -272,6 +270,15 @@ impl Supervisor {
         let goodbye = self.driver.is_attached();
         self.driver.stop(goodbye).await;
     }
+}
+
+/// A jitter generator seeded from the system's random source, so clients
+/// that lost the same server spread out (a fixed seed should that fail:
+/// jitter is not a secret).
+fn jitter_rng() -> Rng {
+    let mut seed = [0u8; 8];
+    let _ = OsEntropy::new().fill(&mut seed);
+    Rng::seeded(u64::from_le_bytes(seed))
 }
 
 /// Waits until the driver reports a failure, ignoring the rest (stale

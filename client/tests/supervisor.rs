@@ -1,8 +1,10 @@
-//! Keeping the tunnel up against the in-process fake server: reconnecting
-//! after the server goes quiet or restarts, rekeying in place, rejects,
-//! roaming to a fresh UDP socket, and RTT from probe echoes. The long waits
-//! run on tokio's paused clock; the rekey test on the real one, with generous
-//! bounds.
+//! Keeping the tunnel up against the loopback fake server (the server's
+//! session layer): reconnecting after the server goes quiet or restarts,
+//! rekeys reaching the supervisor, rejects, roaming to a fresh UDP socket,
+//! and RTT from probe echoes, as the tokio side runs them. Everything that
+//! waits runs on tokio's paused clock. The protocol decisions behind these
+//! (when to re-handshake, rekey, give up) are tested exactly in
+//! `core_pair.rs`.
 
 #[macro_use]
 mod support;
@@ -13,58 +15,26 @@ use std::time::Duration;
 
 use ringway_client::backoff::BackoffPolicy;
 use ringway_client::inside::memory::{memory, MemoryHost};
-use ringway_client::outside::{TunnelReceiver, HEADROOM, SEND_BUF_LEN};
+use ringway_client::outside::{HEADROOM, SEND_BUF_LEN};
 use ringway_client::status::{ConnState, LiveStatus};
 use ringway_client::{
-    driver, ConnectError, ConnectOptions, DriverOptions, Event, Notice, Supervisor,
-    SupervisorOptions, Transport, Tunnel,
+    driver, ConnectError, ConnectOptions, Notice, Received, SessionOptions, Supervisor,
+    SupervisorOptions, TransportChoice, Tunnel,
 };
 use support::*;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-/// Runs `async fn $name(transport: Transport)` as two tests on the paused clock.
-macro_rules! over_both_paused {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use ringway_client::Transport;
-            #[tokio::test(start_paused = true)]
-            async fn udp() {
-                super::$name(Transport::Udp).await
-            }
-            #[tokio::test(start_paused = true)]
-            async fn tcp() {
-                super::$name(Transport::Tcp).await
-            }
-        }
-    )*};
-}
-
 over_both_paused!(
     reconnects_after_the_server_goes_quiet_and_comes_back,
     survives_a_server_restart_on_the_same_port,
-);
-
-over_both!(
-    rekeys_in_place_without_losing_traffic,
+    rekeys_reach_the_supervisor_and_traffic_flows_on,
     a_wrong_server_key_is_reported_from_the_reject,
     an_unlisted_client_is_reported_as_not_authorised,
 );
 
-fn connect_opts(transport: Transport, deadline: Duration) -> ConnectOptions {
-    ConnectOptions {
-        transport,
-        deadline,
-        retry_interval: Duration::from_millis(200),
-        ..ConnectOptions::default()
-    }
-}
-
-async fn connected(server: &FakeServer, transport: Transport) -> Tunnel {
-    let config = client_config(server.addr, server_keys().public, Some(PSK));
-    Tunnel::connect_with(&config, &connect_opts(transport, Duration::from_secs(5)))
-        .await
-        .unwrap()
+fn connect_opts(transport: TransportChoice, deadline: Duration) -> ConnectOptions {
+    quick(transport, deadline.as_millis() as u64)
 }
 
 /// A supervisor running on its own task, reporting what it notices.
@@ -78,7 +48,7 @@ struct Running {
 impl Running {
     async fn start(
         server: &FakeServer,
-        transport: Transport,
+        transport: TransportChoice,
         inside_capacity: usize,
     ) -> (Running, MemoryHost) {
         let tunnel = connected(server, transport).await;
@@ -161,14 +131,11 @@ async fn echoes(host: &mut MemoryHost, seq: u32, within: Duration) -> bool {
 }
 
 fn quick_timers() -> Options {
-    Options {
-        // Keepalive 1 s, idle timeout 3 s.
-        config: session_config(1, 3),
-        ..Options::default()
-    }
+    // Keepalive 1 s, idle timeout 3 s.
+    Options::with_timers(1, 3)
 }
 
-async fn reconnects_after_the_server_goes_quiet_and_comes_back(transport: Transport) {
+async fn reconnects_after_the_server_goes_quiet_and_comes_back(transport: TransportChoice) {
     let server = FakeServer::start(quick_timers()).await;
     let (mut running, mut host) = Running::start(&server, transport, 64).await;
     assert!(echoes(&mut host, 1, Duration::from_secs(2)).await);
@@ -209,14 +176,14 @@ async fn reconnects_after_the_server_goes_quiet_and_comes_back(transport: Transp
     assert!(echoes(&mut host, 3, Duration::from_secs(2)).await);
     let report = running.status.report();
     assert_eq!(report.reconnects, 1);
-    assert_eq!(report.transport, transport.as_str());
+    assert_eq!(report.transport, transport_of(transport).as_str());
     // The counters run on across sessions.
     assert_eq!(report.counters.rx_packets, 2);
     running.stop().await;
     wait_until(|| server.seen.disconnects.load(Relaxed) >= 1).await;
 }
 
-async fn survives_a_server_restart_on_the_same_port(transport: Transport) {
+async fn survives_a_server_restart_on_the_same_port(transport: TransportChoice) {
     let server = FakeServer::start(quick_timers()).await;
     let (mut running, mut host) = Running::start(&server, transport, 64).await;
     assert!(echoes(&mut host, 1, Duration::from_secs(2)).await);
@@ -254,12 +221,9 @@ async fn survives_a_server_restart_on_the_same_port(transport: Transport) {
 async fn a_restarted_udp_server_is_rejoined_in_place_before_the_idle_timeout() {
     // Keepalive 1 s, idle timeout 60 s: the restart shows as silence long
     // before the session would expire.
-    let opts = || Options {
-        config: session_config(1, 60),
-        ..Options::default()
-    };
+    let opts = || Options::with_timers(1, 60);
     let server = FakeServer::start(opts()).await;
-    let (mut running, mut host) = Running::start(&server, Transport::Udp, 64).await;
+    let (mut running, mut host) = Running::start(&server, TransportChoice::Udp, 64).await;
     assert!(echoes(&mut host, 1, Duration::from_secs(2)).await);
     let addr = server.stop().await;
     let server = FakeServer::start_on(addr, opts()).await;
@@ -280,36 +244,23 @@ async fn a_restarted_udp_server_is_rejoined_in_place_before_the_idle_timeout() {
     running.stop().await;
 }
 
-async fn rekeys_in_place_without_losing_traffic(transport: Transport) {
+async fn rekeys_reach_the_supervisor_and_traffic_flows_on(transport: TransportChoice) {
     // The server asks for a rekey every second.
-    let mut opts = Options::default();
-    opts.config.rekey_after_secs = 1;
-    let server = FakeServer::start(opts).await;
-    let (mut running, mut host) = Running::start(&server, transport, 1024).await;
-
-    // Steady traffic across several rekeys: a packet every 5 ms for 3.5 s.
-    let sent = 700u32;
-    let sender = {
-        let to_tunnel = host.to_tunnel.clone();
-        tokio::spawn(async move {
-            for seq in 0..sent {
-                let packet = ipv4_packet(CLIENT_ADDR, SERVER_ADDR, seq, 200);
-                to_tunnel.send(packet).await.unwrap();
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-    };
-    let mut received = 0u32;
-    let counting = async {
-        while let Ok(Some(_)) =
-            tokio::time::timeout(Duration::from_secs(2), host.from_tunnel.recv()).await
-        {
-            received += 1;
+    let settings = settings(&[("client", client_keys().public, Some(PSK))], 25, 180, 1);
+    let server = FakeServer::start(Options {
+        settings,
+        ..Options::default()
+    })
+    .await;
+    let (mut running, mut host) = Running::start(&server, transport, 64).await;
+    // Traffic across several rekeys: an echo every 100 ms for 5 s.
+    let mut echoed_back = 0;
+    for seq in 0..50 {
+        if echoes(&mut host, seq, Duration::from_millis(100)).await {
+            echoed_back += 1;
         }
-    };
-    counting.await;
-    sender.await.unwrap();
-
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let mut rekeys = 0;
     while let Ok(n) = running.notices.try_recv() {
         match n {
@@ -320,27 +271,20 @@ async fn rekeys_in_place_without_losing_traffic(transport: Transport) {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert!(rekeys >= 2, "{rekeys} rekeys");
-    assert!(server.seen.accepted.load(Relaxed) >= 3);
-    let lost = sent - received;
-    // A frame or two sealed with the old keys may cross the server's switch.
-    assert!(
-        lost <= 2 * rekeys,
-        "lost {lost} of {sent} over {rekeys} rekeys"
-    );
+    // Every second plus up to 50 ms of jitter.
+    assert!((4..=5).contains(&rekeys), "{rekeys} rekeys");
+    // Zero loss across rekeys is the core's, tested in `core_pair.rs`; here
+    // the traffic simply keeps flowing.
+    assert!(echoed_back >= 45, "{echoed_back} of 50 echoes");
     let report = running.status.report();
-    assert_eq!(report.rekeys, u64::from(rekeys));
+    assert_eq!(report.rekeys, rekeys);
     assert_eq!(report.reconnects, 0);
     assert_ne!(report.session_id, SESSION_ID);
     running.stop().await;
 }
 
-async fn a_wrong_server_key_is_reported_from_the_reject(transport: Transport) {
-    let server = FakeServer::start(Options {
-        rejects: true,
-        ..Options::default()
-    })
-    .await;
+async fn a_wrong_server_key_is_reported_from_the_reject(transport: TransportChoice) {
+    let server = FakeServer::start(Options::default()).await;
     let config = client_config(server.addr, other_keys().public, Some(PSK));
     let err = Tunnel::connect_with(
         &config,
@@ -356,10 +300,9 @@ async fn a_wrong_server_key_is_reported_from_the_reject(transport: Transport) {
     assert!(server.seen.rejects.load(Relaxed) >= 1);
 }
 
-async fn an_unlisted_client_is_reported_as_not_authorised(transport: Transport) {
+async fn an_unlisted_client_is_reported_as_not_authorised(transport: TransportChoice) {
     let server = FakeServer::start(Options {
-        rejects: true,
-        client_key: other_keys().public,
+        settings: settings(&[("someone", other_keys().public, None)], 25, 180, 0),
         ..Options::default()
     })
     .await;
@@ -374,36 +317,27 @@ async fn an_unlisted_client_is_reported_as_not_authorised(transport: Transport) 
     assert!(err.to_string().starts_with("not authorised"), "{err}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn without_rejects_silence_is_still_unreachable() {
-    let server = FakeServer::start(Options::default()).await;
+    let server = FakeServer::start(Options {
+        rejects: false,
+        ..Options::default()
+    })
+    .await;
     let config = client_config(server.addr, other_keys().public, Some(PSK));
     let err = Tunnel::connect_with(
         &config,
-        &connect_opts(Transport::Udp, Duration::from_millis(500)),
+        &connect_opts(TransportChoice::Udp, Duration::from_millis(500)),
     )
     .await
     .unwrap_err();
     assert!(matches!(err, ConnectError::Unreachable { .. }), "{err}");
 }
 
-/// The next data packet, skipping keepalives and the like.
-async fn next_packet(rx: &mut TunnelReceiver) -> Vec<u8> {
-    loop {
-        let event = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .expect("a packet within 5 s")
-            .unwrap();
-        if let Event::Packet(p) = event {
-            return p.to_vec();
-        }
-    }
-}
-
 #[tokio::test]
 async fn roaming_to_a_fresh_udp_socket_keeps_the_session() {
     let server = FakeServer::start(Options::default()).await;
-    let tunnel = connected(&server, Transport::Udp).await;
+    let tunnel = connected(&server, TransportChoice::Udp).await;
     let (mut tx, mut rx) = tunnel.split();
     let mut buf = vec![0u8; SEND_BUF_LEN];
     let mut send = |seq: u32| {
@@ -418,7 +352,7 @@ async fn roaming_to_a_fresh_udp_socket_keeps_the_session() {
     let before = tx.local_addr().unwrap();
     assert_eq!(*server.seen.last_udp_from.lock().unwrap(), Some(before));
 
-    let after = tx.rebind().expect("a fresh socket");
+    let after = tx.rebind().await.unwrap().expect("a fresh socket");
     assert_ne!(after, before);
     assert_eq!(tx.local_addr().unwrap(), after);
     // The same session, from the new address, answered on the new socket.
@@ -430,50 +364,52 @@ async fn roaming_to_a_fresh_udp_socket_keeps_the_session() {
     assert_eq!(*server.seen.last_udp_from.lock().unwrap(), Some(after));
     assert_eq!(server.seen.accepted.load(Relaxed), 1);
     assert_eq!(tx.stats().snapshot().tx_rebinds, 1);
+    // The core sent a probe from the new socket at once.
+    wait_until(|| server.seen.probes.load(Relaxed) == 1).await;
     // The path is fine: nothing to do.
-    assert!(!tx.check_path().unwrap());
+    tx.check_path().await.unwrap();
+    assert_eq!(tx.stats().snapshot().tx_rebinds, 1);
 }
 
 #[tokio::test]
 async fn tcp_cannot_roam() {
     let server = FakeServer::start(Options::default()).await;
-    let (mut tx, _rx) = connected(&server, Transport::Tcp).await.split();
-    assert_eq!(tx.rebind(), None);
-    assert!(!tx.check_path().unwrap());
+    let (mut tx, _rx) = connected(&server, TransportChoice::Tcp).await.split();
+    assert_eq!(tx.rebind().await.unwrap(), None);
+    tx.check_path().await.unwrap();
 }
 
 #[tokio::test]
 async fn keepalives_are_probes_and_echoes_give_the_rtt() {
     let server = FakeServer::start(Options::default()).await;
-    let (mut tx, mut rx) = connected(&server, Transport::Udp).await.split();
+    let (mut tx, mut rx) = connected(&server, TransportChoice::Udp).await.split();
     assert_eq!(tx.stats().snapshot().rtt, None);
     tx.send_keepalive().await.unwrap();
-    let event = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+    let received = tokio::time::timeout(HANG_GUARD, rx.recv())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(event, Event::Keepalive);
+    assert_eq!(received, Received::Consumed);
     let s = rx.stats().snapshot();
     let rtt = s.rtt.expect("an RTT sample");
-    assert!(rtt < Duration::from_secs(5), "{rtt:?}");
     assert_eq!(s.srtt, Some(rtt));
     assert_eq!(server.seen.probes.load(Relaxed), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_driver_probes_every_interval_even_when_busy() {
-    let server = FakeServer::start(Options {
-        config: session_config(25, 180),
-        ..Options::default()
-    })
-    .await;
-    let tunnel = connected(&server, Transport::Udp).await;
+    let server = FakeServer::start(Options::default()).await;
+    let config = client_config(server.addr, server_keys().public, Some(PSK));
+    let opts = ConnectOptions {
+        session: SessionOptions {
+            probe_every: Some(Duration::from_secs(2)),
+            ..SessionOptions::default()
+        },
+        ..connect_opts(TransportChoice::Udp, Duration::from_secs(10))
+    };
+    let tunnel = Tunnel::connect_with(&config, &opts).await.unwrap();
     let stats = Arc::clone(tunnel.stats());
     let (inside, mut host) = memory(64);
-    let opts = DriverOptions {
-        probe_every: Some(Duration::from_secs(2)),
-        ..DriverOptions::default()
-    };
     let busy = async {
         // Traffic every 100 ms for 10 s: never idle long enough for a keepalive.
         for seq in 0..100 {
@@ -485,8 +421,9 @@ async fn the_driver_probes_every_interval_even_when_busy() {
             while host.from_tunnel.try_recv().is_ok() {}
         }
     };
-    driver::run_with(tunnel, inside, busy, opts).await.unwrap();
+    driver::run(tunnel, inside, busy).await.unwrap();
+    // At 2, 4, 6, 8 and 10 s (the last as the busy loop ends: maybe).
     let probes = server.seen.probes.load(Relaxed);
-    assert!((4..=6).contains(&probes), "{probes} probes in 10 s");
+    assert!((4..=5).contains(&probes), "{probes} probes in 10 s");
     assert!(stats.snapshot().rtt.is_some());
 }

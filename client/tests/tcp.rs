@@ -1,8 +1,8 @@
-//! What only the TCP transport does, against the in-process fake server:
-//! frames split across reads and packed into one, the connection closing or
-//! carrying garbage mid-session, reconnecting during the handshake, and the
-//! `auto` fallback from UDP. The behaviour TCP shares with UDP is tested over
-//! both in `tunnel.rs`.
+//! What only the TCP transport does, against the server's session layer in
+//! the loopback fake server: frames split across reads and packed into one,
+//! the connection closing or carrying garbage mid-session, reconnecting
+//! during the handshake, and the `auto` fallback from UDP. The behaviour TCP
+//! shares with UDP is tested over both in `tunnel.rs`.
 
 mod support;
 
@@ -14,18 +14,14 @@ use std::time::Duration;
 use ringway_client::inside::memory::memory;
 use ringway_client::outside::{TunnelReceiver, HEADROOM, SEND_BUF_LEN};
 use ringway_client::{
-    driver, ConnectError, ConnectOptions, DriverError, Event, RecvError, Transport, Tunnel,
+    driver, ConnectError, ConnectOptions, DriverError, Received, RecvError, Transport,
+    TransportChoice, Tunnel,
 };
 use ringway_proto::wire;
 use support::*;
 
 fn tcp(deadline_ms: u64) -> ConnectOptions {
-    ConnectOptions {
-        transport: Transport::Tcp,
-        deadline: Duration::from_millis(deadline_ms),
-        retry_interval: Duration::from_millis(100),
-        ..ConnectOptions::default()
-    }
+    quick(TransportChoice::Tcp, deadline_ms)
 }
 
 async fn connected_with(server: &FakeServer, opts: &ConnectOptions) -> Tunnel {
@@ -33,25 +29,12 @@ async fn connected_with(server: &FakeServer, opts: &ConnectOptions) -> Tunnel {
     Tunnel::connect_with(&config, opts).await.unwrap()
 }
 
-async fn connected(server: &FakeServer) -> Tunnel {
-    let tunnel = connected_with(server, &tcp(5_000)).await;
-    assert_eq!(tunnel.transport(), Transport::Tcp);
-    tunnel
-}
-
-/// The next event, bounded so a lost frame fails the test instead of hanging it.
-async fn next_event(rx: &mut TunnelReceiver) -> Result<Event<'_>, RecvError> {
-    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+/// What the next frame was, bounded so a lost frame fails the test instead
+/// of hanging it.
+async fn next_event(rx: &mut TunnelReceiver) -> Result<Received<'_>, RecvError> {
+    tokio::time::timeout(HANG_GUARD, rx.recv())
         .await
-        .expect("an event within 5 s")
-}
-
-async fn next_packet(rx: &mut TunnelReceiver) -> Vec<u8> {
-    loop {
-        if let Event::Packet(packet) = next_event(rx).await.unwrap() {
-            return packet.to_vec();
-        }
-    }
+        .expect("a frame before the hang guard")
 }
 
 fn packet_len(seq: u32) -> usize {
@@ -67,7 +50,7 @@ async fn a_thousand_packets_both_ways_at_once_in_odd_chunks() {
         ..Options::default()
     })
     .await;
-    let tunnel = connected(&server).await;
+    let tunnel = connected(&server, TransportChoice::Tcp).await;
     let stats = Arc::clone(tunnel.stats());
     let (mut tx, mut rx) = tunnel.split();
     // Sending and receiving concurrently, with no windows: TCP loses nothing,
@@ -102,7 +85,7 @@ async fn frames_split_byte_by_byte() {
         ..Options::default()
     })
     .await;
-    let (_tx, mut rx) = connected(&server).await.split();
+    let (_tx, mut rx) = connected(&server, TransportChoice::Tcp).await.split();
     let packets: Vec<_> = (0..20)
         .map(|seq| ipv4_packet(SERVER_ADDR, CLIENT_ADDR, seq, 40 + seq as usize))
         .collect();
@@ -115,7 +98,7 @@ async fn frames_split_byte_by_byte() {
 #[tokio::test]
 async fn frames_packed_in_one_write() {
     let server = FakeServer::start(Options::default()).await;
-    let (_tx, mut rx) = connected(&server).await.split();
+    let (_tx, mut rx) = connected(&server, TransportChoice::Tcp).await.split();
     // Small and full-size packets, about 70 KB in one write: more than one
     // read's buffer, so a frame is also cut at the buffer's end.
     let packets: Vec<_> = (0..100)
@@ -136,14 +119,14 @@ async fn a_frame_right_behind_the_handshake_response_is_kept() {
         ..Options::default()
     })
     .await;
-    let (_tx, mut rx) = connected(&server).await.split();
+    let (_tx, mut rx) = connected(&server, TransportChoice::Tcp).await.split();
     assert_eq!(next_packet(&mut rx).await, greeting);
 }
 
 #[tokio::test]
 async fn server_closing_the_connection_ends_the_receiver_as_session_lost() {
     let server = FakeServer::start(Options::default()).await;
-    let (_tx, mut rx) = connected(&server).await.split();
+    let (_tx, mut rx) = connected(&server, TransportChoice::Tcp).await.split();
     let packet = ipv4_packet(SERVER_ADDR, CLIENT_ADDR, 1, 100);
     server.send_packet(packet.clone());
     server.close_tcp();
@@ -160,7 +143,7 @@ async fn server_closing_the_connection_ends_the_receiver_as_session_lost() {
 #[tokio::test]
 async fn a_corrupt_length_ends_the_receiver() {
     let server = FakeServer::start(Options::default()).await;
-    let (_tx, mut rx) = connected(&server).await.split();
+    let (_tx, mut rx) = connected(&server, TransportChoice::Tcp).await.split();
     server.send_raw_stream(vec![0, 0]);
     let err = next_event(&mut rx).await.unwrap_err();
     assert!(
@@ -171,7 +154,7 @@ async fn a_corrupt_length_ends_the_receiver() {
 
     // Longer than the session's MTU allows: refused from the prefix alone.
     let server = FakeServer::start(Options::default()).await;
-    let (_tx, mut rx) = connected(&server).await.split();
+    let (_tx, mut rx) = connected(&server, TransportChoice::Tcp).await.split();
     server.send_raw_stream(vec![0xff, 0xff]);
     let err = next_event(&mut rx).await.unwrap_err();
     assert!(
@@ -187,7 +170,7 @@ async fn driver_forwards_both_ways_and_says_goodbye() {
         ..Options::default()
     })
     .await;
-    let tunnel = connected(&server).await;
+    let tunnel = connected(&server, TransportChoice::Tcp).await;
     let (inside, mut host) = memory(64);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let driver = tokio::spawn(driver::run(tunnel, inside, async {
@@ -196,9 +179,9 @@ async fn driver_forwards_both_ways_and_says_goodbye() {
     for seq in 0..100 {
         let packet = ipv4_packet(CLIENT_ADDR, SERVER_ADDR, seq, 60 + seq as usize * 13);
         host.to_tunnel.send(packet.clone()).await.unwrap();
-        let back = tokio::time::timeout(Duration::from_secs(5), host.from_tunnel.recv())
+        let back = tokio::time::timeout(HANG_GUARD, host.from_tunnel.recv())
             .await
-            .expect("echo within 5 s")
+            .expect("an echo before the hang guard")
             .unwrap();
         assert_eq!(back, echoed(packet));
     }
@@ -214,29 +197,32 @@ async fn driver_forwards_both_ways_and_says_goodbye() {
 #[tokio::test]
 async fn server_closing_the_connection_ends_the_driver_as_session_lost() {
     let server = FakeServer::start(Options::default()).await;
-    let tunnel = connected(&server).await;
+    let tunnel = connected(&server, TransportChoice::Tcp).await;
     let (inside, _host) = memory(8);
     let driver = tokio::spawn(driver::run(tunnel, inside, pending()));
     server.close_tcp();
-    let err = tokio::time::timeout(Duration::from_secs(5), driver)
+    let err = tokio::time::timeout(HANG_GUARD, driver)
         .await
-        .expect("the driver ends within 5 s")
+        .expect("the driver ends before the hang guard")
         .unwrap()
         .unwrap_err();
     assert!(matches!(err, DriverError::Recv(_)), "{err}");
     assert!(err.is_session_lost(), "{err}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn unanswered_initiations_are_resent_on_the_same_connection() {
     let server = FakeServer::start(Options::default()).await;
-    // A key the server does not hold: it cannot read the initiations and stays silent.
-    let config = client_config(server.addr, other_keys().public, Some(PSK));
+    // A server that takes the connection but never answers.
+    server.set_silent(true);
+    let config = client_config(server.addr, server_keys().public, Some(PSK));
     let err = Tunnel::connect_with(&config, &tcp(600)).await.unwrap_err();
-    assert!(matches!(err, ConnectError::Unreachable { .. }), "{err}");
+    let ConnectError::Unreachable { attempts, .. } = err else {
+        panic!("{err}");
+    };
+    assert!(attempts >= 3, "{attempts}");
+    wait_until(|| server.seen.inits.load(Relaxed) == u64::from(attempts)).await;
     assert_eq!(server.seen.tcp_connections.load(Relaxed), 1);
-    let inits = server.seen.inits.load(Relaxed);
-    assert!(inits >= 3, "{inits}");
 }
 
 #[tokio::test]
@@ -246,7 +232,7 @@ async fn reconnects_when_the_server_drops_the_handshake() {
         ..Options::default()
     })
     .await;
-    let tunnel = connected(&server).await;
+    let tunnel = connected(&server, TransportChoice::Tcp).await;
     assert_eq!(tunnel.session_id(), SESSION_ID);
     assert_eq!(server.seen.tcp_connections.load(Relaxed), 3);
     assert_eq!(server.seen.accepted.load(Relaxed), 1);
@@ -266,6 +252,7 @@ async fn refused_connections_are_unreachable_and_say_why() {
     else {
         panic!("{err}");
     };
+    // No connection, so no initiation ever went out.
     assert_eq!((*transport, *attempts), (Transport::Tcp, 0));
     assert!(
         last_error.as_deref().unwrap_or("").contains("refused"),
@@ -275,14 +262,17 @@ async fn refused_connections_are_unreachable_and_say_why() {
 
 fn auto(udp_for_ms: u64) -> ConnectOptions {
     ConnectOptions {
-        transport: Transport::Auto,
-        deadline: Duration::from_secs(5),
+        transport: TransportChoice::Auto,
+        deadline: Duration::from_secs(20),
         retry_interval: Duration::from_millis(100),
         auto_udp_for: Duration::from_millis(udp_for_ms),
+        ..ConnectOptions::default()
     }
 }
 
-#[tokio::test]
+// On the paused clock: how long UDP gets is the code's own deadline, and a
+// loaded machine must not make it pass before an answer that is on its way.
+#[tokio::test(start_paused = true)]
 async fn auto_prefers_udp() {
     let server = FakeServer::start(Options::default()).await;
     let tunnel = connected_with(&server, &auto(2_000)).await;
@@ -290,7 +280,7 @@ async fn auto_prefers_udp() {
     assert_eq!(server.seen.tcp_connections.load(Relaxed), 0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn auto_falls_back_to_tcp_when_udp_gets_no_answer() {
     let server = FakeServer::start(Options {
         udp: false,
@@ -307,7 +297,7 @@ async fn auto_falls_back_to_tcp_when_udp_gets_no_answer() {
     assert_eq!(next_packet(&mut rx).await, echoed(packet));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn auto_does_not_fall_back_when_the_server_answered() {
     let server = FakeServer::start(Options::default()).await;
     let config = client_config(server.addr, server_keys().public, Some([1u8; 32]));
@@ -322,13 +312,11 @@ async fn auto_does_not_fall_back_when_the_server_answered() {
 async fn keepalives_over_tcp_then_fails_when_the_server_goes_quiet() {
     // The server never sends anything after the handshake.
     let server = FakeServer::start(Options {
-        config: session_config(1, 3),
-        echo: false,
-        echo_probes: false,
-        ..Options::default()
+        mute: true,
+        ..Options::with_timers(1, 3)
     })
     .await;
-    let tunnel = connected(&server).await;
+    let tunnel = connected(&server, TransportChoice::Tcp).await;
     let (inside, _host) = memory(8);
     let err = driver::run(tunnel, inside, pending())
         .await

@@ -112,8 +112,8 @@ fn library_exchange(test: &str, transport: Transport) -> Result<()> {
 async fn exchange(config: ClientConfig, transport: Transport) -> Result<Report> {
     let opts = ConnectOptions {
         transport: match transport {
-            Transport::Udp => ringway_client::Transport::Udp,
-            Transport::Tcp => ringway_client::Transport::Tcp,
+            Transport::Udp => ringway_client::TransportChoice::Udp,
+            Transport::Tcp => ringway_client::TransportChoice::Tcp,
         },
         deadline: Duration::from_secs(10),
         ..ConnectOptions::default()

@@ -38,8 +38,9 @@ pub enum SealError {
     /// The counter is used up: the session must be re-established.
     #[error("send counter exhausted")]
     CounterExhausted,
-    /// Keepalive and disconnect frames carry no payload.
-    #[error("only data frames carry a payload")]
+    /// Not a transport kind, or a payload its kind may not carry (a
+    /// disconnect carries none, a keepalive none or a probe id).
+    #[error("this kind of frame cannot carry this payload")]
     PayloadNotAllowed,
 }
 
@@ -88,19 +89,11 @@ impl Sealer {
         payload_len: usize,
         now: Instant,
     ) -> Result<usize, SealError> {
-        if !kind.is_transport() {
-            return Err(SealError::PayloadNotAllowed);
-        }
-        let allowed = match kind {
-            FrameType::Data => true,
-            FrameType::Keepalive => payload_len == 0 || payload_len == PROBE_LEN,
-            _ => payload_len == 0,
-        };
-        if !allowed {
-            return Err(SealError::PayloadNotAllowed);
-        }
-        if payload_len > MAX_PAYLOAD_LEN {
+        if kind == FrameType::Data && payload_len > MAX_PAYLOAD_LEN {
             return Err(SealError::PayloadTooLarge);
+        }
+        if !transport::payload_allowed(kind, payload_len) {
+            return Err(SealError::PayloadNotAllowed);
         }
         let total = HEADER_LEN + payload_len + TAG_LEN;
         let frame = frame.get_mut(..total).ok_or(SealError::BufferTooSmall)?;

@@ -21,7 +21,7 @@ use ringway_proto::session::TimerEvent;
 use ringway_proto::wire::handshake::{emit_reject, InitFrame, RejectReason, REJECT_LEN, RESP_LEN};
 use ringway_proto::wire::transport::{peek_session_id, HEADER_LEN, OVERHEAD, PROBE_LEN};
 use ringway_proto::wire::{frame_type, FrameType};
-use ringway_proto::{CowBytes, PublicKey, Session, SessionConfig};
+use ringway_proto::{CowBytes, Entropy, EntropyError, PublicKey, Session, SessionConfig};
 
 use crate::config::{Peer, Settings};
 use crate::metrics::SessionCounters;
@@ -38,11 +38,29 @@ pub const PAYLOAD_OFFSET: usize = HEADROOM;
 /// (a rekey), so packets already in flight under the old keys are not lost.
 pub const REKEY_GRACE: Duration = Duration::from_secs(10);
 
-/// Source of session ids; the driver supplies randomness so this layer stays
+/// The server's randomness: session ids, and the ephemeral keys of handshake
+/// responses. The driver supplies it (the OS's generator) so this layer stays
 /// deterministic under test.
 pub trait IdSource {
     /// A fresh 32-bit value.
     fn next_id(&mut self) -> u32;
+
+    /// Fills `dest` with fresh random bytes; by default from [`IdSource::next_id`].
+    fn fill(&mut self, dest: &mut [u8]) {
+        for chunk in dest.chunks_mut(4) {
+            chunk.copy_from_slice(&self.next_id().to_ne_bytes()[..chunk.len()]);
+        }
+    }
+}
+
+/// An [`IdSource`] as proto's random source.
+struct Randomness<'a, I: ?Sized>(&'a mut I);
+
+impl<I: IdSource + ?Sized> Entropy for Randomness<'_, I> {
+    fn fill(&mut self, dest: &mut [u8]) -> Result<(), EntropyError> {
+        self.0.fill(dest);
+        Ok(())
+    }
 }
 
 /// A TCP connection as the driver names it: a slot index plus the slot's
@@ -231,7 +249,7 @@ impl Sessions {
         now: Instant,
         ids: &mut impl IdSource,
     ) -> OutsideAction<'_> {
-        let pending = match self.responder.read_init(frame) {
+        let pending = match self.responder.read_init(frame, &mut Randomness(ids)) {
             Ok(p) => p,
             Err(e) => {
                 tracing::debug!(%from, error = %e, "initiation rejected");

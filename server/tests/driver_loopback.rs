@@ -199,6 +199,16 @@ impl Server {
     }
 }
 
+/// The client's random source: a fixed byte per handshake is enough here.
+struct Fixed(u8);
+
+impl ringway_proto::Entropy for Fixed {
+    fn fill(&mut self, dest: &mut [u8]) -> Result<(), ringway_proto::EntropyError> {
+        dest.fill(self.0);
+        Ok(())
+    }
+}
+
 fn init(peer: u8, ts: u64) -> (ClientHandshake, [u8; INIT_LEN]) {
     let keys = ClientKeys {
         secret: peer_keys(peer).secret,
@@ -210,7 +220,7 @@ fn init(peer: u8, ts: u64) -> (ClientHandshake, [u8; INIT_LEN]) {
         timestamp: Timestamp { secs: ts, nanos: 0 },
         cipher: None,
     };
-    let hs = ClientHandshake::initiate(&keys, payload, 77, &mut buf).unwrap();
+    let hs = ClientHandshake::initiate(&keys, payload, &mut Fixed(77), &mut buf).unwrap();
     (hs, buf)
 }
 
@@ -270,7 +280,7 @@ fn udp_and_tcp_clients_pass_packets_both_ways_at_once() {
     // UDP client (peer 0).
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let (hs, frame) = init(0, 1);
+    let (mut hs, frame) = init(0, 1);
     udp.send_to(&frame, server.udp).unwrap();
     let mut resp = [0u8; 2048];
     let n = udp.recv(&mut resp).unwrap();
@@ -279,7 +289,7 @@ fn udp_and_tcp_clients_pass_packets_both_ways_at_once() {
 
     // TCP client (peer 1).
     let mut tcp = TcpClient::connect(server.tcp);
-    let (hs, frame) = init(1, 1);
+    let (mut hs, frame) = init(1, 1);
     tcp.send(&frame);
     let resp = tcp.recv();
     let (mut t, tcfg) = hs.handle_response(&resp, Instant::now()).unwrap();
@@ -336,7 +346,7 @@ fn udp_and_tcp_clients_pass_packets_both_ways_at_once() {
 fn tcp_frames_split_and_packed_across_reads() {
     let server = Server::start(Options::default());
     let mut tcp = TcpClient::connect(server.tcp);
-    let (hs, frame) = init(0, 1);
+    let (mut hs, frame) = init(0, 1);
     tcp.send(&frame);
     let (mut s, cfg) = hs.handle_response(&tcp.recv(), Instant::now()).unwrap();
     // 50 frames in one stream, written in awkward chunk sizes.
@@ -417,7 +427,7 @@ fn bad_tcp_peers_are_closed_and_good_ones_keep_working() {
 
     // Meanwhile a good client works.
     let mut good = TcpClient::connect(server.tcp);
-    let (hs, frame) = init(0, 1);
+    let (mut hs, frame) = init(0, 1);
     good.send(&frame);
     let (mut s, cfg) = hs.handle_response(&good.recv(), Instant::now()).unwrap();
 
@@ -529,11 +539,11 @@ fn tcp_connection_left_behind_by_its_session_is_closed_when_idle() {
     });
     // Handshake on A, then again on B: the session moves to B and A goes quiet.
     let mut a = TcpClient::connect(server.tcp);
-    let (hs, frame) = init(0, 1);
+    let (mut hs, frame) = init(0, 1);
     a.send(&frame);
     hs.handle_response(&a.recv(), Instant::now()).unwrap();
     let mut b = TcpClient::connect(server.tcp);
-    let (hs, frame) = init(0, 2);
+    let (mut hs, frame) = init(0, 2);
     b.send(&frame);
     let (mut s, cfg) = hs.handle_response(&b.recv(), Instant::now()).unwrap();
     // B stays busy; A is closed once silent for the idle timeout (2 s, checked

@@ -1,26 +1,21 @@
 //! Reading length-prefixed frames off a byte stream (the TCP outside).
 //!
 //! [`FrameReader`] reads into proto's [`FrameAssembler`] and hands out each
-//! whole frame where it lies, for the caller to open in place. Next to the
-//! assembler it keeps [`Boundaries`]: where the frames in the bytes read so far
-//! end, worked out from the bytes as they arrive. That answers two questions
-//! the assembler can only answer by handing out a frame:
-//!
-//! - Is a whole frame buffered? [`FrameReader::next_frame`] takes a frame from
-//!   the assembler only when it will return it. (A loop that returns a borrowed
-//!   frame on one path and reads more on another is sound, but today's borrow
-//!   checker refuses it.)
-//! - How many bytes end the frame in progress? An [`exact`](FrameReader::exact)
-//!   reader never reads past them, so after the handshake response nothing of
-//!   the session is buffered yet, and the session's reader can start afresh
-//!   with its frame limit taken from the MTU the response announced.
+//! whole frame where it lies, for the caller to open in place. It asks the
+//! assembler where the next frame is ([`FrameAssembler::peek_frame`]) before
+//! taking it, so its loop can choose between returning a frame and reading
+//! more; and how many bytes end the frame in progress
+//! ([`FrameAssembler::needed`]), so that an [`exact`](FrameReader::exact)
+//! reader never reads past them: after the handshake response nothing of the
+//! session is buffered yet, and the session's reader starts afresh with its
+//! frame limit taken from the MTU the response announced.
 //!
 //! Every await is a single `read` whose bytes are recorded only once it
 //! completes, so [`FrameReader::next_frame`] is cancel-safe.
 
 use std::io;
 
-use ringway_proto::wire::{self, FrameAssembler, STREAM_PREFIX_LEN};
+use ringway_proto::wire::{self, FrameAssembler};
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 use super::RecvError;
@@ -34,7 +29,6 @@ pub(crate) const STREAM_BUFFER: usize = 64 << 10;
 pub(crate) struct FrameReader<R> {
     read: R,
     frames: FrameAssembler,
-    bounds: Boundaries,
     /// Never read past the end of the frame in progress.
     exact: bool,
 }
@@ -54,12 +48,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     fn with(read: R, capacity: usize, max_frame: usize, exact: bool) -> Self {
-        // The assembler's own clamp, so both agree on what is too long.
-        let max_frame = max_frame.clamp(1, usize::from(u16::MAX));
         FrameReader {
             read,
             frames: FrameAssembler::new(capacity, max_frame),
-            bounds: Boundaries::new(max_frame),
             exact,
         }
     }
@@ -80,38 +71,33 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// [`RecvError::Corrupt`] for a length prefix of zero or over the limit;
     /// after any error the stream is unusable. Cancel-safe.
     pub(crate) async fn next_frame(&mut self) -> Result<&mut [u8], RecvError> {
-        while self.bounds.ready == 0 {
+        loop {
+            // A bad length stays at the front: asking again gives the same
+            // error instead of reading past it.
+            if let Some(frame) = self.frames.peek_frame().map_err(RecvError::Corrupt)? {
+                return self
+                    .frames
+                    .take_frame(frame)
+                    .ok_or(RecvError::Corrupt(wire::Error::Truncated));
+            }
+            let needed = self.frames.needed();
             let spare = self.frames.spare_mut();
             let want = if self.exact {
-                self.bounds.to_frame_end().min(spare.len())
+                needed.min(spare.len())
             } else {
                 spare.len()
             };
             if want == 0 {
-                // The assembler always has room for a maximal frame, and the
-                // boundaries flag a longer length at once: cannot happen.
+                // The assembler always has room for a maximal frame, and
+                // refuses a longer length at once: cannot happen.
                 return Err(RecvError::Corrupt(wire::Error::TooLong));
             }
-            let n = match self.read.read(&mut spare[..want]).await {
+            match self.read.read(&mut spare[..want]).await {
                 Ok(0) => return Err(RecvError::Closed),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(n) => self.frames.commit(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(RecvError::ConnectionLost(e)),
-            };
-            self.bounds.feed(&spare[..n]);
-            self.frames.commit(n);
-        }
-        match self.frames.next_frame() {
-            Ok(Some(frame)) => {
-                self.bounds.ready -= 1;
-                Ok(frame)
             }
-            // The assembler keeps refusing, and `ready` stays up: asking again
-            // gives the same error instead of reading past the bad length.
-            Err(e) => Err(RecvError::Corrupt(e)),
-            // Out of step with the assembler: a bug, but the peer's bytes
-            // must not make it a panic.
-            Ok(None) => Err(RecvError::Corrupt(wire::Error::Truncated)),
         }
     }
 
@@ -122,80 +108,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
-/// Frame boundaries in a stream, from its bytes as they arrive; mirrors the
-/// length checks of [`FrameAssembler`].
-#[derive(Debug)]
-struct Boundaries {
-    max_frame: usize,
-    /// Whole frames read and not handed out, counting a bad length as one:
-    /// the assembler reports it when asked for that frame.
-    ready: usize,
-    /// The first byte of a length prefix whose second has not arrived.
-    half_prefix: Option<u8>,
-    /// Bytes of the frame in progress still to come, once its length is known.
-    body_left: usize,
-    /// A bad length arrived: nothing after it is a frame.
-    corrupt: bool,
-}
-
-impl Boundaries {
-    fn new(max_frame: usize) -> Self {
-        Boundaries {
-            max_frame,
-            ready: 0,
-            half_prefix: None,
-            body_left: 0,
-            corrupt: false,
-        }
-    }
-
-    /// Accounts for the next bytes of the stream. Skips over frame bodies, so
-    /// the cost is per frame, not per byte.
-    fn feed(&mut self, mut bytes: &[u8]) {
-        while !self.corrupt {
-            if self.body_left > 0 {
-                let n = self.body_left.min(bytes.len());
-                if n == 0 {
-                    return;
-                }
-                self.body_left -= n;
-                bytes = &bytes[n..];
-                if self.body_left == 0 {
-                    self.ready += 1;
-                }
-                continue;
-            }
-            let Some((&byte, rest)) = bytes.split_first() else {
-                return;
-            };
-            bytes = rest;
-            let Some(high) = self.half_prefix.take() else {
-                self.half_prefix = Some(byte);
-                continue;
-            };
-            let len = usize::from(u16::from_be_bytes([high, byte]));
-            if len == 0 || len > self.max_frame {
-                self.corrupt = true;
-                self.ready += 1;
-            } else {
-                self.body_left = len;
-            }
-        }
-    }
-
-    /// Bytes that end the frame in progress, or, before its length is known,
-    /// the rest of its prefix.
-    fn to_frame_end(&self) -> usize {
-        if self.body_left > 0 {
-            self.body_left
-        } else if self.half_prefix.is_some() {
-            STREAM_PREFIX_LEN - 1
-        } else {
-            STREAM_PREFIX_LEN
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
@@ -203,6 +115,7 @@ mod tests {
     use std::task::{Context, Poll};
 
     use ringway_proto::wire::stream::encode_prefix;
+    use ringway_proto::wire::STREAM_PREFIX_LEN;
     use tokio::io::ReadBuf;
 
     use super::*;
@@ -378,44 +291,5 @@ mod tests {
             matches!(end, RecvError::Corrupt(wire::Error::TooLong)),
             "{end}"
         );
-    }
-
-    #[test]
-    fn boundaries_agree_with_the_assembler() {
-        // Deterministic pseudo-random frame sizes and chunkings.
-        let mut x = 0x2545_f491_u32;
-        let mut next = move |m: u32| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x % m) as usize
-        };
-        for _ in 0..200 {
-            let frames: Vec<_> = (0..next(20))
-                .map(|i| frame(i as u8, 1 + next(300)))
-                .collect();
-            let data = stream_of(&frames);
-            let mut asm = FrameAssembler::new(0, 300);
-            let mut bounds = Boundaries::new(300);
-            let mut rest = &data[..];
-            let mut got = 0;
-            while !rest.is_empty() {
-                let n = (1 + next(700)).min(rest.len());
-                let spare = asm.spare_mut();
-                let n = n.min(spare.len());
-                spare[..n].copy_from_slice(&rest[..n]);
-                bounds.feed(&rest[..n]);
-                asm.commit(n);
-                rest = &rest[n..];
-                while bounds.ready > 0 {
-                    assert!(asm.next_frame().unwrap().is_some());
-                    bounds.ready -= 1;
-                    got += 1;
-                }
-                assert!(asm.next_frame().unwrap().is_none());
-            }
-            assert_eq!(got, frames.len());
-            assert_eq!(bounds.to_frame_end(), STREAM_PREFIX_LEN);
-        }
     }
 }

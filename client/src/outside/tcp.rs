@@ -2,13 +2,14 @@
 //! big-endian length, on one connection to the same host and port.
 //!
 //! For networks that let only TCP out. [`connect`] connects (with
-//! `TCP_NODELAY`: every frame is a packet someone is waiting for) and
-//! handshakes over the stream much as over UDP: send a fresh initiation, wait
-//! up to the retry interval for its answer, send another on the same
-//! connection if none came. A connect that fails, or a connection that closes
-//! or carries garbage, is replaced after a pause that doubles each time
-//! ([`Backoff`]), until the deadline. (The server closes a connection that
-//! sends garbage or has not finished a handshake within its own deadline.)
+//! `TCP_NODELAY`: every frame is a packet someone is waiting for) and runs
+//! the core's handshake over the stream much as over UDP: the core sends a
+//! fresh initiation every retry interval, on the same connection while it
+//! lasts. A connect that fails, or a connection that closes or carries
+//! garbage, is replaced after a pause that doubles each time
+//! ([`Backoff`](crate::backoff::Backoff)), until the core's deadline; each
+//! new connection carries a fresh initiation. (The server closes a connection
+//! that sends garbage or has not finished a handshake within its own deadline.)
 //!
 //! Once established, each direction owns its half of the connection. The
 //! sender writes each frame with one `write_all` of prefix, header and packet,
@@ -22,21 +23,24 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ringway_proto::session::SealError;
 use ringway_proto::wire::stream::encode_prefix;
 use ringway_proto::wire::transport::{MAX_FRAME_LEN, OVERHEAD};
 use ringway_proto::wire::STREAM_PREFIX_LEN;
 use tokio::io::AsyncWriteExt as _;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpSocket;
 use tokio::time::{sleep_until, timeout_at};
 
-use super::handshake::{ConnectError, Handshaker};
 use super::stream::FrameReader;
-use super::{ConnectOptions, Link, SendError, Transport, Tunnel};
+use super::{
+    connect_progress, new_core, ConnectError, ConnectOptions, Connecting, Link, SendError,
+    Transport, Tunnel,
+};
+use crate::backoff::Backoff;
 use crate::config::ClientConfig;
+use crate::core::{Core, Refused, MAX_CONTROL_LEN};
 
-/// The first pause before connecting again.
+/// The first pause before connecting again (or the retry interval, if shorter).
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
 
 /// Handshakes with `server` over TCP until `deadline`, reconnecting as needed.
@@ -46,29 +50,41 @@ pub(super) async fn connect(
     opts: &ConnectOptions,
     deadline: Instant,
 ) -> Result<Tunnel, ConnectError> {
-    let mut hs = Handshaker::new(config, server, Transport::Tcp);
-    let mut backoff = Backoff::new(opts.retry_interval);
-    while crate::now() < deadline {
-        if let Some(tunnel) = attempt(&mut hs, server, opts, deadline).await? {
-            return Ok(tunnel);
+    let mut core = new_core(config, opts, deadline);
+    // Pauses between connections: doubling up to four retry intervals.
+    let first = FIRST_PAUSE.min(opts.retry_interval);
+    let mut pauses = Backoff::doubling(first, (opts.retry_interval * 4).max(first));
+    loop {
+        match attempt(&mut core, server, deadline).await? {
+            Some(link) => return Tunnel::new(link, server, core),
+            None => {
+                let pause = pauses.next_delay();
+                tracing::debug!(%server, ?pause, "connecting again after a pause");
+                // The core's own deadline still runs meanwhile.
+                let until = (crate::now() + pause).min(deadline);
+                loop {
+                    let wake = core.poll_timeout().unwrap_or(until).min(until);
+                    sleep_until(wake.into()).await;
+                    core.handle_timeout(crate::now());
+                    connect_progress(&mut core, server, Transport::Tcp)?;
+                    if crate::now() >= until {
+                        break;
+                    }
+                }
+            }
         }
-        let pause = backoff.next_pause();
-        tracing::debug!(%server, ?pause, "connecting again after a pause");
-        sleep_until((crate::now() + pause).min(deadline).into()).await;
     }
-    Err(hs.give_up())
 }
 
-/// One connection: connects, then handshakes on it until `deadline`.
+/// One connection: connects, then runs the core's handshake on it.
 ///
 /// `Ok(None)` when the connect failed or the connection closed or broke
-/// (recorded in `hs`), or the deadline passed.
+/// (reported to the core, for its verdict); the core's verdict as an error.
 async fn attempt(
-    hs: &mut Handshaker,
+    core: &mut Core,
     server: SocketAddr,
-    opts: &ConnectOptions,
     deadline: Instant,
-) -> Result<Option<Tunnel>, ConnectError> {
+) -> Result<Option<Link>, ConnectError> {
     let socket = match server {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
@@ -79,9 +95,14 @@ async fn attempt(
         source,
     })?;
     let stream = match timeout_at(deadline.into(), socket.connect(server)).await {
-        Err(_) => return Ok(None),
+        Err(_) => {
+            // The deadline: let the core say so.
+            core.handle_timeout(crate::now());
+            connect_progress(core, server, Transport::Tcp)?;
+            return Ok(None);
+        }
         Ok(Err(e)) => {
-            hs.record_io_error(&e);
+            core.handle_io_error(&e);
             return Ok(None);
         }
         Ok(Ok(stream)) => stream,
@@ -93,46 +114,67 @@ async fn attempt(
     let (read, mut writer) = stream.into_split();
     // Exact: nothing past the response is read with the handshake's limits.
     let mut reader = FrameReader::exact(read);
-
-    while crate::now() < deadline {
-        let init = hs.initiate()?;
-        match timeout_at(deadline.into(), transmit(&mut writer, init)).await {
-            Err(_) => return Ok(None),
-            Ok(Err(e)) => {
-                hs.record_io_error(&e);
-                return Ok(None);
-            }
-            Ok(Ok(())) => {}
+    // A new connection: an initiation on it (the one still owed, or a fresh one).
+    core.handle_path_change(crate::now());
+    match handshake_on(core, &mut reader, &mut writer, server, deadline).await? {
+        Ok(()) => {
+            let mtu = core
+                .session_config()
+                .map_or(MAX_FRAME_LEN, |c| usize::from(c.mtu));
+            let max_frame = (mtu + OVERHEAD).min(MAX_FRAME_LEN);
+            Ok(Some(Link::Tcp {
+                reader: reader.into_session(max_frame),
+                writer,
+            }))
         }
-        let retry_at = (crate::now() + opts.retry_interval).min(deadline);
-        // As over UDP, a stray or a failed response does not end the wait.
-        loop {
-            let frame = match timeout_at(retry_at.into(), reader.next_frame()).await {
-                Err(_) => break,
-                Ok(Err(e)) => {
-                    hs.record_io_error(&e);
-                    return Ok(None);
-                }
-                Ok(Ok(frame)) => frame,
-            };
-            if let Some((session, session_config)) = hs.handle_frame(frame)? {
-                let max_frame = (usize::from(session_config.mtu) + OVERHEAD).min(MAX_FRAME_LEN);
-                let link = Link::Tcp {
-                    reader: reader.into_session(max_frame),
-                    writer,
-                };
-                let initiator = hs.initiator().clone();
-                return Ok(Some(Tunnel::new(
-                    link,
-                    server,
-                    session,
-                    session_config,
-                    initiator,
-                )));
-            }
+        Err(lost) => {
+            core.handle_io_error(&lost);
+            Ok(None)
         }
     }
-    Ok(None)
+}
+
+/// Runs the core on one connection until it connects (`Ok(Ok)`), the
+/// connection fails (`Ok(Err)`, with why) or the core gives up (`Err`).
+async fn handshake_on(
+    core: &mut Core,
+    reader: &mut FrameReader<OwnedReadHalf>,
+    writer: &mut OwnedWriteHalf,
+    server: SocketAddr,
+    deadline: Instant,
+) -> Result<Result<(), String>, ConnectError> {
+    let mut control = [0u8; STREAM_PREFIX_LEN + MAX_CONTROL_LEN];
+    loop {
+        while let Some(t) = core.poll_transmit(crate::now(), &mut control[STREAM_PREFIX_LEN..]) {
+            tracing::debug!(%server, transport = "TCP", "sending handshake initiation");
+            let write = transmit(writer, &mut control[..STREAM_PREFIX_LEN + t.len]);
+            match timeout_at(deadline.into(), write).await {
+                Err(_) => {
+                    return Ok(Err(
+                        "the initiation was still being written at the deadline".into(),
+                    ))
+                }
+                Ok(Err(e)) => return Ok(Err(e.to_string())),
+                Ok(Ok(())) => {}
+            }
+        }
+        if let Connecting::Connected = connect_progress(core, server, Transport::Tcp)? {
+            return Ok(Ok(()));
+        }
+        let Some(wake) = core.poll_timeout() else {
+            connect_progress(core, server, Transport::Tcp)?;
+            return Ok(Err("the handshake ended".into()));
+        };
+        tokio::select! {
+            frame = reader.next_frame() => match frame {
+                Ok(frame) => {
+                    core.handle_frame(frame, crate::now());
+                }
+                Err(e) => return Ok(Err(e.to_string())),
+            },
+            () = sleep_until(wake.into()) => core.handle_timeout(crate::now()),
+        }
+    }
 }
 
 /// Writes the frame at `buf[STREAM_PREFIX_LEN..]` with its length prefix in
@@ -144,57 +186,10 @@ async fn attempt(
 pub(super) async fn transmit(writer: &mut OwnedWriteHalf, buf: &mut [u8]) -> Result<(), SendError> {
     let frame_len = buf.len().saturating_sub(STREAM_PREFIX_LEN);
     // Sealing already bounds a frame to what a prefix can say.
-    let prefix = encode_prefix(frame_len).map_err(|_| SealError::PayloadTooLarge)?;
+    let prefix = encode_prefix(frame_len).map_err(|_| Refused::TooLarge)?;
     buf[..STREAM_PREFIX_LEN].copy_from_slice(&prefix);
     writer
         .write_all(buf)
         .await
         .map_err(SendError::ConnectionLost)
-}
-
-/// Pauses between connections: doubling from [`FIRST_PAUSE`] (or the retry
-/// interval, if shorter) up to four retry intervals.
-#[derive(Debug)]
-struct Backoff {
-    next: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    fn new(retry_interval: Duration) -> Self {
-        let first = FIRST_PAUSE.min(retry_interval);
-        Backoff {
-            next: first,
-            max: (retry_interval * 4).max(first),
-        }
-    }
-
-    fn next_pause(&mut self) -> Duration {
-        let pause = self.next;
-        self.next = (pause * 2).min(self.max);
-        pause
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pauses(retry_interval: Duration, n: usize) -> Vec<u64> {
-        let mut b = Backoff::new(retry_interval);
-        (0..n).map(|_| b.next_pause().as_millis() as u64).collect()
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_four_retry_intervals() {
-        assert_eq!(
-            pauses(Duration::from_secs(1), 8),
-            [100, 200, 400, 800, 1600, 3200, 4000, 4000]
-        );
-        assert_eq!(
-            pauses(Duration::from_millis(50), 5),
-            [50, 100, 200, 200, 200]
-        );
-        assert_eq!(pauses(Duration::ZERO, 2), [0, 0]);
-    }
 }

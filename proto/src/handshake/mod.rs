@@ -11,7 +11,13 @@
 //! server's payload carries the [`SessionConfig`](crate::SessionConfig).
 //!
 //! Each side is a typestate: the client's [`client::ClientHandshake`] exists only
-//! between sending message 1 and reading message 2, and reading consumes it.
+//! between sending message 1 and reading message 2; the server's
+//! [`server::PendingInit`] between reading message 1 and deciding.
+//!
+//! Both sides draw their ephemeral key (and the client its sender index) from
+//! the caller's [`Entropy`]: snow is given a resolver whose
+//! only random source is that one key, so a seeded test replays a handshake
+//! exactly.
 
 pub mod client;
 mod keys;
@@ -23,6 +29,8 @@ pub use keys::{
 };
 pub use payload::{InitPayload, Timestamp};
 
+use crate::random::snow_rng::{OneEphemeral, EPHEMERAL_LEN};
+use crate::random::{Entropy, EntropyError};
 use crate::wire;
 
 /// The Noise protocol name; both ends must agree on every part of it.
@@ -54,6 +62,9 @@ pub enum HandshakeError {
     /// The response does not answer our initiation.
     #[error("response is for another handshake")]
     NotForUs,
+    /// The caller's random source failed: our side, not the peer's.
+    #[error("cannot make a handshake key: {0}")]
+    Entropy(#[from] EntropyError),
     /// snow refused how we used it: a bug on our side, not the peer's.
     #[error("internal handshake error: {0}")]
     Internal(String),
@@ -67,6 +78,18 @@ fn params() -> snow::params::NoiseParams {
     NOISE_PARAMS
         .parse()
         .expect("NOISE_PARAMS is a constant valid protocol name")
+}
+
+/// An ephemeral private key drawn from the caller's entropy.
+fn draw_ephemeral<R: Entropy + ?Sized>(rng: &mut R) -> Result<[u8; EPHEMERAL_LEN], EntropyError> {
+    let mut key = [0u8; EPHEMERAL_LEN];
+    rng.fill(&mut key)?;
+    Ok(key)
+}
+
+/// A snow builder whose only randomness is `ephemeral`.
+fn builder<'a>(ephemeral: [u8; EPHEMERAL_LEN]) -> snow::Builder<'a> {
+    snow::Builder::with_resolver(params(), Box::new(OneEphemeral(ephemeral)))
 }
 
 #[cfg(test)]

@@ -5,10 +5,11 @@ use std::time::Instant;
 use ring::{digest, hmac};
 
 use super::{
-    internal, params, HandshakeError, InitPayload, PublicKey, SecretKey, PROLOGUE, PSK_LOCATION,
-    ZERO_PSK,
+    builder, draw_ephemeral, internal, HandshakeError, InitPayload, PublicKey, SecretKey, PROLOGUE,
+    PSK_LOCATION, ZERO_PSK,
 };
 use crate::config::SessionConfig;
+use crate::random::Entropy;
 use crate::session::Session;
 use crate::wire::handshake::{self as hsw, InitFrame, INIT_PAYLOAD_LEN, RESP_LEN};
 
@@ -58,15 +59,21 @@ impl Responder {
     }
 
     /// Checks mac1 and reads message 1, learning who the client claims to be.
+    /// The ephemeral key of the response to come is drawn from `rng` (only
+    /// once mac1 holds, so strangers cost no entropy).
     ///
     /// The result is not yet trusted for anything but lookup: the caller must
     /// check the client key against its peer list and the timestamp against the
     /// last one accepted from that peer before calling [`PendingInit::accept`].
-    pub fn read_init(&self, frame: &[u8]) -> Result<PendingInit, HandshakeError> {
+    pub fn read_init<R: Entropy + ?Sized>(
+        &self,
+        frame: &[u8],
+        rng: &mut R,
+    ) -> Result<PendingInit, HandshakeError> {
         let init = InitFrame::new_checked(frame)?;
         hmac::verify(&self.mac_key, init.mac_input(), init.mac())
             .map_err(|_| HandshakeError::BadMac)?;
-        let mut hs = snow::Builder::new(params())
+        let mut hs = builder(draw_ephemeral(rng)?)
             .local_private_key(self.secret.as_bytes())
             .and_then(|b| b.prologue(PROLOGUE))
             .and_then(|b| b.psk(PSK_LOCATION, &ZERO_PSK))

@@ -12,6 +12,8 @@
 //! rejects a length over the negotiated maximum as soon as the prefix arrives
 //! instead of waiting for bytes that would never fit.
 
+use std::ops::Range;
+
 use super::Error;
 
 /// Bytes of length prefix in front of every frame on a stream.
@@ -30,7 +32,9 @@ pub fn encode_prefix(frame_len: usize) -> Result<[u8; STREAM_PREFIX_LEN], Error>
 ///
 /// Reads go straight into [`FrameAssembler::spare_mut`] (so an io_uring receive
 /// can target it), then [`FrameAssembler::commit`] says how many bytes arrived
-/// and [`FrameAssembler::next_frame`] yields each complete frame in place.
+/// and [`FrameAssembler::next_frame`] yields each complete frame in place (or
+/// [`FrameAssembler::peek_frame`] says where it is, for a caller that decides
+/// before taking it).
 #[derive(Debug)]
 pub struct FrameAssembler {
     buf: Box<[u8]>,
@@ -78,11 +82,68 @@ impl FrameAssembler {
         self.end - self.start
     }
 
-    /// The next complete frame, if one is buffered, for the caller to process in
-    /// place. An invalid length is an error after which the stream cannot be
-    /// resynchronised: close it.
-    pub fn next_frame(&mut self) -> Result<Option<&mut [u8]>, Error> {
+    /// Where the next complete frame lies in the buffer, without taking it:
+    /// `None` until all of it has arrived. An invalid length is an error after
+    /// which the stream cannot be resynchronised: close it.
+    ///
+    /// Peeking borrows nothing, so a read loop can decide between handing out
+    /// a frame ([`FrameAssembler::take_frame`]) and reading more without the
+    /// two borrows meeting.
+    pub fn peek_frame(&self) -> Result<Option<Range<usize>>, Error> {
         let avail = &self.buf[self.start..self.end];
+        let Some(len) = self.prefix_len(avail)? else {
+            return Ok(None);
+        };
+        if avail.len() < STREAM_PREFIX_LEN + len {
+            return Ok(None);
+        }
+        let frame_start = self.start + STREAM_PREFIX_LEN;
+        Ok(Some(frame_start..frame_start + len))
+    }
+
+    /// Takes the frame [`FrameAssembler::peek_frame`] just returned and hands
+    /// it out in place. `None` if `frame` is not the next frame (a misuse).
+    pub fn take_frame(&mut self, frame: Range<usize>) -> Option<&mut [u8]> {
+        if frame.start != self.start + STREAM_PREFIX_LEN || frame.end > self.end {
+            return None;
+        }
+        self.start = frame.end;
+        if self.start == self.end {
+            // Everything consumed: the next read can use the whole buffer
+            // without a compaction. The frame's bytes are untouched until then.
+            self.start = 0;
+            self.end = 0;
+        }
+        self.buf.get_mut(frame)
+    }
+
+    /// The next complete frame, if one is buffered, for the caller to process in
+    /// place: [`FrameAssembler::peek_frame`] and [`FrameAssembler::take_frame`]
+    /// in one call.
+    pub fn next_frame(&mut self) -> Result<Option<&mut [u8]>, Error> {
+        match self.peek_frame()? {
+            Some(frame) => Ok(self.take_frame(frame)),
+            None => Ok(None),
+        }
+    }
+
+    /// How many more bytes the next frame needs before it is complete: the
+    /// rest of its length prefix while that is incomplete, then the rest of
+    /// its body; 0 once it is complete (or its length is invalid, which
+    /// [`FrameAssembler::peek_frame`] reports). A reader that must not read
+    /// past a frame (a handshake, whose successor has other limits) asks for
+    /// no more than this.
+    pub fn needed(&self) -> usize {
+        let avail = &self.buf[self.start..self.end];
+        match self.prefix_len(avail) {
+            Ok(Some(len)) => (STREAM_PREFIX_LEN + len).saturating_sub(avail.len()),
+            Ok(None) => STREAM_PREFIX_LEN - avail.len(),
+            Err(_) => 0,
+        }
+    }
+
+    /// The length a complete prefix at the front of `avail` announces.
+    fn prefix_len(&self, avail: &[u8]) -> Result<Option<usize>, Error> {
         let Some(prefix) = avail.get(..STREAM_PREFIX_LEN) else {
             return Ok(None);
         };
@@ -93,19 +154,7 @@ impl FrameAssembler {
         if len > self.max_frame {
             return Err(Error::TooLong);
         }
-        let total = STREAM_PREFIX_LEN + len;
-        if avail.len() < total {
-            return Ok(None);
-        }
-        let frame_start = self.start + STREAM_PREFIX_LEN;
-        self.start += total;
-        if self.start == self.end {
-            // Everything consumed: the next read can use the whole buffer
-            // without a compaction. The frame's bytes are untouched until then.
-            self.start = 0;
-            self.end = 0;
-        }
-        Ok(Some(&mut self.buf[frame_start..frame_start + len]))
+        Ok(Some(len))
     }
 }
 
@@ -184,6 +233,38 @@ mod tests {
         let cap = asm.spare_mut().len();
         asm.commit(cap + 100);
         assert_eq!(asm.buffered(), cap);
+    }
+
+    #[test]
+    fn peek_does_not_consume_and_needed_counts_down() {
+        let frames = vec![vec![1u8; 5], vec![2u8; 3]];
+        let data = stream_of(&frames);
+        let mut asm = FrameAssembler::new(0, 100);
+        assert_eq!(asm.needed(), STREAM_PREFIX_LEN);
+        let mut fed = 0;
+        // Byte by byte: `needed` is exactly what completes the first frame.
+        while asm.peek_frame().unwrap().is_none() {
+            let want = asm.needed();
+            assert_eq!(want, if fed < 2 { 2 - fed } else { 7 - fed });
+            asm.spare_mut()[0] = data[fed];
+            asm.commit(1);
+            fed += 1;
+        }
+        assert_eq!(fed, 7);
+        assert_eq!(asm.needed(), 0);
+        let first = asm.peek_frame().unwrap().unwrap();
+        assert_eq!(asm.peek_frame().unwrap(), Some(first.clone()));
+        // Only the peeked frame can be taken.
+        assert!(asm.take_frame(first.start + 1..first.end).is_none());
+        assert_eq!(asm.take_frame(first).unwrap(), &frames[0][..]);
+        assert_eq!(asm.buffered(), 0);
+        assert_eq!(asm.needed(), STREAM_PREFIX_LEN);
+        // A bad length: peek reports it every time, and nothing more is needed.
+        asm.spare_mut()[..2].fill(0);
+        asm.commit(2);
+        assert_eq!(asm.peek_frame().unwrap_err(), Error::InvalidField);
+        assert_eq!(asm.peek_frame().unwrap_err(), Error::InvalidField);
+        assert_eq!(asm.needed(), 0);
     }
 
     proptest! {

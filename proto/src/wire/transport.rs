@@ -61,13 +61,7 @@ impl<T: AsRef<[u8]>> TransportFrame<T> {
             return Err(Error::InvalidField);
         }
         check_prefix(b, kind)?;
-        let payload = b.len() - OVERHEAD;
-        let allowed = match kind {
-            FrameType::Data => true,
-            FrameType::Keepalive => payload == 0 || payload == PROBE_LEN,
-            _ => payload == 0,
-        };
-        if !allowed {
+        if !payload_allowed(kind, b.len() - OVERHEAD) {
             // Anything else in a control frame is garbage.
             return Err(Error::TooLong);
         }
@@ -102,6 +96,19 @@ impl<T: AsRef<[u8]>> TransportFrame<T> {
     /// The frame's bytes.
     pub fn into_inner(self) -> T {
         self.buf
+    }
+}
+
+/// Whether a frame of `kind` may carry `payload_len` bytes of payload: a data
+/// frame up to [`MAX_PAYLOAD_LEN`], a keepalive none or a probe id
+/// ([`PROBE_LEN`]), a disconnect none, and no other kind is a transport frame.
+/// Parsing and sealing both ask this one rule.
+pub fn payload_allowed(kind: FrameType, payload_len: usize) -> bool {
+    match kind {
+        FrameType::Data => payload_len <= MAX_PAYLOAD_LEN,
+        FrameType::Keepalive => payload_len == 0 || payload_len == PROBE_LEN,
+        FrameType::Disconnect => payload_len == 0,
+        FrameType::HandshakeInit | FrameType::HandshakeResp | FrameType::HandshakeReject => false,
     }
 }
 
