@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ringway_client::inside::tun::Tun;
-use ringway_client::platform::{self, SystemRoutes, TunError};
+use ringway_client::platform::{self, Offload, SystemRoutes, TunError};
 use ringway_client::routes::{RoutePlan, RouteTable};
 use ringway_client::stats::LiveLine;
 use ringway_client::status::{ConnState, LiveStatus};
@@ -114,6 +114,11 @@ enum Command {
         /// /run/ringway/TUN.sock (TUN: the config's `tun_name`).
         #[arg(long, value_name = "PATH")]
         status_socket: Option<PathBuf>,
+        /// TUN offloads (virtio_net_hdr, TSO, USO): `auto` enables what the kernel has, `off`
+        /// none. Used once the client's data path handles the header; until then the TUN
+        /// opens with offload off either way, and the log says so.
+        #[arg(long, value_name = "auto|off", default_value_t = Offload::Auto)]
+        offload: Offload,
     },
     /// Show how a running client is doing: session, counters, round-trip time.
     ///
@@ -259,6 +264,7 @@ fn main() -> ExitCode {
             full_tunnel,
             no_reconnect,
             status_socket,
+            offload,
         } => run_up(UpArgs {
             config,
             connect: ConnectOptions {
@@ -275,6 +281,7 @@ fn main() -> ExitCode {
             full_tunnel,
             reconnect: !no_reconnect,
             status_socket,
+            offload,
         }),
         Command::Status { tun, json, socket } => run_status(tun, json, socket),
     };
@@ -305,6 +312,7 @@ struct UpArgs {
     full_tunnel: bool,
     reconnect: bool,
     status_socket: Option<PathBuf>,
+    offload: Offload,
 }
 
 fn run_up(args: UpArgs) -> Result<(), Failure> {
@@ -355,7 +363,7 @@ async fn up(config: ClientConfig, args: UpArgs) -> Result<(), Failure> {
     let mut signals = Signals::install()
         .map_err(|e| Failure::new(Exit::Unexpected, format!("cannot handle signals: {e}")))?;
     // First, so a missing privilege is reported before any packet is sent.
-    let tun = Tun::create(&config.tun_name)?;
+    let tun = Tun::create(&config.tun_name, args.offload)?;
     tracing::info!(tun = tun.name(), "created TUN device");
     let mut routes = RouteTable::new(SystemRoutes);
 

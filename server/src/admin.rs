@@ -72,6 +72,8 @@ private_key_file = "{KEY_NAME}"
 # Inner addresses: the server's TUN takes the first host, clients get the rest.
 pool = "{pool}"
 tun_name = "ringway0"
+# TUN offloads (TSO/USO superpackets): "auto" or "off".
+offload = "auto"
 mtu = 1420
 keepalive_secs = 25
 idle_timeout_secs = 180

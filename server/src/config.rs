@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use ringway_proto::handshake::{key_from_base64, KeyParseError, PublicKey, SecretKey};
 use ringway_proto::Cipher;
+pub use ringway_tun::Offload;
 use serde::Deserialize;
 
 use crate::pool::{Ipv4Net, PoolParseError};
@@ -63,9 +64,17 @@ pub enum ConfigError {
         /// `server.idle_timeout_secs`.
         idle: u16,
     },
-    /// `server.tun_name` is empty or too long for a network interface.
-    #[error("server.tun_name: must be 1 to 15 characters")]
-    TunName,
+    /// `server.tun_name` is not a name the kernel accepts.
+    #[error("server.tun_name: {name:?} {reason}")]
+    TunName {
+        /// The value given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `server.offload` is neither `auto` nor `off`.
+    #[error("server.offload: {0}")]
+    Offload(ringway_tun::UnknownOffload),
     /// The key file could not be read.
     #[error("server.private_key_file: cannot read {}: {source}", path.display())]
     KeyFile {
@@ -188,6 +197,10 @@ pub struct ServerSection {
     /// Name of the server's TUN device.
     #[serde(default = "default_tun_name")]
     pub tun_name: String,
+    /// TUN offloads: `auto` (virtio_net_hdr, TSO, USO where the kernel has them) or `off`.
+    /// Checked by [`Settings::validate`], so a command-line value is checked the same way.
+    #[serde(default = "default_offload")]
+    pub offload: String,
     /// MTU of the TUN devices on both ends.
     #[serde(default = "default_mtu")]
     pub mtu: u16,
@@ -287,6 +300,9 @@ fn default_udp_socket_buffer() -> usize {
 }
 fn default_tun_name() -> String {
     "ringway0".into()
+}
+fn default_offload() -> String {
+    Offload::default().as_str().into()
 }
 fn default_mtu() -> u16 {
     1420
@@ -388,6 +404,8 @@ pub struct Overrides {
     pub tun_blocking: Option<bool>,
     /// `server.udp_socket_buffer`.
     pub udp_socket_buffer: Option<usize>,
+    /// `server.offload`, as given (validated with the file's values).
+    pub offload: Option<String>,
     /// `tcp.max_connections`.
     pub max_tcp_connections: Option<u32>,
     /// `tcp.handshake_timeout_secs`.
@@ -416,6 +434,9 @@ impl Overrides {
         set(&mut u.sqpoll_idle_ms, self.sqpoll_idle_ms);
         set(&mut u.tun_blocking, self.tun_blocking);
         set(&mut file.server.udp_socket_buffer, self.udp_socket_buffer);
+        if let Some(offload) = &self.offload {
+            file.server.offload.clone_from(offload);
+        }
         let t = &mut file.tcp;
         set(&mut t.max_connections, self.max_tcp_connections);
         set(
@@ -454,6 +475,9 @@ pub struct Settings {
     pub pool: Ipv4Net,
     /// TUN name.
     pub tun_name: String,
+    /// TUN offload mode asked for (see `inside::tun` for what is opened until the data path
+    /// handles the virtio_net_hdr).
+    pub offload: Offload,
     /// Tunnel MTU.
     pub mtu: u16,
     /// Keepalive interval, seconds.
@@ -514,9 +538,11 @@ impl Settings {
                 idle: s.idle_timeout_secs,
             });
         }
-        if s.tun_name.is_empty() || s.tun_name.len() > 15 {
-            return Err(ConfigError::TunName);
-        }
+        ringway_tun::check_name(&s.tun_name).map_err(|reason| ConfigError::TunName {
+            name: s.tun_name.clone(),
+            reason,
+        })?;
+        let offload: Offload = s.offload.parse().map_err(ConfigError::Offload)?;
         file.uring.tunables().check()?;
         let t = &file.tcp;
         if s.listen_tcp.is_some() && t.max_connections == 0 {
@@ -588,6 +614,7 @@ impl Settings {
             secret_key,
             pool,
             tun_name: s.tun_name,
+            offload,
             mtu: s.mtu,
             keepalive_secs: s.keepalive_secs,
             idle_timeout_secs: s.idle_timeout_secs,
@@ -645,6 +672,7 @@ mod tests {
         assert_eq!(s.listen_tcp, None);
         assert_eq!(s.tcp.max_connections, 1024);
         assert_eq!(s.peers.len(), 1);
+        assert_eq!(s.offload, Offload::Auto);
         std::fs::remove_dir_all(d).unwrap();
     }
 
@@ -663,6 +691,8 @@ mod tests {
             ("mtu = 100", "server.mtu"),
             ("keepalive_secs = 0", "server.keepalive_secs"),
             ("tun_name = \"\"", "server.tun_name"),
+            ("tun_name = \"a/b\"", "server.tun_name"),
+            ("offload = \"on\"", "server.offload"),
             ("pool = \"10.0.0.0/31\"", "server.pool"),
             ("[uring]\nring_entries = 1000", "uring.ring_entries"),
             ("[uring]\nring_entries = 65536", "uring.ring_entries"),
@@ -775,6 +805,25 @@ mod tests {
         })
         .unwrap();
         assert_eq!((s.uring.tx_slots, s.uring.tun_blocking), (8, true));
+        // `--offload` is checked like the key it replaces, and replaces a bad file value.
+        let e = over(Overrides {
+            offload: Some("tso".into()),
+            tx_slots: Some(8),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::Offload(_)), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "server.offload: unknown offload mode \"tso\" (use \"auto\" or \"off\")"
+        );
+        std::fs::write(&path, base("offload = \"bogus\"")).unwrap();
+        let s = over(Overrides {
+            offload: Some("off".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(s.offload, Offload::Off);
         std::fs::remove_dir_all(d).unwrap();
     }
 

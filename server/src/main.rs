@@ -76,6 +76,9 @@ struct RunArgs {
     /// Override server.udp_socket_buffer (bytes).
     #[arg(long)]
     udp_socket_buffer: Option<usize>,
+    /// Override server.offload: `auto` or `off` (TUN virtio_net_hdr, TSO, USO).
+    #[arg(long, value_name = "auto|off")]
+    offload: Option<String>,
     /// Override tcp.max_connections.
     #[arg(long)]
     max_tcp_connections: Option<u32>,
@@ -142,7 +145,7 @@ fn run(args: RunArgs) -> Result<()> {
     use anyhow::Context;
     use ringway_proto::wire::transport::OVERHEAD;
     use ringway_server::config::{Overrides, Settings};
-    use ringway_server::inside::tun::Tun;
+    use ringway_server::inside::tun;
     use ringway_server::outside::tcp::listener::Listener;
     use ringway_server::outside::udp::Udp;
     use ringway_server::sessions::Sessions;
@@ -160,6 +163,7 @@ fn run(args: RunArgs) -> Result<()> {
         sqpoll_idle_ms: args.sqpoll_idle_ms,
         tun_blocking: args.tun_blocking,
         udp_socket_buffer: args.udp_socket_buffer,
+        offload: args.offload,
         max_tcp_connections: args.max_tcp_connections,
         tcp_handshake_timeout_secs: args.tcp_handshake_timeout_secs,
         tcp_send_queue_bytes: args.tcp_send_queue_bytes,
@@ -171,12 +175,7 @@ fn run(args: RunArgs) -> Result<()> {
     let settings = Settings::load(&args.config, &overrides)?;
     let tunables = settings.uring.tunables();
 
-    let tun = Tun::create(&settings.tun_name, settings.uring.tun_blocking)?;
-    tun.configure(
-        settings.pool.first_host(),
-        settings.pool.prefix_len(),
-        settings.mtu,
-    )?;
+    let tun = tun::open(&settings)?;
     let udp = settings
         .listen_udp
         .map(|a| Udp::bind(a, settings.udp_socket_buffer))
@@ -213,7 +212,7 @@ fn run(args: RunArgs) -> Result<()> {
     );
     let sessions = Sessions::new(&settings);
     let fds = Fds {
-        tun: tun.fd(),
+        tun: tun.as_raw_fd(),
         udp: udp.as_ref().map(|u| u.fd()),
         tcp_listener: tcp.as_ref().map(|t| t.fd()),
         signal: signal_fd.as_raw_fd(),

@@ -127,7 +127,7 @@ fn assert_refused(o: &Outcome, args: &[&str], key: &str) {
 fn bad_command_line_values_are_refused_naming_the_key() {
     let dir = server_dir("flags");
     let config = dir.0.join("server.toml");
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["--ring-entries", "65536"], "uring.ring_entries"),
         (&["--tx-slots", "0"], "uring.tx_slots"),
         (&["--tun-rx-slots", "0"], "uring.tun_rx_slots"),
@@ -141,6 +141,10 @@ fn bad_command_line_values_are_refused_naming_the_key() {
         (
             &["--tcp-handshake-timeout-secs", "0"],
             "tcp.handshake_timeout_secs",
+        ),
+        (
+            &["--offload", "tso"],
+            "server.offload: unknown offload mode \"tso\"",
         ),
     ];
     for (args, key) in cases {

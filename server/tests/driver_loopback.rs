@@ -107,6 +107,7 @@ impl Server {
                 secret_key: server_keys().secret,
                 pool: "198.18.0.0/24".parse().unwrap(),
                 tun_name: "unused".into(),
+                offload: ringway_server::inside::tun::Offload::Off,
                 mtu: 1420,
                 keepalive_secs: 25,
                 idle_timeout_secs: 180,

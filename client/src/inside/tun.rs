@@ -13,7 +13,7 @@ use std::sync::Arc;
 use ringway_proto::SessionConfig;
 
 use super::{Inside, InsideReader, InsideWriter};
-use crate::platform::{self, TunDevice, TunError};
+use crate::platform::{self, Offload, TunDevice, TunError};
 
 /// An open TUN device; removed on [`close`](Tun::close) or drop.
 #[derive(Debug)]
@@ -23,11 +23,13 @@ pub struct Tun {
 }
 
 impl Tun {
-    /// Creates the TUN device `name`, without addresses and down.
+    /// Creates the TUN device `name`, without addresses and down. `offload` is the mode
+    /// asked for; see [`platform::DATA_PATH_HANDLES_VNET_HDR`] for what opens until the data
+    /// path handles the `virtio_net_hdr`.
     ///
     /// Must be called within a tokio runtime (the device registers with its reactor).
-    pub fn create(name: &str) -> Result<Tun, TunError> {
-        let device = TunDevice::create(name)?;
+    pub fn create(name: &str, offload: Offload) -> Result<Tun, TunError> {
+        let device = TunDevice::create(name, offload)?;
         let name = device.name().to_owned();
         Ok(Tun {
             device: Some(Arc::new(device)),

@@ -1,55 +1,59 @@
-//! Linux: the TUN device through `/dev/net/tun` (via `tun-tap`), configured
-//! with `ip`, and routes added and removed with `ip route`.
+//! Linux: the shared `ringway-tun` device registered with tokio's reactor, and routes added
+//! and removed with `ip route` (through the same crate's `ip` helper).
 //!
-//! `tun-tap` does the `TUNSETIFF` ioctl and the switch to non-blocking mode,
-//! and its `recv`/`send` are plain `read`/`write` on the device file, which
-//! tokio's [`AsyncFd`] turns into readiness-driven async calls. The device is
-//! created without packet information (`IFF_NO_PI`), so each read or write is
-//! exactly one IP packet, with nothing in front of it.
+//! `ringway-tun` does the `TUNSETIFF` ioctl (with `IFF_NO_PI`, so each read or write is
+//! exactly one IP packet, with nothing in front of it while offload is off) and opens the
+//! device non-blocking; its `read`/`write` are plain `read(2)`/`write(2)` on the device file,
+//! which tokio's [`AsyncFd`] turns into readiness-driven async calls.
 //!
-//! The one unsafe call is registering that file with tokio's reactor: tokio
-//! cannot check that the descriptor stays open and the same while registered,
-//! so the caller promises it (see the `SAFETY` comment). No raw reads or writes.
+//! The one unsafe call is registering that file with tokio's reactor: tokio cannot check that
+//! the descriptor stays open and the same while registered, so the caller promises it (see
+//! the `SAFETY` comment). No raw reads or writes.
 #![allow(unsafe_code)]
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::process::Command;
 
-use ringway_proto::SessionConfig;
+use ringway_tun::{ip, Tun, TunOptions};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tun_tap::{Iface, Mode};
 
-use super::TunError;
+use super::{Offload, TunError, DATA_PATH_HANDLES_VNET_HDR};
 use crate::routes::{OutsidePath, Route, RouteOps};
 
 /// An open, non-blocking TUN device registered with the tokio reactor.
 #[derive(Debug)]
 pub struct TunDevice {
-    fd: AsyncFd<Iface>,
+    fd: AsyncFd<Tun>,
 }
 
 impl TunDevice {
-    /// Creates the TUN device `name` (down, no addresses). It exists until the
-    /// returned value, the only holder of its file descriptor, is dropped.
-    pub fn create(name: &str) -> Result<TunDevice, TunError> {
-        let iface =
-            Iface::without_packet_info(name, Mode::Tun).map_err(|e| create_error(name, e))?;
-        iface
-            .set_non_blocking()
-            .map_err(|source| TunError::Create {
-                name: name.to_owned(),
-                source,
-            })?;
-        // SAFETY: `register_with_interest` needs the descriptor to stay open and
-        // refer to the same file for as long as the `AsyncFd` lives. `Iface`
-        // owns the `File` it opened on /dev/net/tun in a private field that
-        // nothing replaces, `as_raw_fd` always returns that file's descriptor,
-        // and the file closes only when the `Iface` drops, which happens only
-        // when this `AsyncFd` (its sole owner; we never call `into_inner`) drops.
+    /// Creates the TUN device `name` (down, no addresses). It exists until the returned
+    /// value, the only holder of its file descriptor, is dropped.
+    ///
+    /// `offload` is what `--offload` asked for; until the data path handles the
+    /// `virtio_net_hdr` ([`DATA_PATH_HANDLES_VNET_HDR`]) the device opens with offload off,
+    /// and the log line says so.
+    pub fn create(name: &str, offload: Offload) -> Result<TunDevice, TunError> {
+        let tun = Tun::create(
+            name,
+            &TunOptions {
+                offload: offload.for_data_path(DATA_PATH_HANDLES_VNET_HDR),
+                blocking: false,
+            },
+        )?;
+        tracing::info!(
+            tun = tun.name(),
+            "TUN offload: {}",
+            offload.describe("--offload", DATA_PATH_HANDLES_VNET_HDR, tun.offloads())
+        );
+        // SAFETY: `register_with_interest` needs the descriptor to stay open and refer to the
+        // same file for as long as the `AsyncFd` lives. `ringway_tun::Tun` owns the `File` it
+        // opened on /dev/net/tun in a private field that nothing replaces, `as_raw_fd` always
+        // returns that file's descriptor, and the file closes only when the `Tun` drops, which
+        // happens only when this `AsyncFd` (its sole owner; we never call `into_inner`) drops.
         let registered = unsafe {
-            AsyncFd::register_with_interest(iface, Interest::READABLE | Interest::WRITABLE)
+            AsyncFd::register_with_interest(tun, Interest::READABLE | Interest::WRITABLE)
         };
         let fd = registered.map_err(|e| TunError::Create {
             name: name.to_owned(),
@@ -72,7 +76,7 @@ impl TunDevice {
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             let mut ready = self.fd.ready(Interest::READABLE | Interest::ERROR).await?;
-            match ready.try_io(|fd| fd.get_ref().recv(buf)) {
+            match ready.try_io(|fd| fd.get_ref().read(buf)) {
                 Ok(result) => return result.map_err(name_gone),
                 Err(_would_block) => continue,
             }
@@ -83,7 +87,7 @@ impl TunDevice {
     pub async fn write(&self, packet: &[u8]) -> io::Result<()> {
         loop {
             let mut ready = self.fd.ready(Interest::WRITABLE | Interest::ERROR).await?;
-            match ready.try_io(|fd| fd.get_ref().send(packet)) {
+            match ready.try_io(|fd| fd.get_ref().write(packet)) {
                 Ok(result) => return result.map(drop).map_err(name_gone),
                 Err(_would_block) => continue,
             }
@@ -110,62 +114,6 @@ pub fn is_no_buffer_space(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ENOBUFS)
 }
 
-/// Names the usual reasons creating a TUN fails.
-fn create_error(name: &str, e: io::Error) -> TunError {
-    match (e.kind(), e.raw_os_error()) {
-        (io::ErrorKind::PermissionDenied, _) => TunError::PermissionDenied,
-        (io::ErrorKind::NotFound, _) | (_, Some(libc::ENODEV)) | (_, Some(libc::ENXIO)) => {
-            TunError::NoTunDevice
-        }
-        (io::ErrorKind::ResourceBusy, _) => TunError::Busy {
-            name: name.to_owned(),
-        },
-        _ => TunError::Create {
-            name: name.to_owned(),
-            source: e,
-        },
-    }
-}
-
-/// Assigns the session's address and prefix to `name`, sets its MTU and brings
-/// it up. The kernel adds the route for the prefix, which is what sends the
-/// server's tunnel subnet into the TUN.
-pub fn configure(name: &str, config: &SessionConfig) -> Result<(), TunError> {
-    disable_ipv6(name);
-    ip(&["addr", "add", &address(config), "dev", name])?;
-    ip(&[
-        "link",
-        "set",
-        "dev",
-        name,
-        "mtu",
-        &config.mtu.to_string(),
-        "up",
-    ])
-}
-
-/// Moves `name` from the session config `old` to `new`: the address (and
-/// with it the subnet route) if it changed, and the MTU if that did. Routes
-/// through the device stay, since they name the device, not the address.
-pub fn reconfigure(name: &str, old: &SessionConfig, new: &SessionConfig) -> Result<(), TunError> {
-    if (old.client_addr, old.prefix_len) != (new.client_addr, new.prefix_len) {
-        // Add first, so the device is never without an address.
-        ip(&["addr", "add", &address(new), "dev", name])?;
-        if let Err(e) = ip(&["addr", "del", &address(old), "dev", name]) {
-            tracing::warn!(tun = name, "could not remove the old address: {e}");
-        }
-    }
-    if old.mtu != new.mtu {
-        ip(&["link", "set", "dev", name, "mtu", &new.mtu.to_string()])?;
-    }
-    Ok(())
-}
-
-/// `client_addr/prefix_len`.
-fn address(config: &SessionConfig) -> String {
-    format!("{}/{}", config.client_addr, config.prefix_len)
-}
-
 /// Routes through `ip route`.
 #[derive(Debug, Default)]
 pub struct SystemRoutes;
@@ -173,7 +121,7 @@ pub struct SystemRoutes;
 impl RouteOps for SystemRoutes {
     fn lookup(&mut self, dst: Ipv4Addr) -> Result<OutsidePath, TunError> {
         let dst = dst.to_string();
-        let out = ip_output(&["-4", "route", "get", &dst])?;
+        let out = ip::run(&["-4", "route", "get", &dst])?;
         parse_route_get(&out).ok_or_else(|| TunError::Command {
             command: format!("ip -4 route get {dst}"),
             detail: format!("cannot read its answer: {:?}", out.trim()),
@@ -181,17 +129,23 @@ impl RouteOps for SystemRoutes {
     }
 
     fn add(&mut self, route: &Route) -> Result<(), TunError> {
-        ip(&route_args("add", route)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>())
+        ip::run(
+            &route_args("add", route)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        )
+        .map(drop)
     }
 
     fn delete(&mut self, route: &Route) -> Result<(), TunError> {
-        ip(&route_args("del", route)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>())
+        ip::run(
+            &route_args("del", route)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        )
+        .map(drop)
     }
 }
 
@@ -229,87 +183,6 @@ fn parse_route_get(out: &str) -> Option<OutsidePath> {
         None => None,
     };
     Some(OutsidePath { via, dev })
-}
-
-/// Removes the link, for when its file descriptor cannot be closed first.
-pub fn delete_link(name: &str) -> Result<(), TunError> {
-    ip(&["link", "delete", "dev", name])
-}
-
-/// The tunnel carries IPv4 only; with IPv6 off on the device the kernel does
-/// not send router solicitations and MLD reports into it just to have them
-/// dropped. Best effort: without IPv6 in the kernel there is nothing to turn off.
-fn disable_ipv6(name: &str) {
-    let knob = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
-    if let Err(e) = std::fs::write(&knob, "1") {
-        tracing::debug!(%knob, error = %e, "could not disable IPv6 on the TUN");
-    }
-}
-
-/// Runs `ip ARGS`, turning a failure into one line naming the command.
-fn ip(args: &[&str]) -> Result<(), TunError> {
-    ip_output(args).map(drop)
-}
-
-/// Runs `ip ARGS` and returns its stdout; a failure is one line naming the
-/// command, or [`TunError::AlreadyExists`] / [`TunError::PermissionDenied`]
-/// when `ip` says so.
-fn ip_output(args: &[&str]) -> Result<String, TunError> {
-    let command = format!("ip {}", args.join(" "));
-    tracing::debug!(%command, "running");
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| TunError::Command {
-            command: command.clone(),
-            detail: if e.kind() == io::ErrorKind::NotFound {
-                "`ip` not found (install iproute2)".to_owned()
-            } else {
-                e.to_string()
-            },
-        })?;
-    if out.status.success() {
-        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
-    }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let detail = stderr.trim().replace('\n', "; ");
-    if let Some(e) = classify(args, &detail) {
-        return Err(e);
-    }
-    Err(TunError::Command {
-        command,
-        detail: if detail.is_empty() {
-            out.status.to_string()
-        } else {
-            detail
-        },
-    })
-}
-
-/// The `ip` failures with an error of their own: what we add is already
-/// there ("File exists"), or we lack the privilege.
-fn classify(args: &[&str], stderr: &str) -> Option<TunError> {
-    if stderr.contains("File exists") {
-        // `addr add CIDR ...` / `-4 route add DEST ...`: name the object.
-        let what = args
-            .iter()
-            .position(|a| *a == "add")
-            .and_then(|i| args.get(i + 1))
-            .map(|obj| {
-                let kind = if args.contains(&"route") {
-                    "route"
-                } else {
-                    "address"
-                };
-                format!("{kind} {obj}")
-            })
-            .unwrap_or_else(|| format!("`ip {}`", args.join(" ")));
-        return Some(TunError::AlreadyExists { what });
-    }
-    if stderr.contains("Operation not permitted") {
-        return Some(TunError::PermissionDenied);
-    }
-    None
 }
 
 #[cfg(test)]
@@ -373,63 +246,6 @@ mod tests {
         assert_eq!(
             route_args("del", &r).join(" "),
             "-4 route del 203.0.113.5/32 dev rw0"
-        );
-    }
-
-    #[test]
-    fn classifies_ip_failures() {
-        let e = classify(
-            &["-4", "route", "add", "0.0.0.0/1", "dev", "rw0"],
-            "RTNETLINK answers: File exists",
-        );
-        assert_eq!(
-            e.unwrap().to_string(),
-            "route 0.0.0.0/1 already exists (is another ringway running, or was it added by hand?)"
-        );
-        let e = classify(
-            &["addr", "add", "198.18.0.2/24", "dev", "rw0"],
-            "RTNETLINK answers: File exists",
-        );
-        assert!(e
-            .unwrap()
-            .to_string()
-            .starts_with("address 198.18.0.2/24 already exists"));
-        assert!(matches!(
-            classify(
-                &["link", "set"],
-                "RTNETLINK answers: Operation not permitted"
-            ),
-            Some(TunError::PermissionDenied)
-        ));
-        assert!(classify(&["link", "set"], "Cannot find device \"x\"").is_none());
-    }
-
-    #[test]
-    fn names_the_usual_failures() {
-        let e = io::Error::from_raw_os_error;
-        assert!(matches!(
-            create_error("t", e(libc::EPERM)),
-            TunError::PermissionDenied
-        ));
-        assert!(matches!(
-            create_error("t", e(libc::EACCES)),
-            TunError::PermissionDenied
-        ));
-        assert!(matches!(
-            create_error("t", e(libc::ENOENT)),
-            TunError::NoTunDevice
-        ));
-        assert!(matches!(
-            create_error("t", e(libc::EBUSY)),
-            TunError::Busy { .. }
-        ));
-        assert!(matches!(
-            create_error("t", e(libc::EINVAL)),
-            TunError::Create { .. }
-        ));
-        assert_eq!(
-            create_error("t", e(libc::EPERM)).to_string(),
-            "creating TUN needs root or CAP_NET_ADMIN (try sudo)"
         );
     }
 }

@@ -5,9 +5,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::Ipv4Addr;
 
-use ringway_proto::SessionConfig;
-
-use super::TunError;
+use super::{Offload, TunError};
 use crate::routes::{OutsidePath, Route, RouteOps};
 
 /// A TUN device that cannot exist here: its only field is uninhabited.
@@ -16,7 +14,7 @@ pub struct TunDevice(Infallible);
 
 impl TunDevice {
     /// Always [`TunError::Unsupported`].
-    pub fn create(_name: &str) -> Result<TunDevice, TunError> {
+    pub fn create(_name: &str, _offload: Offload) -> Result<TunDevice, TunError> {
         Err(TunError::Unsupported(std::env::consts::OS))
     }
 
@@ -34,25 +32,6 @@ impl TunDevice {
     pub async fn write(&self, _packet: &[u8]) -> io::Result<()> {
         match self.0 {}
     }
-}
-
-/// Always [`TunError::Unsupported`].
-pub fn configure(_name: &str, _config: &SessionConfig) -> Result<(), TunError> {
-    Err(TunError::Unsupported(std::env::consts::OS))
-}
-
-/// Always [`TunError::Unsupported`].
-pub fn delete_link(_name: &str) -> Result<(), TunError> {
-    Err(TunError::Unsupported(std::env::consts::OS))
-}
-
-/// Always [`TunError::Unsupported`].
-pub fn reconfigure(
-    _name: &str,
-    _old: &SessionConfig,
-    _new: &SessionConfig,
-) -> Result<(), TunError> {
-    Err(TunError::Unsupported(std::env::consts::OS))
 }
 
 /// Routes cannot be changed here: every call is [`TunError::Unsupported`].

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use ringway_client::{ClientConfig, ConnectOptions, Transport, TransportChoice, Tunnel};
 use ringway_proto::{Cipher, Entropy, EntropyError, Keypair, PublicKey, SessionConfig};
-use ringway_server::config::{Peer, Settings, TcpSection, UringSection};
+use ringway_server::config::{Offload, Peer, Settings, TcpSection, UringSection};
 use ringway_server::sessions::IdSource;
 
 pub use fake_server::{FakeServer, Options};
@@ -55,6 +55,7 @@ pub fn settings(
         secret_key: server_keys().secret,
         pool: "198.18.0.0/24".parse().unwrap(),
         tun_name: "unused".into(),
+        offload: Offload::Off,
         mtu: 1420,
         keepalive_secs,
         idle_timeout_secs,

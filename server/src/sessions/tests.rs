@@ -40,6 +40,7 @@ fn settings(peers: &[(&str, &Keypair, Option<[u8; 32]>)], pool: &str) -> Setting
         secret_key: server_keys().secret,
         pool: pool.parse().unwrap(),
         tun_name: "t".into(),
+        offload: crate::inside::tun::Offload::Off,
         mtu: 1420,
         keepalive_secs: 10,
         idle_timeout_secs: 60,

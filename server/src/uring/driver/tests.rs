@@ -39,6 +39,7 @@ fn settings() -> Settings {
         secret_key: Keypair::from_random([3; 32]).secret,
         pool: "198.18.0.0/24".parse().unwrap(),
         tun_name: "unused".into(),
+        offload: crate::inside::tun::Offload::Off,
         mtu: 1420,
         keepalive_secs: 25,
         idle_timeout_secs: 180,
