@@ -10,6 +10,8 @@
 //!   completion check every path uses.
 //! - [`buffers`]: packet buffers, each claimed by a non-`Copy` token.
 //! - `tx`: send slots, claimed only through a permit.
+//! - `gro`: with offload, what goes to the TUN in a round, coalesced into
+//!   superpackets and written once the round's completions are handled.
 //! - `msg`, `kernel_box`: memory the kernel reads or writes (`msghdr`s and
 //!   the like), at fixed addresses, reached only through shared references.
 //! - [`user_data`]: which path/slot/generation a completion belongs to.
@@ -21,6 +23,7 @@
 pub mod buffers;
 mod context;
 pub mod driver;
+mod gro;
 mod kernel_box;
 mod msg;
 mod paths;
@@ -31,5 +34,5 @@ mod tx;
 pub mod user_data;
 
 pub use crate::config::Tunables;
-pub use driver::{Driver, DriverError, Fds, RingUsage};
+pub use driver::{DataPath, Driver, DriverError, Fds, RingUsage};
 pub use paths::tcp::TcpLimits;

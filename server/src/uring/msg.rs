@@ -37,6 +37,15 @@ pub(super) struct Received {
     pub flags: i32,
     /// The sender, if its address family is one we know.
     pub from: Option<SocketAddr>,
+    /// With `UDP_GRO` on, the size of every datagram but the last of a coalesced batch
+    /// (the kernel's `UDP_GRO` control message); `None` for a single datagram.
+    pub gro_size: Option<usize>,
+}
+
+/// `CMSG_LEN(2)`, `CMSG_SPACE(2)`: a control message carrying a `u16`.
+fn cmsg_u16_sizes() -> (usize, usize) {
+    // SAFETY: CMSG_LEN and CMSG_SPACE are arithmetic on their argument; they touch no memory.
+    unsafe { (libc::CMSG_LEN(2) as usize, libc::CMSG_SPACE(2) as usize) }
 }
 
 impl<const IOVS: usize> MsgBuf<IOVS> {
@@ -117,12 +126,20 @@ impl<const IOVS: usize> MsgBuf<IOVS> {
         unsafe { self.set_header(1, namelen, CONTROL_LEN) };
     }
 
-    /// Points the header at `len` bytes at `data`, to be sent to `to`.
+    /// Points the header at `len` bytes at `data`, to be sent to `to`: one datagram, or
+    /// with `segment` (`UDP_SEGMENT`) datagrams of `segment` bytes each, the last possibly
+    /// shorter.
     ///
     /// # Safety
     ///
     /// No request using this header is in flight.
-    pub unsafe fn prepare_send(&self, data: *mut u8, len: usize, to: SocketAddr) {
+    pub unsafe fn prepare_send(
+        &self,
+        data: *mut u8,
+        len: usize,
+        to: SocketAddr,
+        segment: Option<u16>,
+    ) {
         let to = SockAddr::from(to);
         let iov = libc::iovec {
             iov_base: data.cast(),
@@ -138,8 +155,30 @@ impl<const IOVS: usize> MsgBuf<IOVS> {
                 self.name.get().cast::<u8>(),
                 to.len() as usize,
             );
-            self.set_header(1, to.len(), 0);
         }
+        let controllen = match segment {
+            Some(size) => {
+                let (len, space) = cmsg_u16_sizes();
+                let control = self.control.get().cast::<u8>();
+                // SAFETY: as above, the control space is ours to write; it is 8-byte
+                // aligned (an array of u64) as cmsghdr needs, and CMSG_SPACE(2) (24 bytes
+                // on 64-bit Linux) fits its CONTROL_LEN bytes. The data follows the header
+                // at CMSG_LEN(0).
+                unsafe {
+                    let cmsg = control.cast::<libc::cmsghdr>();
+                    std::ptr::write_bytes(control, 0, space);
+                    (*cmsg).cmsg_len = len as _;
+                    (*cmsg).cmsg_level = libc::SOL_UDP;
+                    (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+                    let data = control.add(libc::CMSG_LEN(0) as usize);
+                    data.cast::<u16>().write_unaligned(size);
+                }
+                space
+            }
+            None => 0,
+        };
+        // SAFETY: as above.
+        unsafe { self.set_header(1, to.len(), controllen) };
     }
 
     /// Lets `fill` write up to `IOVS` iovecs (it returns how many), then
@@ -174,7 +213,44 @@ impl<const IOVS: usize> MsgBuf<IOVS> {
         // SAFETY: the kernel wrote a socket address of `namelen` bytes into
         // `storage`, which is a sockaddr_storage and so large enough for any family.
         let from = unsafe { SockAddr::new(storage, namelen) }.as_socket();
-        Received { flags, from }
+        // SAFETY: as above, the kernel is done with the header and the control space.
+        let gro_size = unsafe { self.gro_size() };
+        Received {
+            flags,
+            from,
+            gro_size,
+        }
+    }
+
+    /// The `UDP_GRO` segment size among the control messages the kernel wrote.
+    ///
+    /// # Safety
+    ///
+    /// As [`MsgBuf::received`]: the receive has completed.
+    unsafe fn gro_size(&self) -> Option<usize> {
+        let hdr = self.hdr.get();
+        // SAFETY: the caller's promise: the kernel has finished with the header, which it
+        // left pointing at our control space with `msg_controllen` set to the bytes it
+        // wrote there (at most CONTROL_LEN; 0 without control messages). CMSG_FIRSTHDR and
+        // CMSG_NXTHDR stay within those bytes, and each cmsghdr they return lies in them.
+        unsafe {
+            if (*hdr).msg_control.is_null() {
+                return None;
+            }
+            let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+            while !cmsg.is_null() {
+                let c = cmsg.read_unaligned();
+                if c.cmsg_level == libc::SOL_UDP
+                    && c.cmsg_type == libc::UDP_GRO
+                    && c.cmsg_len as usize >= libc::CMSG_LEN(4) as usize
+                {
+                    let size = libc::CMSG_DATA(cmsg).cast::<i32>().read_unaligned();
+                    return usize::try_from(size).ok().filter(|&s| s > 0);
+                }
+                cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
+            }
+        }
+        None
     }
 }
 
@@ -189,7 +265,7 @@ mod tests {
         let mut data = [0u8; 8];
         let to: SocketAddr = "192.0.2.7:4000".parse().unwrap();
         // SAFETY: no request uses this header: it was never submitted.
-        unsafe { m.prepare_send(data.as_mut_ptr(), 8, to) };
+        unsafe { m.prepare_send(data.as_mut_ptr(), 8, to, None) };
         // SAFETY: as above; reading our own writes.
         let hdr = unsafe { &*m.header() };
         assert_eq!(hdr.msg_iov, m.iov.get().cast());
@@ -198,6 +274,25 @@ mod tests {
         assert!(hdr.msg_control.is_null());
         // SAFETY: as above: the name holds what prepare_send wrote.
         assert_eq!(unsafe { m.received() }.from, Some(to));
+
+        // With a segment size, one UDP_SEGMENT control message carries it.
+        // SAFETY: as above.
+        unsafe { m.prepare_send(data.as_mut_ptr(), 8, to, Some(1452)) };
+        // SAFETY: as above; reading our own writes.
+        let hdr = unsafe { &*m.header() };
+        #[allow(clippy::unnecessary_cast)] // socklen_t on some libcs
+        let controllen = hdr.msg_controllen as usize;
+        assert_eq!(controllen, cmsg_u16_sizes().1);
+        // SAFETY: as above; the control space holds the message just written.
+        let (c, size) = unsafe {
+            let c = libc::CMSG_FIRSTHDR(m.header());
+            (c.read(), libc::CMSG_DATA(c).cast::<u16>().read_unaligned())
+        };
+        assert_eq!(
+            (c.cmsg_level, c.cmsg_type),
+            (libc::SOL_UDP, libc::UDP_SEGMENT)
+        );
+        assert_eq!(size, 1452);
 
         // SAFETY: as above.
         unsafe { m.prepare_recv(data.as_mut_ptr(), 8) };

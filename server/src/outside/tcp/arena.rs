@@ -43,11 +43,38 @@ impl Arena {
         }
         self.buf.split().freeze()
     }
+
+    /// `len` bytes that `fill` writes (starting zeroed), as one owned `Bytes`; `None`
+    /// if `fill` says it could not, and the space is reused.
+    pub fn build(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> bool) -> Option<Bytes> {
+        if self.buf.capacity() < len {
+            self.buf.reserve(len.max(CHUNK));
+        }
+        self.buf.resize(len, 0);
+        if fill(&mut self.buf[..]) {
+            Some(self.buf.split().freeze())
+        } else {
+            self.buf.clear();
+            None
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn built_bytes_are_what_fill_wrote() {
+        let mut a = Arena::default();
+        let b = a.build(5, |out| {
+            out.copy_from_slice(b"hello");
+            true
+        });
+        assert_eq!(b.as_deref(), Some(&b"hello"[..]));
+        assert_eq!(a.build(4, |_| false), None);
+        assert_eq!(&a.copy(&[b"ab"])[..], b"ab");
+    }
 
     #[test]
     fn copies_are_independent_and_chunk_is_reclaimed() {

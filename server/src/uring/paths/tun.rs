@@ -7,6 +7,19 @@
 //! one, or the frame is copied once into the connection's send queue (TCP) and
 //! the read re-arms with the buffer it had.
 //!
+//! With offload (the TUN opened with `IFF_VNET_HDR` and TSO), a read lands in a
+//! large buffer, its 10-byte `virtio_net_hdr` just in front of [`PAYLOAD_OFFSET`],
+//! and may be a superpacket of up to 64 KiB. A plain packet (or one whose
+//! checksum only needed finishing) is copied once into a small buffer and sealed
+//! there. A superpacket is cut (`ringway_offload::split_part`, the one copy) into
+//! MTU-sized packets laid out at a fixed stride in a large send buffer, each
+//! sealed in place, and all of them go to the peer in one `sendmsg` carrying
+//! `UDP_SEGMENT` (as many sends as the kernel's 64-segment and 64 KiB limits
+//! need); without GSO, each packet is cut into a small buffer of its own and sent
+//! alone. Over TCP the frames are cut, sealed and length-prefixed straight into
+//! the connection's send memory, and go out in one gathered send. Either way the
+//! read re-arms at once with the buffer it had.
+//!
 //! A non-blocking TUN read with nothing to read completes with EAGAIN. Such a
 //! slot gives its buffer back and parks behind one multishot readiness poll,
 //! which re-arms a few parked reads each time the TUN becomes readable.
@@ -16,21 +29,40 @@ use std::os::fd::RawFd;
 use std::time::Instant;
 
 use io_uring::{opcode, types};
-use ringway_proto::wire::transport::TAG_LEN;
+use ringway_offload::VNET_HDR_LEN;
+use ringway_offload::{prepare, split, split_part, virtio, Layout, Plan, Prepared, VnetHdr};
+use ringway_proto::wire::transport::{HEADER_LEN, TAG_LEN};
 use ringway_proto::wire::STREAM_PREFIX_LEN;
 
-use super::super::buffers::{BufferPool, PacketBuf};
-use super::super::context::{Context, Io};
+use super::super::buffers::{PacketBuf, Pools};
+use super::super::context::{fresh_small, reserve, Context, Io};
 use super::super::slots::{Completion, Request, SlotTable};
 use super::super::user_data::{Path, UserData};
 use super::tcp::TcpPath;
-use crate::sessions::{InsideAction, Outside, FRAME_OFFSET, PAYLOAD_OFFSET};
+use crate::sessions::{InsideAction, InsideRoute, Outside, FRAME_OFFSET, PAYLOAD_OFFSET};
 
 /// TUN reads re-armed per readiness event. A packet arriving wakes the poll
 /// once; re-arming every parked read would have all but one fail with EAGAIN
 /// (the storm a non-blocking TUN invites), so only a few go, and each read that
 /// gets a packet re-arms at once: the TUN is read until it is empty.
 const WAKE_BURST: usize = 4;
+
+/// Where an offloading read lands: its virtio_net_hdr right in front of the packet,
+/// which is where a plain read puts it.
+const READ_OFFSET: usize = PAYLOAD_OFFSET - VNET_HDR_LEN;
+
+/// `UDP_MAX_SEGMENTS` before Linux 6.9 (128 since): the most datagrams one
+/// `UDP_SEGMENT` send may carry everywhere.
+pub(in crate::uring) const MAX_GSO_SEGMENTS: usize = 64;
+
+/// The most bytes of datagrams one `UDP_SEGMENT` send may carry: a 65 535-byte IPv4
+/// packet less its 20-byte header and the 8-byte UDP header.
+pub(in crate::uring) const MAX_GSO_BYTES: usize = 65535 - 20 - 8;
+
+/// How many frames of `frame_len` bytes one `UDP_SEGMENT` send carries.
+pub(in crate::uring) fn frames_per_send(frame_len: usize) -> usize {
+    (MAX_GSO_BYTES / frame_len.max(1)).clamp(1, MAX_GSO_SEGMENTS)
+}
 
 /// TUN reads and the readiness poll behind the parked ones.
 #[derive(Debug)]
@@ -61,15 +93,22 @@ impl TunPath {
     }
 
     fn arm_with_fresh(&mut self, io: &mut Io, slot: u32) {
-        if let Some(buf) = io.fresh_buffer() {
+        if let Some(buf) = io.fresh_rx_buffer() {
             self.arm(io, slot, buf);
         }
     }
 
     fn arm(&mut self, io: &mut Io, slot: u32, buf: PacketBuf) {
-        // Room for the packet and the tag sealing appends after it.
-        let len = io.bufs.buf_size() - PAYLOAD_OFFSET - TAG_LEN;
-        let ptr = io.bufs.ptr(&buf, PAYLOAD_OFFSET, len);
+        // Room for the packet (and its virtio_net_hdr in front with offload) and the
+        // tag sealing appends after it.
+        let offset = if io.path.vnet_hdr {
+            READ_OFFSET
+        } else {
+            PAYLOAD_OFFSET
+        };
+        let pool = io.bufs.of(&buf);
+        let len = pool.buf_size() - offset - TAG_LEN;
+        let ptr = pool.ptr(&buf, offset, len);
         let ud = self.reads.arm(slot, buf);
         let e = opcode::Read::new(types::Fd(self.fd), ptr, len as u32)
             .build()
@@ -108,6 +147,14 @@ impl TunPath {
             io.bufs.put(buf);
             return;
         }
+        if io.path.vnet_hdr {
+            if let Some(n) = c.bytes() {
+                io.counters.tun_rx_reads += 1;
+                let buf = self.offloaded(ctx, tcp, buf, n, now);
+                self.arm(&mut ctx.io, slot, buf);
+                return;
+            }
+        }
         let Some(n) = c.bytes() else {
             if c.res == -libc::EAGAIN {
                 // Nothing to read: park until the TUN says it is readable.
@@ -124,7 +171,9 @@ impl TunPath {
             self.arm(io, slot, buf);
             return;
         };
-        let frame = &mut io.bufs.bytes_mut(&mut buf)[FRAME_OFFSET..];
+        io.counters.tun_rx_reads += 1;
+        io.counters.tun_rx_packets += 1;
+        let frame = &mut io.bufs.small.bytes_mut(&mut buf)[FRAME_OFFSET..];
         match ctx.sessions.handle_inside(frame, n, now) {
             InsideAction::Drop => self.arm(io, slot, buf),
             InsideAction::Send {
@@ -145,12 +194,87 @@ impl TunPath {
                 // The length prefix goes in the headroom in front of the frame,
                 // then the connection's queue takes its one copy.
                 let start = FRAME_OFFSET - STREAM_PREFIX_LEN;
-                io.bufs.bytes_mut(&mut buf)[start..FRAME_OFFSET]
-                    .copy_from_slice(&(len as u16).to_be_bytes());
-                tcp.send_prefixed(io, id, &mut buf, start..FRAME_OFFSET + len);
+                let bytes = io.bufs.small.bytes_mut(&mut buf);
+                bytes[start..FRAME_OFFSET].copy_from_slice(&(len as u16).to_be_bytes());
+                tcp.send_bytes(
+                    &mut io.queue,
+                    &mut io.counters,
+                    id,
+                    &bytes[start..FRAME_OFFSET + len],
+                    1,
+                );
                 self.arm(io, slot, buf);
             }
         }
+    }
+
+    /// An offloading read of `n` bytes (header and packet) in large buffer `buf`: seal
+    /// and send what it carries. Returns the buffer, for the read to re-arm with.
+    fn offloaded(
+        &mut self,
+        ctx: &mut Context,
+        tcp: &mut TcpPath,
+        mut buf: PacketBuf,
+        n: usize,
+        now: Instant,
+    ) -> PacketBuf {
+        let io = &mut ctx.io;
+        let mtu = usize::from(io.path.mtu);
+        let layout = udp_layout(mtu);
+        let Some(len) = n.checked_sub(VNET_HDR_LEN) else {
+            io.counters.drop_offload += 1;
+            return buf;
+        };
+        // Finish what the kernel left (a partial checksum) and see whether it must be
+        // cut; the header is parsed only when it is not the all-zero plain one.
+        let shape = {
+            let bytes = io.bufs.large.bytes_mut(&mut buf);
+            let (hdr, packet) = bytes[READ_OFFSET..READ_OFFSET + n].split_at_mut(VNET_HDR_LEN);
+            if virtio::is_plain(hdr) {
+                Ok(None)
+            } else {
+                VnetHdr::parse(hdr).and_then(|hdr| match prepare(&hdr, packet, &layout)? {
+                    Prepared::Ready => Ok(None),
+                    Prepared::Split(plan) => Ok(Some((hdr, plan))),
+                })
+            }
+        };
+        let split = match shape {
+            Ok(split) => split,
+            Err(e) => {
+                if e.is_misuse() {
+                    tracing::error!(error = %e, "superpacket layout misuse");
+                } else {
+                    tracing::debug!(error = %e, "TUN read refused by the segmenter");
+                }
+                io.counters.drop_offload += 1;
+                return buf;
+            }
+        };
+        let packet = PAYLOAD_OFFSET..PAYLOAD_OFFSET + len;
+        let Some(route) = ctx
+            .sessions
+            .route_inside(&io.bufs.large.bytes_mut(&mut buf)[packet.clone()])
+        else {
+            return buf;
+        };
+        let sp = Superpacket {
+            read: &mut buf,
+            packet,
+            now,
+        };
+        match split {
+            None => {
+                io.counters.tun_rx_packets += 1;
+                sp.send_plain(io, tcp, route);
+            }
+            Some((hdr, plan)) => {
+                io.counters.tun_rx_packets += plan.segments as u64;
+                io.counters.tun_rx_superpackets += 1;
+                sp.send_split(io, tcp, route, &hdr, &plan);
+            }
+        }
+        buf
     }
 
     /// The TUN became readable (or the poll ended): re-arm a few parked reads.
@@ -182,7 +306,7 @@ impl TunPath {
 
     /// Forgets a request taken back from the backlog unsubmitted; false if it
     /// is not one of ours.
-    pub fn forget(&mut self, bufs: &mut BufferPool, ud: UserData) -> bool {
+    pub fn forget(&mut self, bufs: &mut Pools, ud: UserData) -> bool {
         match ud.path {
             Path::TunRx => match self.reads.forget(ud) {
                 Some(buf) => {
@@ -193,6 +317,188 @@ impl TunPath {
             },
             Path::TunPoll => self.poll.forget(ud),
             _ => false,
+        }
+    }
+}
+
+/// A superpacket's segments as the UDP transport carries them: each packet between its
+/// transport header and its tag, so sealed frames lie back to back.
+fn udp_layout(mtu: usize) -> Layout {
+    Layout {
+        headroom: HEADER_LEN,
+        tailroom: TAG_LEN,
+        max_packet_len: mtu,
+    }
+}
+
+/// The same over TCP: each frame also behind its length prefix.
+fn tcp_layout(mtu: usize) -> Layout {
+    Layout {
+        headroom: STREAM_PREFIX_LEN + HEADER_LEN,
+        tailroom: TAG_LEN,
+        max_packet_len: mtu,
+    }
+}
+
+/// One offloading read, routed, to be sealed and sent.
+struct Superpacket<'a> {
+    /// The read buffer (large), holding the IP packet at `packet`.
+    read: &'a mut PacketBuf,
+    packet: std::ops::Range<usize>,
+    now: Instant,
+}
+
+impl Superpacket<'_> {
+    /// A packet that needs no cutting: copied once into a small buffer and sealed there
+    /// (UDP), or sealed in place and copied into the connection's queue (TCP).
+    fn send_plain(self, io: &mut Io, tcp: &mut TcpPath, mut route: InsideRoute<'_>) {
+        let len = self.packet.len();
+        match route.to() {
+            Outside::Udp(addr) => {
+                let Some(permit) = io.reserve() else {
+                    return;
+                };
+                let Some(mut out) = fresh_small(&mut io.bufs.small) else {
+                    io.tx.release(permit);
+                    return;
+                };
+                let sealed = {
+                    let src = &io.bufs.large.bytes_mut(&mut *self.read)[self.packet];
+                    let dst = io.bufs.small.bytes_mut(&mut out);
+                    match dst.get_mut(PAYLOAD_OFFSET..PAYLOAD_OFFSET + len) {
+                        Some(d) => {
+                            d.copy_from_slice(src);
+                            route.seal(&mut dst[FRAME_OFFSET..], len, self.now)
+                        }
+                        None => None,
+                    }
+                };
+                match sealed {
+                    Some(n) => io.send_udp(permit, out, FRAME_OFFSET..FRAME_OFFSET + n, addr),
+                    None => {
+                        io.tx.release(permit);
+                        io.bufs.put(out);
+                    }
+                }
+            }
+            Outside::Tcp(id) => {
+                let bytes = io.bufs.large.bytes_mut(&mut *self.read);
+                if let Some(n) = route.seal(&mut bytes[FRAME_OFFSET..], len, self.now) {
+                    let start = FRAME_OFFSET - STREAM_PREFIX_LEN;
+                    bytes[start..FRAME_OFFSET].copy_from_slice(&(n as u16).to_be_bytes());
+                    let frame = &bytes[start..FRAME_OFFSET + n];
+                    tcp.send_bytes(&mut io.queue, &mut io.counters, id, frame, 1);
+                }
+            }
+        }
+    }
+
+    /// A superpacket: cut into `plan.segments` packets, each sealed in place, sent in
+    /// as few system calls as the transport allows.
+    fn send_split(
+        self,
+        io: &mut Io,
+        tcp: &mut TcpPath,
+        mut route: InsideRoute<'_>,
+        hdr: &VnetHdr,
+        plan: &Plan,
+    ) {
+        let mtu = usize::from(io.path.mtu);
+        let now = self.now;
+        match route.to() {
+            Outside::Udp(addr) => self.send_split_udp(io, route, hdr, plan, addr),
+            Outside::Tcp(id) => {
+                // Every frame, prefix and all, back to back in the connection's send
+                // memory: the whole superpacket is one entry of its queue.
+                let layout = tcp_layout(mtu);
+                let packet = &io.bufs.large.bytes_mut(&mut *self.read)[self.packet];
+                tcp.send_built(
+                    &mut io.queue,
+                    &mut io.counters,
+                    id,
+                    plan.out_len(&layout),
+                    plan.segments,
+                    |out| {
+                        let Ok(segs) = split(hdr, packet, out, &layout) else {
+                            return false;
+                        };
+                        let sealed = segs.packets().all(|r| {
+                            let frame = r.start - HEADER_LEN;
+                            match route.seal(&mut out[frame..], r.len(), now) {
+                                Some(n) => {
+                                    out[frame - STREAM_PREFIX_LEN..frame]
+                                        .copy_from_slice(&(n as u16).to_be_bytes());
+                                    true
+                                }
+                                None => false,
+                            }
+                        });
+                        sealed
+                    },
+                );
+            }
+        }
+    }
+
+    /// The UDP half of [`Superpacket::send_split`]: parts of up to
+    /// [`frames_per_send`] packets, each cut into a large buffer and sent with
+    /// `UDP_SEGMENT`; a packet at a time into small buffers without GSO (or without a
+    /// large buffer to spare).
+    fn send_split_udp(
+        self,
+        io: &mut Io,
+        mut route: InsideRoute<'_>,
+        hdr: &VnetHdr,
+        plan: &Plan,
+        addr: std::net::SocketAddr,
+    ) {
+        let layout = udp_layout(usize::from(io.path.mtu));
+        let stride = plan.stride(&layout);
+        let per_send = if io.gso { frames_per_send(stride) } else { 1 };
+        let mut first = 0;
+        while first < plan.segments {
+            let want = per_send.min(plan.segments - first);
+            let Some(permit) = reserve(&mut io.tx, &mut io.counters) else {
+                // Counted once above; the rest of the superpacket goes too.
+                io.counters.drop_tx_full += (plan.segments - first - 1) as u64;
+                return;
+            };
+            let large = if want > 1 { io.bufs.large.take() } else { None };
+            let (mut out, count) = match large {
+                Some(b) => (b, want),
+                None => match fresh_small(&mut io.bufs.small) {
+                    Some(b) => (b, 1),
+                    None => {
+                        io.tx.release(permit);
+                        return;
+                    }
+                },
+            };
+            let sealed = {
+                let packet = &io.bufs.large.bytes_mut(&mut *self.read)[self.packet.clone()];
+                let dst = &mut io.bufs.of(&out).bytes_mut(&mut out)[FRAME_OFFSET..];
+                match split_part(hdr, packet, dst, &layout, first..first + count) {
+                    Ok(segs) => segs.packets().try_fold(0, |_, r| {
+                        let frame = r.start - HEADER_LEN;
+                        route
+                            .seal(&mut dst[frame..], r.len(), self.now)
+                            .map(|n| frame + n)
+                    }),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cutting a superpacket failed");
+                        None
+                    }
+                }
+            };
+            let Some(end) = sealed else {
+                io.tx.release(permit);
+                io.bufs.put(out);
+                return;
+            };
+            let frames = FRAME_OFFSET..FRAME_OFFSET + end;
+            let segments = (count > 1).then_some((stride as u16, count as u32));
+            io.send_udp_segments(permit, out, frames, addr, segments);
+            first += count;
         }
     }
 }

@@ -12,8 +12,9 @@ use std::time::Instant;
 
 use io_uring::{opcode, types};
 
-use super::super::buffers::{BufferPool, PacketBuf};
+use super::super::buffers::{PacketBuf, Pools};
 use super::super::context::{Context, Io};
+use super::super::gro::Parts;
 use super::super::kernel_box::KernelBox;
 use super::super::msg::MsgBuf;
 use super::super::slots::{Completion, SlotTable};
@@ -46,15 +47,16 @@ impl UdpPath {
     }
 
     fn arm_with_fresh(&mut self, io: &mut Io, slot: u32) {
-        if let Some(buf) = io.fresh_buffer() {
+        if let Some(buf) = io.fresh_rx_buffer() {
             self.arm(io, slot, buf);
         }
     }
 
     fn arm(&mut self, io: &mut Io, slot: u32, buf: PacketBuf) {
         debug_assert!(!self.recvs.is_armed(slot));
-        let len = io.bufs.buf_size() - FRAME_OFFSET;
-        let ptr = io.bufs.ptr(&buf, FRAME_OFFSET, len);
+        let pool = io.bufs.of(&buf);
+        let len = pool.buf_size() - FRAME_OFFSET;
+        let ptr = pool.ptr(&buf, FRAME_OFFSET, len);
         let msg = &self.msgs.get()[slot as usize];
         // SAFETY: slot `slot` is idle (its last receive completed, or it never
         // ran), so no request using its header is in flight.
@@ -104,7 +106,22 @@ impl UdpPath {
             self.arm(io, slot, buf);
             return;
         };
-        let b = io.bufs.bytes_mut(&mut buf);
+        io.counters.udp_rx_recvs += 1;
+        if ctx.gro.is_some() {
+            // Datagrams of `size` bytes, the last possibly shorter.
+            let size = got.gro_size.filter(|&s| s < n).unwrap_or(n);
+            let count = n.div_ceil(size);
+            io.counters.udp_rx_datagrams += count as u64;
+            let buf = if count == 1 {
+                self.one(ctx, buf, n, from, now)
+            } else {
+                self.batch(ctx, buf, n, size, from, now)
+            };
+            self.arm(&mut ctx.io, slot, buf);
+            return;
+        }
+        io.counters.udp_rx_datagrams += 1;
+        let b = io.bufs.small.bytes_mut(&mut buf);
         let end = (FRAME_OFFSET + n).min(b.len());
         let frame = &mut b[FRAME_OFFSET..end];
         match ctx
@@ -115,7 +132,7 @@ impl UdpPath {
             OutsideAction::ToInside(range) => match io.reserve() {
                 Some(permit) => {
                     let packet = FRAME_OFFSET + range.start..FRAME_OFFSET + range.end;
-                    io.write_tun(permit, buf, packet);
+                    io.write_tun(permit, buf, packet, 1);
                     self.arm_with_fresh(io, slot);
                 }
                 None => self.arm(io, slot, buf),
@@ -129,13 +146,86 @@ impl UdpPath {
         }
     }
 
+    /// With offload: one datagram of `n` bytes in large buffer `buf`. Returns the
+    /// buffer to re-arm with (a fresh one if this one now carries a TUN write).
+    fn one(
+        &mut self,
+        ctx: &mut Context,
+        mut buf: PacketBuf,
+        n: usize,
+        from: std::net::SocketAddr,
+        now: Instant,
+    ) -> PacketBuf {
+        let io = &mut ctx.io;
+        let frame = &mut io.bufs.large.bytes_mut(&mut buf)[FRAME_OFFSET..FRAME_OFFSET + n];
+        match ctx
+            .sessions
+            .handle_outside(frame, Outside::Udp(from), now, &mut ctx.ids)
+        {
+            OutsideAction::None | OutsideAction::Reply(Outside::Tcp(_), _) => buf,
+            OutsideAction::ToInside(range) => {
+                let packet = FRAME_OFFSET + range.start..FRAME_OFFSET + range.end;
+                match &mut ctx.gro {
+                    Some(gro) => gro.push_owned(io, buf, packet),
+                    None => buf,
+                }
+            }
+            OutsideAction::Reply(Outside::Udp(to), bytes) => {
+                io.send_udp_copy(to, &bytes);
+                buf
+            }
+        }
+    }
+
+    /// With offload: `n` bytes of datagrams of `size` bytes each (the last possibly
+    /// shorter) from one peer, in large buffer `buf`: each opened in place and offered
+    /// to the coalescing batch. Returns the buffer, to re-arm with.
+    fn batch(
+        &mut self,
+        ctx: &mut Context,
+        mut buf: PacketBuf,
+        n: usize,
+        size: usize,
+        from: std::net::SocketAddr,
+        now: Instant,
+    ) -> PacketBuf {
+        let Some(gro) = &mut ctx.gro else {
+            return buf;
+        };
+        let io = &mut ctx.io;
+        for start in (0..n).step_by(size) {
+            if gro.is_full() {
+                gro.flush(io);
+            }
+            let at = FRAME_OFFSET + start;
+            let frame = &mut io.bufs.large.bytes_mut(&mut buf)[at..at + size.min(n - start)];
+            match ctx
+                .sessions
+                .handle_outside(frame, Outside::Udp(from), now, &mut ctx.ids)
+            {
+                OutsideAction::ToInside(range) => {
+                    let parts = Parts {
+                        tx: &mut io.tx,
+                        small: &mut io.bufs.small,
+                        large: &io.bufs.large,
+                        counters: &mut io.counters,
+                    };
+                    gro.push_copy(parts, &frame[range]);
+                }
+                OutsideAction::Reply(Outside::Udp(to), bytes) => io.send_udp_copy(to, &bytes),
+                OutsideAction::None | OutsideAction::Reply(Outside::Tcp(_), _) => {}
+            }
+        }
+        buf
+    }
+
     /// The requests in flight, to cancel at shutdown.
     pub fn in_flight(&self) -> impl Iterator<Item = UserData> + '_ {
         self.recvs.in_flight()
     }
 
     /// Forgets a request taken back from the backlog unsubmitted.
-    pub fn forget(&mut self, bufs: &mut BufferPool, ud: UserData) -> bool {
+    pub fn forget(&mut self, bufs: &mut Pools, ud: UserData) -> bool {
         match self.recvs.forget(ud) {
             Some(buf) => {
                 bufs.put(buf);
