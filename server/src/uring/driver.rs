@@ -257,9 +257,11 @@ impl Driver {
         let requests = rx_slots + t.tx_slots as usize + FIXED_REQUESTS as usize;
         let gro = path.vnet_hdr.then(|| {
             // A third of the offload buffers hold runs being built; the rest carry
-            // superpackets to the TUN and multi-datagram sends.
+            // superpackets to the TUN and multi-datagram sends, and a lone packet's
+            // receive buffer may take one only while half of those are free.
             let runs = (t.offload_buffers as usize / 3).min(MAX_RUNS);
-            Gro::new(runs, t.tx_slots as usize, path.uso)
+            let reserve = (t.offload_buffers as usize - runs) / 2;
+            Gro::new(runs, t.tx_slots as usize, path.uso, reserve)
         });
         let mut ctx = Context {
             sessions,

@@ -40,6 +40,10 @@ pub(super) const MAX_RUNS: usize = 16;
 /// it forwards one, as Linux GRO limits itself.
 const MAX_SEGMENTS: usize = 64;
 
+/// Lone packets shorter than this are copied out of a single-datagram receive rather
+/// than taking its buffer along.
+const COPY_BELOW: usize = 256;
+
 /// Where a copied lone packet starts in its small buffer: its header then sits where a
 /// frame's transport header would, so the packet lies where a TUN read puts one.
 const COPY_OFFSET: usize = PAYLOAD_OFFSET - VNET_HDR_LEN;
@@ -116,6 +120,9 @@ pub(super) struct Gro {
     runs: Vec<PacketBuf>,
     /// How many run buffers the batch keeps.
     max_runs: usize,
+    /// Large buffers a lone packet's receive buffer may not take the last of: they are
+    /// for superpacket sends.
+    reserve: usize,
     /// The permit of each run started in this batch, in order.
     run_permits: Vec<Permit>,
     /// Lone packets by tag (`None`: dropped after the coalescer counted it).
@@ -126,8 +133,9 @@ pub(super) struct Gro {
 
 impl Gro {
     /// A batch of at most `max_runs` runs (at most [`MAX_RUNS`]) and `max_outputs`
-    /// writes, coalescing UDP too if the TUN takes UDP superpackets.
-    pub fn new(max_runs: usize, max_outputs: usize, udp: bool) -> Self {
+    /// writes, coalescing UDP too if the TUN takes UDP superpackets; a lone packet takes
+    /// its receive buffer along only while more than `reserve` large buffers are free.
+    pub fn new(max_runs: usize, max_outputs: usize, udp: bool, reserve: usize) -> Self {
         let max_runs = max_runs.min(MAX_RUNS);
         let config = CoalesceConfig {
             max_runs,
@@ -140,6 +148,7 @@ impl Gro {
             coalescer: Coalescer::new(config),
             runs: Vec::with_capacity(max_runs),
             max_runs,
+            reserve,
             run_permits: Vec::with_capacity(max_runs),
             pending: Vec::with_capacity(config.max_outputs),
             outputs: Vec::with_capacity(config.max_outputs),
@@ -196,8 +205,14 @@ impl Gro {
             self.flush(io);
         }
         // The replacement is taken before the packet's bytes are borrowed: taking needs
-        // the pool mutably.
-        let fresh = io.bufs.large.take();
+        // the pool mutably. A small packet (a pure ACK, most interactive traffic) is
+        // cheaper to copy than a 64 KiB buffer is to swap, and the pool's spare buffers
+        // are kept for superpacket sends, which have no other way to go out whole.
+        let fresh = if packet.len() > COPY_BELOW && io.bufs.large.available() > self.reserve {
+            io.bufs.large.take()
+        } else {
+            None
+        };
         let tag = self.pending.len();
         let offer = {
             let bytes = io.bufs.large.bytes_mut(&mut buf);
