@@ -124,6 +124,9 @@ pub struct IoCounters {
     pub udp_rx_recvs: u64,
     /// Datagrams those receives carried.
     pub udp_rx_datagrams: u64,
+    /// Times the multishot UDP receive was armed (once at start; again each time the
+    /// kernel ended it, e.g. finding the buffer ring empty). 0: single receives.
+    pub udp_rx_multishot_arms: u64,
     /// TCP sends that completed with bytes sent.
     pub tcp_tx_sends: u64,
     /// Frames queued on TCP connections.
@@ -177,7 +180,7 @@ impl fmt::Display for IoCounters {
             f,
             "tun_rx_reads {} tun_rx_packets {} tun_rx_superpackets {} tun_tx_writes {} \
              tun_tx_packets {} tun_tx_superpackets {} udp_tx_sends {} udp_tx_datagrams {} \
-             udp_rx_recvs {} udp_rx_datagrams {} tcp_tx_sends {} tcp_tx_frames {} tcp_rx_recvs {} \
+             udp_rx_recvs {} udp_rx_datagrams {} udp_rx_multishot_arms {} tcp_tx_sends {} tcp_tx_frames {} tcp_rx_recvs {} \
              tcp_rx_frames {}; tx_full {} tcp_queue_full {} truncated {} offload_dropped {} \
              gso_refused {} io_errors {} eagain {} stale {} unknown {}; tcp_accepted {} \
              tcp_refused {} tcp_closed_garbage {} tcp_closed_handshake_timeout {} \
@@ -192,6 +195,7 @@ impl fmt::Display for IoCounters {
             self.udp_tx_datagrams,
             self.udp_rx_recvs,
             self.udp_rx_datagrams,
+            self.udp_rx_multishot_arms,
             self.tcp_tx_sends,
             self.tcp_tx_frames,
             self.tcp_rx_recvs,

@@ -346,8 +346,10 @@ fn a_gro_batch_from_a_udp_peer_becomes_one_superpacket_write() {
 
     let (counters, io) = server.stop();
     assert_eq!(counters.inside_tx_packets, 20);
-    // The initiation, then the batch in one receive.
+    // The initiation, then the batch in one receive, both completions of the one
+    // multishot receive armed at start.
     assert_eq!((io.udp_rx_recvs, io.udp_rx_datagrams), (2, 21), "{io}");
+    assert_eq!(io.udp_rx_multishot_arms, 1, "{io}");
     assert_eq!((io.tun_tx_writes, io.tun_tx_packets), (1, 20), "{io}");
     assert_eq!(io.tun_tx_superpackets, 1, "{io}");
 }
@@ -432,5 +434,35 @@ fn a_gso_batch_to_a_server_without_offload_arrives_one_packet_per_write() {
     }
     let (_, io) = server.stop();
     assert_eq!((io.udp_rx_recvs, io.udp_rx_datagrams), (11, 11), "{io}");
+    assert_eq!(io.udp_rx_multishot_arms, 0, "offload off: single receives");
     assert_eq!((io.tun_tx_writes, io.tun_tx_packets), (10, 10), "{io}");
+}
+
+#[test]
+fn a_burst_larger_than_the_buffer_ring_is_received_whole() {
+    let server = Server::start(Options {
+        offload: true,
+        ..Options::default()
+    });
+    let (udp, mut s, cfg) = udp_client(&server);
+    // Far more datagrams than the ring has buffers (RX_SLOTS), sent without waiting: the
+    // kernel may find the ring empty and end the multishot receive, which then re-arms
+    // and picks up what waited in the socket. Keepalives, so that nothing is written to
+    // the TUN stand-in (whose queue holds only a few datagrams).
+    const BURST: u64 = 400;
+    let mut frame = [0u8; 64];
+    for _ in 0..BURST {
+        let n = s.sealer.seal_keepalive(&mut frame, Instant::now()).unwrap();
+        udp.send_to(&frame[..n], server.udp).unwrap();
+    }
+    // Then a packet, which can only come out after every keepalive went in.
+    let pkt = ipv4(cfg.client_addr, SERVER_INNER, 100, 7);
+    udp.send_to(&seal(&mut s, &pkt), server.udp).unwrap();
+    assert_eq!(server.read_inside(), pkt);
+    let (counters, io) = server.stop();
+    // The initiation, the keepalives, the packet.
+    assert_eq!(counters.outside_rx_frames, 1 + BURST + 1, "{io}");
+    assert_eq!(counters.drops(), 0, "{counters}");
+    assert!(io.udp_rx_multishot_arms >= 1, "{io}");
+    println!("multishot receive armed {} times", io.udp_rx_multishot_arms);
 }

@@ -21,9 +21,11 @@ use io_uring::{cqueue, types, IoUring};
 use ring::rand::SystemRandom;
 use ringway_proto::wire::transport::TAG_LEN;
 
+use super::buf_ring::{BufRing, Region, RING_ENTRIES};
 use super::buffers::{BufferPool, Pools};
 use super::context::{Context, Io, OsRandom};
 use super::gro::{Gro, MAX_RUNS};
+use super::msg::MultishotLayout;
 use super::paths::signal::SignalRead;
 use super::paths::tcp::{TcpLimits, TcpPath};
 use super::paths::timer::Timer;
@@ -41,7 +43,16 @@ use crate::sessions::{Outside, Sessions, TimerOutput, PAYLOAD_OFFSET};
 /// payload offset with room for a tag, a receive of up to 64 KiB of datagrams, the
 /// frames of one `UDP_SEGMENT` send, or a coalesced superpacket behind its header;
 /// rounded to a cache line.
-pub(super) const LARGE_BUF_SIZE: usize = (PAYLOAD_OFFSET + 65535 + TAG_LEN + 63) & !63;
+pub(super) const LARGE_BUF_SIZE: usize = (LARGE_HEADROOM + 65535 + TAG_LEN + 63) & !63;
+/// Room in front of a large buffer's data: a frame's headroom, or what a multishot
+/// receive writes before the datagrams.
+const LARGE_HEADROOM: usize = if MultishotLayout::PAYLOAD > PAYLOAD_OFFSET {
+    MultishotLayout::PAYLOAD
+} else {
+    PAYLOAD_OFFSET
+};
+/// The buffer group of the UDP receive's provided-buffer ring.
+const UDP_BGID: u16 = 0;
 
 /// How long shutdown waits for cancelled requests to complete.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(800);
@@ -285,11 +296,20 @@ impl Driver {
         if let Some(gro) = &mut ctx.gro {
             gro.refill(&mut ctx.io.bufs.large);
         }
+        let udp = fds.udp.map(|fd| {
+            if path.vnet_hdr {
+                if let Some(ring_buf) = register_udp_ring(&ring) {
+                    let buffers = udp_rx_slots.min(RING_ENTRIES as u32);
+                    return UdpPath::multishot(fd, buffers, ring_buf);
+                }
+            }
+            UdpPath::new(fd, udp_rx_slots)
+        });
         Ok(Driver {
             ring,
             ctx,
             tun: TunPath::new(fds.tun, t.tun_rx_slots),
-            udp: fds.udp.map(|fd| UdpPath::new(fd, udp_rx_slots)),
+            udp,
             tcp: TcpPath::new(limits, fds.tcp_listener),
             timer: Timer::new(),
             signal: SignalRead::new(fds.signal),
@@ -384,10 +404,26 @@ impl Driver {
         Ok(!over)
     }
 
-    /// The loop is over: the coalescing batch gives its buffers back.
+    /// The loop is over: the coalescing batch gives its buffers back, and so does the
+    /// UDP receive's buffer ring once the kernel can no longer use it.
     fn finish(&mut self) {
         if let Some(gro) = &mut self.ctx.gro {
             gro.release(&mut self.ctx.io.bufs);
+        }
+        let in_kernel = self.ctx.io.queue.in_kernel();
+        if let Some(ring_buf) = self.udp.as_mut().and_then(UdpPath::buf_ring) {
+            if in_kernel > 0 {
+                // A request may still pick from the ring: it is leaked on drop instead.
+                return;
+            }
+            match self.ring.submitter().unregister_buf_ring(ring_buf.bgid()) {
+                Ok(()) => {
+                    for buf in ring_buf.drain() {
+                        self.ctx.io.bufs.put(buf);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not unregister the UDP buffer ring"),
+            }
         }
     }
 
@@ -441,6 +477,10 @@ impl Driver {
                 Some(udp) => udp.on_recv(ctx, &c, now),
                 None => ctx.io.counters.stale_completions += 1,
             },
+            Path::UdpRxMulti => match &mut self.udp {
+                Some(udp) => udp.on_recv_multi(ctx, &c, now),
+                None => ctx.io.counters.stale_completions += 1,
+            },
             Path::Tx => ctx.io.on_sent(&c),
             Path::Timer => self.timer.on_complete(ctx, &mut self.tcp, &c, now),
             Path::Signal => {
@@ -479,7 +519,7 @@ impl Driver {
         let bufs = &mut io.bufs;
         io.queue.drain_unsubmitted(|ud| match ud.path {
             Path::TunRx | Path::TunPoll => tun.forget(bufs, ud),
-            Path::UdpRx => udp.as_mut().is_some_and(|u| u.forget(bufs, ud)),
+            Path::UdpRx | Path::UdpRxMulti => udp.as_mut().is_some_and(|u| u.forget(bufs, ud)),
             Path::Timer => timer.forget(ud),
             Path::Signal => signal.forget(ud),
             _ => false,
@@ -513,6 +553,22 @@ impl Driver {
         self.timer.leak();
         self.signal.leak();
         Release::Leaked { in_kernel }
+    }
+}
+
+/// A provided-buffer ring for the UDP receive, registered with `ring`; `None` where the
+/// kernel has none (before 5.19): the receive then uses single requests.
+fn register_udp_ring(ring: &IoUring) -> Option<BufRing> {
+    let region = Region {
+        offset: 0,
+        len: LARGE_BUF_SIZE,
+    };
+    match BufRing::register(ring, UDP_BGID, region) {
+        Ok(buf_ring) => Some(buf_ring),
+        Err(e) => {
+            tracing::info!(error = %e, "no provided-buffer rings: UDP receives one request per datagram");
+            None
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 //! - `slots`: a request per slot, armed until its own completion; the one
 //!   completion check every path uses.
 //! - [`buffers`]: packet buffers, each claimed by a non-`Copy` token.
+//! - `buf_ring`: a provided-buffer ring, for the multishot UDP receive.
 //! - `tx`: send slots, claimed only through a permit.
 //! - `gro`: with offload, what goes to the TUN in a round, coalesced into
 //!   superpackets and written once the round's completions are handled.
@@ -20,6 +21,7 @@
 //! Dependencies point one way: the driver uses the paths, the paths use the
 //! context and the building blocks below it, and nothing uses the driver.
 
+mod buf_ring;
 pub mod buffers;
 mod context;
 pub mod driver;

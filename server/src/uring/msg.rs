@@ -126,6 +126,19 @@ impl<const IOVS: usize> MsgBuf<IOVS> {
         unsafe { self.set_header(1, namelen, CONTROL_LEN) };
     }
 
+    /// Sets the header up as the template of a multishot `recvmsg`: the kernel takes
+    /// `namelen` bytes of name and [`CONTROL_LEN`] bytes of control space from it and
+    /// writes both, with the payload, into each buffer it picks from the ring (see
+    /// [`MultishotLayout`]).
+    ///
+    /// # Safety
+    ///
+    /// No request using this header is in flight.
+    pub unsafe fn prepare_multishot_recv(&self, namelen: libc::socklen_t) {
+        // SAFETY: the caller's promise.
+        unsafe { self.set_header(0, namelen, CONTROL_LEN) };
+    }
+
     /// Points the header at `len` bytes at `data`, to be sent to `to`: one datagram, or
     /// with `segment` (`UDP_SEGMENT`) datagrams of `segment` bytes each, the last possibly
     /// shorter.
@@ -254,9 +267,151 @@ impl<const IOVS: usize> MsgBuf<IOVS> {
     }
 }
 
+/// Where a multishot `recvmsg` puts things in each provided buffer:
+///
+/// ```text
+///  0                16                  16 + NAME          PAYLOAD
+/// +-----------------+-------------------+------------------+--------------------+
+/// | recvmsg_out     | name (sockaddr_in6| control (UDP_GRO | the datagrams      |
+/// | namelen, ctllen,|  size, truncated  |  cmsg)           |                    |
+/// | payloadlen, flg |  or zero-padded)  |                  |                    |
+/// +-----------------+-------------------+------------------+--------------------+
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub(super) struct MultishotLayout;
+
+impl MultishotLayout {
+    /// `struct io_uring_recvmsg_out`.
+    const OUT: usize = 16;
+    /// Name space asked for: any IPv4 or IPv6 address.
+    pub const NAME: usize = std::mem::size_of::<libc::sockaddr_in6>();
+    /// Where the payload starts.
+    pub const PAYLOAD: usize = Self::OUT + Self::NAME + CONTROL_LEN;
+
+    /// Reads what the kernel wrote in front of the payload: `None` if `bytes` is too
+    /// short to hold it.
+    pub fn parse(bytes: &[u8]) -> Option<MultishotRecv> {
+        let word = |i: usize| -> Option<u32> {
+            Some(u32::from_ne_bytes(bytes.get(i..i + 4)?.try_into().ok()?))
+        };
+        let (namelen, controllen) = (word(0)? as usize, word(4)? as usize);
+        let (payload_len, flags) = (word(8)? as usize, word(12)?);
+        let name = bytes.get(Self::OUT..Self::OUT + namelen.min(Self::NAME))?;
+        let control = bytes.get(Self::OUT + Self::NAME..)?;
+        let control = control.get(..controllen.min(CONTROL_LEN))?;
+        Some(MultishotRecv {
+            from: parse_sockaddr(name),
+            gro_size: parse_gro(control),
+            payload_len,
+            truncated: flags & libc::MSG_TRUNC as u32 != 0,
+        })
+    }
+}
+
+/// What one multishot completion's buffer says about its datagrams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct MultishotRecv {
+    /// The sender.
+    pub from: Option<SocketAddr>,
+    /// The `UDP_GRO` segment size, for a coalesced batch.
+    pub gro_size: Option<usize>,
+    /// Bytes of datagrams at [`MultishotLayout::PAYLOAD`].
+    pub payload_len: usize,
+    /// They did not fit the buffer.
+    pub truncated: bool,
+}
+
+/// A `sockaddr_in` or `sockaddr_in6` as the kernel writes it.
+fn parse_sockaddr(b: &[u8]) -> Option<SocketAddr> {
+    let family = i32::from(u16::from_ne_bytes(b.get(..2)?.try_into().ok()?));
+    let port = u16::from_be_bytes(b.get(2..4)?.try_into().ok()?);
+    match family {
+        libc::AF_INET => {
+            let ip: [u8; 4] = b.get(4..8)?.try_into().ok()?;
+            Some(SocketAddr::from((ip, port)))
+        }
+        libc::AF_INET6 => {
+            let ip: [u8; 16] = b.get(8..24)?.try_into().ok()?;
+            let scope = u32::from_ne_bytes(b.get(24..28)?.try_into().ok()?);
+            let flow = u32::from_be_bytes(b.get(4..8)?.try_into().ok()?);
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                ip.into(),
+                port,
+                flow,
+                scope,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// The `UDP_GRO` size among control messages laid out as the kernel lays them out.
+fn parse_gro(mut c: &[u8]) -> Option<usize> {
+    const HDR: usize = std::mem::size_of::<libc::cmsghdr>();
+    while c.len() >= HDR {
+        let len = usize::from_ne_bytes(c[..8].try_into().ok()?);
+        let level = i32::from_ne_bytes(c[8..12].try_into().ok()?);
+        let kind = i32::from_ne_bytes(c[12..16].try_into().ok()?);
+        if len < HDR || len > c.len() {
+            return None;
+        }
+        if level == libc::SOL_UDP && kind == libc::UDP_GRO && len >= HDR + 4 {
+            let size = i32::from_ne_bytes(c[HDR..HDR + 4].try_into().ok()?);
+            return usize::try_from(size).ok().filter(|&s| s > 0);
+        }
+        c = c.get(len.next_multiple_of(8)..)?;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multishot_buffers_parse() {
+        let mut b = vec![0u8; MultishotLayout::PAYLOAD + 10];
+        let put = |b: &mut [u8], at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+        put(&mut b, 0, 16); // namelen: a sockaddr_in
+        put(&mut b, 4, 24); // controllen: one UDP_GRO message
+        put(&mut b, 8, 10);
+        put(&mut b, 12, 0);
+        let name = 16;
+        b[name..name + 2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        b[name + 2..name + 4].copy_from_slice(&4000u16.to_be_bytes());
+        b[name + 4..name + 8].copy_from_slice(&[192, 0, 2, 7]);
+        let c = 16 + MultishotLayout::NAME;
+        b[c..c + 8].copy_from_slice(&20usize.to_ne_bytes());
+        b[c + 8..c + 12].copy_from_slice(&libc::SOL_UDP.to_ne_bytes());
+        b[c + 12..c + 16].copy_from_slice(&libc::UDP_GRO.to_ne_bytes());
+        b[c + 16..c + 20].copy_from_slice(&1452i32.to_ne_bytes());
+        let got = MultishotLayout::parse(&b).unwrap();
+        assert_eq!(
+            got,
+            MultishotRecv {
+                from: Some("192.0.2.7:4000".parse().unwrap()),
+                gro_size: Some(1452),
+                payload_len: 10,
+                truncated: false
+            }
+        );
+        // No control message, an IPv6 sender, truncated.
+        put(&mut b, 4, 0);
+        put(&mut b, 0, 28);
+        put(&mut b, 12, libc::MSG_TRUNC as u32);
+        b[name..name + 2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+        b[name + 4..name + 8].fill(0); // flow info
+        b[name + 8..name + 24]
+            .copy_from_slice(&[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        let got = MultishotLayout::parse(&b).unwrap();
+        assert_eq!(got.from, Some("[2001:db8::1]:4000".parse().unwrap()));
+        assert_eq!((got.gro_size, got.truncated), (None, true));
+        // Garbage lengths are refused, not trusted.
+        put(&mut b, 4, 24);
+        b[c..c + 8].copy_from_slice(&9999usize.to_ne_bytes());
+        assert_eq!(MultishotLayout::parse(&b).unwrap().gro_size, None);
+        assert!(MultishotLayout::parse(&b[..10]).is_none());
+    }
 
     #[test]
     fn headers_point_into_their_own_buffer() {
