@@ -108,6 +108,9 @@ pub struct IoCounters {
     pub tun_rx_reads: u64,
     /// Inner packets those reads carried (a superpacket counts its segments).
     pub tun_rx_packets: u64,
+    /// Times the multishot TUN read was armed (once at start; again each time the kernel
+    /// ended it). 0: single reads.
+    pub tun_rx_multishot_arms: u64,
     /// Reads that were superpackets and were split.
     pub tun_rx_superpackets: u64,
     /// TUN writes that completed.
@@ -178,7 +181,8 @@ impl fmt::Display for IoCounters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "tun_rx_reads {} tun_rx_packets {} tun_rx_superpackets {} tun_tx_writes {} \
+            "tun_rx_reads {} tun_rx_packets {} tun_rx_superpackets {} tun_rx_multishot_arms {} \
+             tun_tx_writes {} \
              tun_tx_packets {} tun_tx_superpackets {} udp_tx_sends {} udp_tx_datagrams {} \
              udp_rx_recvs {} udp_rx_datagrams {} udp_rx_multishot_arms {} tcp_tx_sends {} tcp_tx_frames {} tcp_rx_recvs {} \
              tcp_rx_frames {}; tx_full {} tcp_queue_full {} truncated {} offload_dropped {} \
@@ -188,6 +192,7 @@ impl fmt::Display for IoCounters {
             self.tun_rx_reads,
             self.tun_rx_packets,
             self.tun_rx_superpackets,
+            self.tun_rx_multishot_arms,
             self.tun_tx_writes,
             self.tun_tx_packets,
             self.tun_tx_superpackets,

@@ -231,6 +231,10 @@ fn a_tun_superpacket_leaves_for_a_udp_peer_in_one_gso_send() {
     assert_eq!(counters.inside_rx_packets, 31);
     assert_eq!((io.tun_rx_reads, io.tun_rx_packets), (1, 31), "{io}");
     assert_eq!(io.tun_rx_superpackets, 1, "{io}");
+    assert_eq!(
+        io.tun_rx_multishot_arms, 1,
+        "one multishot read serves every packet"
+    );
     // The handshake reply, the 31 segments in one send, the disconnect at shutdown.
     assert_eq!((io.udp_tx_sends, io.udp_tx_datagrams), (3, 33), "{io}");
 }
@@ -465,4 +469,47 @@ fn a_burst_larger_than_the_buffer_ring_is_received_whole() {
     assert_eq!(counters.drops(), 0, "{counters}");
     assert!(io.udp_rx_multishot_arms >= 1, "{io}");
     println!("multishot receive armed {} times", io.udp_rx_multishot_arms);
+}
+
+#[test]
+fn a_burst_from_the_tun_larger_than_its_buffer_ring_goes_out_whole_and_in_order() {
+    let server = Server::start(Options {
+        offload: true,
+        ..Options::default()
+    });
+    let (udp, mut s, cfg) = udp_client(&server);
+    let sent: Vec<Vec<u8>> = (0..300u32)
+        .map(|i| {
+            let mut p = ipv4(
+                SERVER_INNER,
+                cfg.client_addr,
+                60 + (i as usize % 1300),
+                i as u8,
+            );
+            p[4..8].copy_from_slice(&i.to_be_bytes());
+            p
+        })
+        .collect();
+    let writer = {
+        let sent = sent.clone();
+        let inside = server.inside.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for p in &sent {
+                let mut w = vec![0u8; ringway_offload::VNET_HDR_LEN];
+                w.extend_from_slice(p);
+                inside.send(&w).unwrap();
+            }
+        })
+    };
+    let mut buf = vec![0u8; 2048];
+    for (i, p) in sent.iter().enumerate() {
+        let n = udp.recv(&mut buf).unwrap();
+        let mut f = buf[..n].to_vec();
+        let opened = s.opener.open(&mut f, Instant::now()).unwrap();
+        assert_eq!(&f[opened.payload], &p[..], "packet {i}");
+    }
+    writer.join().unwrap();
+    let (_, io) = server.stop();
+    assert_eq!((io.tun_rx_reads, io.tun_rx_packets), (300, 300), "{io}");
+    assert!(io.tun_rx_multishot_arms >= 1, "{io}");
 }

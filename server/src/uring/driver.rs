@@ -29,7 +29,7 @@ use super::msg::MultishotLayout;
 use super::paths::signal::SignalRead;
 use super::paths::tcp::{TcpLimits, TcpPath};
 use super::paths::timer::Timer;
-use super::paths::tun::{frames_per_send, TunPath};
+use super::paths::tun::{frames_per_send, multishot_region, TunPath};
 use super::paths::udp::UdpPath;
 use super::queue::Queue;
 use super::slots::Completion;
@@ -53,6 +53,8 @@ const LARGE_HEADROOM: usize = if MultishotLayout::PAYLOAD > PAYLOAD_OFFSET {
 };
 /// The buffer group of the UDP receive's provided-buffer ring.
 const UDP_BGID: u16 = 0;
+/// The buffer group of the TUN read's.
+const TUN_BGID: u16 = 1;
 
 /// How long shutdown waits for cancelled requests to complete.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(800);
@@ -305,10 +307,17 @@ impl Driver {
             }
             UdpPath::new(fd, udp_rx_slots)
         });
+        let tun = match path.vnet_hdr.then(|| register_tun_ring(&ring)).flatten() {
+            Some(ring_buf) => {
+                let buffers = t.tun_rx_slots.min(RING_ENTRIES as u32);
+                TunPath::multishot(fds.tun, buffers, ring_buf)
+            }
+            None => TunPath::new(fds.tun, t.tun_rx_slots),
+        };
         Ok(Driver {
             ring,
             ctx,
-            tun: TunPath::new(fds.tun, t.tun_rx_slots),
+            tun,
             udp,
             tcp: TcpPath::new(limits, fds.tcp_listener),
             timer: Timer::new(),
@@ -410,19 +419,22 @@ impl Driver {
         if let Some(gro) = &mut self.ctx.gro {
             gro.release(&mut self.ctx.io.bufs);
         }
-        let in_kernel = self.ctx.io.queue.in_kernel();
-        if let Some(ring_buf) = self.udp.as_mut().and_then(UdpPath::buf_ring) {
-            if in_kernel > 0 {
-                // A request may still pick from the ring: it is leaked on drop instead.
-                return;
-            }
+        if self.ctx.io.queue.in_kernel() > 0 {
+            // A request may still pick from the rings: they are leaked on drop instead.
+            return;
+        }
+        let rings = [
+            self.udp.as_mut().and_then(UdpPath::buf_ring),
+            self.tun.buf_ring(),
+        ];
+        for ring_buf in rings.into_iter().flatten() {
             match self.ring.submitter().unregister_buf_ring(ring_buf.bgid()) {
                 Ok(()) => {
                     for buf in ring_buf.drain() {
                         self.ctx.io.bufs.put(buf);
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "could not unregister the UDP buffer ring"),
+                Err(e) => tracing::warn!(error = %e, "could not unregister a buffer ring"),
             }
         }
     }
@@ -472,6 +484,7 @@ impl Driver {
         let ctx = &mut self.ctx;
         match ud.path {
             Path::TunRx => self.tun.on_read(ctx, &mut self.tcp, &c, now),
+            Path::TunRxMulti => self.tun.on_read_multi(ctx, &mut self.tcp, &c, now),
             Path::TunPoll => self.tun.on_poll(ctx, &c),
             Path::UdpRx => match &mut self.udp {
                 Some(udp) => udp.on_recv(ctx, &c, now),
@@ -518,7 +531,7 @@ impl Driver {
         );
         let bufs = &mut io.bufs;
         io.queue.drain_unsubmitted(|ud| match ud.path {
-            Path::TunRx | Path::TunPoll => tun.forget(bufs, ud),
+            Path::TunRx | Path::TunPoll | Path::TunRxMulti => tun.forget(bufs, ud),
             Path::UdpRx | Path::UdpRxMulti => udp.as_mut().is_some_and(|u| u.forget(bufs, ud)),
             Path::Timer => timer.forget(ud),
             Path::Signal => signal.forget(ud),
@@ -549,6 +562,7 @@ impl Driver {
         if let Some(udp) = &mut self.udp {
             udp.leak();
         }
+        self.tun.leak();
         self.tcp.leak();
         self.timer.leak();
         self.signal.leak();
@@ -567,6 +581,25 @@ fn register_udp_ring(ring: &IoUring) -> Option<BufRing> {
         Ok(buf_ring) => Some(buf_ring),
         Err(e) => {
             tracing::info!(error = %e, "no provided-buffer rings: UDP receives one request per datagram");
+            None
+        }
+    }
+}
+
+/// A provided-buffer ring for the TUN read, registered with `ring`; `None` where the
+/// kernel has no multishot read (before 6.7) or no such rings: single reads then.
+fn register_tun_ring(ring: &IoUring) -> Option<BufRing> {
+    let mut probe = io_uring::Probe::new();
+    let supported = ring.submitter().register_probe(&mut probe).is_ok()
+        && probe.is_supported(io_uring::opcode::ReadMulti::CODE);
+    if !supported {
+        tracing::info!("no multishot read: the TUN is read one request per packet");
+        return None;
+    }
+    match BufRing::register(ring, TUN_BGID, multishot_region(LARGE_BUF_SIZE)) {
+        Ok(buf_ring) => Some(buf_ring),
+        Err(e) => {
+            tracing::info!(error = %e, "no provided-buffer rings: the TUN is read one request per packet");
             None
         }
     }
