@@ -695,6 +695,35 @@ mod tests {
         std::fs::remove_dir_all(d).unwrap();
     }
 
+    #[test]
+    fn the_example_config_documents_the_defaults() {
+        let f: ConfigFile =
+            toml::from_str(include_str!("../../deploy/server.example.toml")).unwrap();
+        let (u, d) = (&f.uring, UringSection::default());
+        assert_eq!(u.tunables(), d.tunables());
+        assert_eq!(u.tun_blocking, d.tun_blocking);
+        let (t, d) = (&f.tcp, TcpSection::default());
+        assert_eq!(
+            (
+                t.max_connections,
+                t.handshake_timeout_secs,
+                t.send_queue_bytes,
+                t.rx_buffer_bytes,
+                t.socket_send_buffer,
+                t.socket_recv_buffer
+            ),
+            (
+                d.max_connections,
+                d.handshake_timeout_secs,
+                d.send_queue_bytes,
+                d.rx_buffer_bytes,
+                d.socket_send_buffer,
+                d.socket_recv_buffer
+            )
+        );
+        assert_eq!(f.server.offload, default_offload());
+    }
+
     fn base(extra: &str) -> String {
         format!(
             "[server]\nlisten_udp = \"0.0.0.0:1\"\nlisten_tcp = \"0.0.0.0:2\"\nprivate_key_file = \"server.key\"\npool = \"198.18.0.0/24\"\n{extra}"
