@@ -126,6 +126,19 @@ fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
 }
 
+/// Stops the server (checking, as [`Server::stop`] does, that nothing is left in flight)
+/// and checks that no read, write or send failed.
+fn stop_clean(
+    server: Server,
+) -> (
+    ringway_server::metrics::SessionCounters,
+    ringway_server::metrics::IoCounters,
+) {
+    let (counters, io) = server.stop();
+    assert_eq!(io.io_errors, 0, "{io}");
+    (counters, io)
+}
+
 /// A UDP client with a session.
 fn udp_client(server: &Server) -> (UdpSocket, Session, SessionConfig) {
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -227,7 +240,7 @@ fn a_tun_superpacket_leaves_for_a_udp_peer_in_one_gso_send() {
     }
     check_cut(&segments, &payload, 1000);
 
-    let (counters, io) = server.stop();
+    let (counters, io) = stop_clean(server);
     assert_eq!(counters.inside_rx_packets, 31);
     assert_eq!((io.tun_rx_reads, io.tun_rx_packets), (1, 31), "{io}");
     assert_eq!(io.tun_rx_superpackets, 1, "{io}");
@@ -260,7 +273,7 @@ fn without_gso_a_tun_superpacket_leaves_one_datagram_per_send() {
         })
         .collect();
     check_cut(&segments, &payload, 1);
-    let (_, io) = server.stop();
+    let (_, io) = stop_clean(server);
     assert_eq!((io.udp_tx_sends, io.udp_tx_datagrams), (10, 10), "{io}");
 }
 
@@ -282,7 +295,7 @@ fn a_tun_superpacket_leaves_for_a_tcp_peer_as_back_to_back_frames() {
         })
         .collect();
     check_cut(&segments, &payload, 77);
-    let (_, io) = server.stop();
+    let (_, io) = stop_clean(server);
     assert_eq!((io.tun_rx_reads, io.tun_rx_packets), (1, 41), "{io}");
     // The handshake reply and 41 frames.
     assert_eq!(io.tcp_tx_frames, 42, "{io}");
@@ -348,7 +361,7 @@ fn a_gro_batch_from_a_udp_peer_becomes_one_superpacket_write() {
     assert_eq!((seen.seq, seen.flags), (5000, ACK | PSH));
     assert!(seen.payload == payload, "the superpacket's payload differs");
 
-    let (counters, io) = server.stop();
+    let (counters, io) = stop_clean(server);
     assert_eq!(counters.inside_tx_packets, 20);
     // The initiation, then the batch in one receive, both completions of the one
     // multishot receive armed at start.
@@ -379,7 +392,7 @@ fn ipv4_packets_with_options_are_never_coalesced() {
         assert_eq!(seen.seq, 9 + (i * MSS) as u32);
         assert!(seen.payload == payload[i * MSS..((i + 1) * MSS).min(payload.len())]);
     }
-    let (_, io) = server.stop();
+    let (_, io) = stop_clean(server);
     assert_eq!((io.tun_tx_writes, io.tun_tx_packets), (12, 12), "{io}");
     assert_eq!(io.tun_tx_superpackets, 0, "{io}");
 }
@@ -417,7 +430,7 @@ fn frames_from_a_tcp_peer_are_coalesced_and_arrive_whole() {
         got.extend_from_slice(&seen.payload);
     }
     assert!(got == payload, "the stream's payload differs");
-    let (_, io) = server.stop();
+    let (_, io) = stop_clean(server);
     assert_eq!(io.tun_tx_packets, 30, "{io}");
     assert_eq!(io.tcp_rx_frames, 31, "{io}");
     println!("30 segments from TCP in {} TUN writes", io.tun_tx_writes);
@@ -436,7 +449,7 @@ fn a_gso_batch_to_a_server_without_offload_arrives_one_packet_per_write() {
         assert_eq!(seen.seq, 3 + (i * MSS) as u32);
         assert!(seen.payload == payload[i * MSS..(i + 1) * MSS]);
     }
-    let (_, io) = server.stop();
+    let (_, io) = stop_clean(server);
     assert_eq!((io.udp_rx_recvs, io.udp_rx_datagrams), (11, 11), "{io}");
     assert_eq!(io.udp_rx_multishot_arms, 0, "offload off: single receives");
     assert_eq!((io.tun_tx_writes, io.tun_tx_packets), (10, 10), "{io}");
@@ -465,7 +478,7 @@ fn a_burst_larger_than_the_buffer_ring_is_received_whole() {
     let pkt = ipv4(cfg.client_addr, SERVER_INNER, 100, 7);
     udp.send_to(&seal(&mut s, &pkt), server.udp).unwrap();
     assert_eq!(server.read_inside(), pkt);
-    let (counters, io) = server.stop();
+    let (counters, io) = stop_clean(server);
     // The initiation, the keepalives, the packet.
     assert_eq!(counters.outside_rx_frames, 1 + BURST + 1, "{io}");
     assert_eq!(counters.drops(), 0, "{counters}");
@@ -486,7 +499,12 @@ fn bursts_from_the_tun_larger_than_its_buffer_ring_go_out_whole_and_in_order() {
     const BURST: usize = 2 * RX_SLOTS as usize;
     let sent: Vec<Vec<u8>> = (0..20 * BURST as u32)
         .map(|i| {
-            let mut p = ipv4(SERVER_INNER, cfg.client_addr, 60 + (i as usize % 1300), i as u8);
+            let mut p = ipv4(
+                SERVER_INNER,
+                cfg.client_addr,
+                60 + (i as usize % 1300),
+                i as u8,
+            );
             p[4..8].copy_from_slice(&i.to_be_bytes());
             p
         })
@@ -503,7 +521,7 @@ fn bursts_from_the_tun_larger_than_its_buffer_ring_go_out_whole_and_in_order() {
             assert_eq!(&f[opened.payload], &p[..], "burst {b} packet {i}");
         }
     }
-    let (_, io) = server.stop();
+    let (_, io) = stop_clean(server);
     let n = sent.len() as u64;
     assert_eq!((io.tun_rx_reads, io.tun_rx_packets), (n, n), "{io}");
     assert!(io.tun_rx_multishot_arms >= 1, "{io}");
