@@ -1,4 +1,4 @@
-//! iperf3 TCP throughput through the tunnel.
+//! iperf3 TCP (and UDP) throughput through the tunnel.
 //!
 //! A real TCP stack on both ends exercises what users feel (congestion control over the tunnel,
 //! MTU, reordering); iperf3's JSON report gives goodput measured at the receiver, the
@@ -77,14 +77,93 @@ pub fn run(path: &TunnelPath<'_>, reverse: bool, secs: u32, log_dir: &Path) -> R
 
 /// Like [`run`], with `spec.streams` parallel streams; bounded the same way.
 pub fn run_spec(path: &TunnelPath<'_>, spec: &IperfSpec, log_dir: &Path) -> Result<IperfReport> {
+    let streams = spec.streams.max(1).to_string();
+    let extra: &[&str] = if spec.streams > 1 {
+        &["-P", &streams]
+    } else {
+        &[]
+    };
+    run_json(path, spec.reverse, spec.secs, extra, log_dir, parse)
+}
+
+/// An iperf3 UDP run: datagrams of `len` bytes at `mbps` megabits per second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpSpec {
+    /// Seconds of traffic (`-t`, at least 1).
+    pub secs: u32,
+    /// Offered rate in Mbit/s (`-b`).
+    pub mbps: u32,
+    /// Datagram payload bytes (`-l`).
+    pub len: u32,
+    /// Data flows server -> client (`-R`).
+    pub reverse: bool,
+}
+
+/// One iperf3 UDP run's result, as the receiver counted it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UdpReport {
+    /// Bytes the receiver got.
+    pub bytes: u64,
+    /// Datagrams sent.
+    pub packets: u64,
+    /// Datagrams the receiver missed.
+    pub lost: u64,
+}
+
+/// Runs an iperf3 UDP test along `path` as [`run`] runs a TCP one (bounded the same way).
+pub fn run_udp(path: &TunnelPath<'_>, spec: &UdpSpec, log_dir: &Path) -> Result<UdpReport> {
+    let (rate, len) = (format!("{}M", spec.mbps), spec.len.to_string());
+    let extra = ["-u", "-b", &rate, "-l", &len];
+    run_json(path, spec.reverse, spec.secs, &extra, log_dir, |json, _| {
+        parse_udp(json)
+    })
+}
+
+/// Extracts what the receiver of an iperf3 UDP run counted from its `-J` output.
+pub fn parse_udp(json: &str) -> Result<UdpReport> {
+    let v: Value = serde_json::from_str(json).context("iperf3 output is not JSON")?;
+    if let Some(err) = v.get("error").and_then(Value::as_str) {
+        bail!("iperf3 error: {err}");
+    }
+    // iperf3 3.10+ reports the receiver's side apart; older ones fold it into `sum`.
+    let sum = v
+        .pointer("/end/sum_received")
+        .or_else(|| v.pointer("/end/sum"))
+        .context("iperf3 JSON lacks end.sum")?;
+    let field = |name: &str| sum.get(name).and_then(Value::as_u64);
+    let packets = v
+        .pointer("/end/sum/packets")
+        .and_then(Value::as_u64)
+        .or_else(|| field("packets"))
+        .context("iperf3 JSON lacks end.sum.packets")?;
+    Ok(UdpReport {
+        bytes: field("bytes").unwrap_or(0),
+        packets,
+        lost: v
+            .pointer("/end/sum/lost_packets")
+            .and_then(Value::as_u64)
+            .or_else(|| field("lost_packets"))
+            .unwrap_or(0),
+    })
+}
+
+/// Starts a one-shot iperf3 server on the server end of `path`, runs a client with `extra`
+/// arguments on the client end, and parses its JSON with `parse_json`.
+fn run_json<T>(
+    path: &TunnelPath<'_>,
+    reverse: bool,
+    secs: u32,
+    extra: &[&str],
+    log_dir: &Path,
+    parse_json: impl Fn(&str, bool) -> Result<T>,
+) -> Result<T> {
     let TunnelPath {
         server_ns,
         server_ip,
         client_ns,
         client_ip,
     } = *path;
-    let (secs, reverse) = (spec.secs.max(1), spec.reverse);
-    let streams = spec.streams.max(1);
+    let secs = secs.max(1);
     let log = log_dir.join(format!(
         "iperf3-server-{client_ip}-{}.log",
         if reverse { "r" } else { "f" }
@@ -105,16 +184,14 @@ pub fn run_spec(path: &TunnelPath<'_>, spec: &IperfSpec, log_dir: &Path) -> Resu
         let mut cmd = client_ns.command("iperf3");
         cmd.args(["-c", &server_ip.to_string(), "-p", &PORT.to_string()])
             .args(["-B", &client_ip.to_string()])
-            .args(["-t", &secs.to_string(), "-J"]);
-        if streams > 1 {
-            cmd.args(["-P", &streams.to_string()]);
-        }
+            .args(["-t", &secs.to_string(), "-J"])
+            .args(extra);
         if reverse {
             cmd.arg("-R");
         }
         let out = process::run(&mut cmd, limit).context("running iperf3 client")?;
         let stdout = String::from_utf8_lossy(&out.stdout);
-        match parse(&stdout, reverse) {
+        match parse_json(&stdout, reverse) {
             Ok(report) if out.status.success() => return Ok(report),
             Ok(_) => bail!("iperf3 client exited with {} despite a report", out.status),
             // The listener check makes this rare, but a refused connect is harmless to retry:
@@ -226,6 +303,24 @@ mod tests {
         let e = parse(json, false).unwrap_err();
         assert!(e.to_string().contains("Connection refused"));
         assert!(is_connect_error(json));
+    }
+
+    #[test]
+    fn parses_udp_receiver_counts() {
+        let json = r#"{"start":{},"intervals":[],"end":{
+            "sum":{"bytes":5000,"packets":10,"lost_packets":2,"lost_percent":20},
+            "sum_received":{"bytes":4000}}}"#;
+        let r = parse_udp(json).unwrap();
+        assert_eq!(
+            r,
+            UdpReport {
+                bytes: 4000,
+                packets: 10,
+                lost: 2
+            }
+        );
+        let old = r#"{"end":{"sum":{"bytes":5000,"packets":10,"lost_packets":0}}}"#;
+        assert_eq!(parse_udp(old).unwrap().bytes, 5000);
     }
 
     #[test]

@@ -22,3 +22,16 @@ pub struct TunnelPath<'a> {
     /// The client's inside address; the client end binds to it (see the module doc).
     pub client_ip: Ipv4Addr,
 }
+
+impl<'a> TunnelPath<'a> {
+    /// The same path with its ends swapped, for measuring the other direction: what ran on
+    /// the client's end now runs on the server's, and the other way round.
+    pub fn reversed(&self) -> TunnelPath<'a> {
+        TunnelPath {
+            server_ns: self.client_ns,
+            server_ip: self.client_ip,
+            client_ns: self.server_ns,
+            client_ip: self.server_ip,
+        }
+    }
+}

@@ -29,6 +29,29 @@ pub(crate) fn enter_netns(ns: &File) -> io::Result<()> {
     }
 }
 
+/// Sets the IPv4 options (`IP_OPTIONS`) every packet sent on `socket` carries.
+pub(crate) fn set_ip_options(socket: &impl AsRawFd, options: &[u8]) -> io::Result<()> {
+    let len = libc::socklen_t::try_from(options.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "options too long"))?;
+    // SAFETY: setsockopt reads `len` bytes from `options`, a live slice of exactly that length;
+    // the descriptor is valid for the call because `socket` is borrowed. A bad descriptor or
+    // option comes back as an error code.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_OPTIONS,
+            options.as_ptr().cast(),
+            len,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Sends `signal` to the process `pid`.
 ///
 /// Callers must only pass the PID of a child they spawned and have not yet reaped: until it is

@@ -45,6 +45,14 @@ impl TransferReport {
     }
 }
 
+/// How the sending socket of a transfer differs from a plain one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransferOptions {
+    /// IPv4 options every segment the sender sends carries (`IP_OPTIONS`, a multiple of 4
+    /// bytes, at most 40): packets no offload may merge with their neighbours.
+    pub ip_options: Vec<u8>,
+}
+
 /// Sends `bytes` of data generated from `seed` along `path`, from a socket bound to the client's
 /// inside address to a listener on the server's, and checks that both ends hash the same
 /// stream; all within `deadline`.
@@ -53,6 +61,18 @@ pub fn transfer_sha256(
     bytes: u64,
     seed: u64,
     deadline: Duration,
+) -> Result<TransferReport> {
+    transfer_sha256_with(path, bytes, seed, deadline, &TransferOptions::default())
+}
+
+/// Like [`transfer_sha256`], with the sender's socket set up as `options` says. For the other
+/// direction, pass the path with its ends swapped ([`TunnelPath::reversed`]).
+pub fn transfer_sha256_with(
+    path: &TunnelPath<'_>,
+    bytes: u64,
+    seed: u64,
+    deadline: Duration,
+    options: &TransferOptions,
 ) -> Result<TransferReport> {
     let TunnelPath {
         server_ns,
@@ -82,12 +102,14 @@ pub fn transfer_sha256(
             let _ = rx_done.send(res);
         })
         .context("spawning receiver thread")?;
+    let ip_options = options.ip_options.clone();
     std::thread::Builder::new()
         .name("transfer-sender".into())
         .spawn(move || {
             let source = Source {
                 ns: &client_fd,
                 ip: client_ip,
+                ip_options: &ip_options,
             };
             let _ = tx_done.send(send(&source, &addr_rx, bytes, seed, end));
         })
@@ -203,10 +225,12 @@ fn receive(
     })
 }
 
-/// Where the sender connects from: a namespace and an address in it.
+/// Where the sender connects from: a namespace and an address in it, and the IPv4 options
+/// its segments carry.
 struct Source<'a> {
     ns: &'a File,
     ip: Ipv4Addr,
+    ip_options: &'a [u8],
 }
 
 /// Sender thread body: connect from the client's address in its namespace, stream seeded
@@ -222,7 +246,7 @@ fn send(
     let addr = addr_rx
         .recv_timeout(end.saturating_duration_since(Instant::now()))
         .context("receiver never reported its address")?;
-    let mut stream = connect_from(source.ip, addr)
+    let mut stream = connect_from(source.ip, addr, source.ip_options)
         .with_context(|| format!("connecting {} -> {addr} through the tunnel", source.ip))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut rng = StdRng::seed_from_u64(seed);
@@ -251,10 +275,18 @@ fn send(
     })
 }
 
-/// A TCP connection to `addr` from `source` (std cannot bind before connecting).
-fn connect_from(source: Ipv4Addr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+/// A TCP connection to `addr` from `source` (std cannot bind before connecting), its segments
+/// carrying `ip_options` if there are any.
+fn connect_from(
+    source: Ipv4Addr,
+    addr: SocketAddr,
+    ip_options: &[u8],
+) -> std::io::Result<TcpStream> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    if !ip_options.is_empty() {
+        sys::set_ip_options(&socket, ip_options)?;
+    }
     socket.bind(&SocketAddr::from((source, 0)).into())?;
     socket.connect_timeout(&addr.into(), IO_TIMEOUT)?;
     Ok(socket.into())

@@ -85,7 +85,7 @@ pub mod virtio;
 
 pub use checksum::Checksum;
 pub use coalesce::{CoalesceConfig, Coalescer, Full, Output, Pushed, Stats};
-pub use segment::{prepare, split, Layout, Plan, Prepared, Segments};
+pub use segment::{prepare, split, split_part, Layout, Plan, Prepared, Segments};
 pub use virtio::{GsoType, VnetHdr, VNET_HDR_LEN};
 
 /// Why a packet (or a header in front of it) could not be offloaded.

@@ -80,7 +80,10 @@ impl Plan {
     /// Output bytes [`split`] needs: every stride but the last, then the last packet with
     /// its headroom and tailroom.
     pub fn out_len(&self, layout: &Layout) -> usize {
-        self.segments.saturating_sub(1) * self.stride(layout)
+        if self.segments == 0 {
+            return 0;
+        }
+        (self.segments - 1) * self.stride(layout)
             + layout.headroom
             + self.last_len
             + layout.tailroom
@@ -181,6 +184,26 @@ pub fn split(
     out: &mut [u8],
     layout: &Layout,
 ) -> Result<Segments, Error> {
+    split_part(hdr, packet, out, layout, 0..usize::MAX)
+}
+
+/// Like [`split`], but writes only the packets numbered `part` (clamped to the plan), the
+/// first of them at the start of `out`; the returned [`Segments`] describe those packets.
+///
+/// For a sender that cannot take a whole superpacket at once: one `UDP_SEGMENT` send carries
+/// at most 64 segments (128 since Linux 6.9) and 65 507 bytes, and a sender without GSO sends
+/// each packet from a buffer of its own. Each packet's headers are exactly what [`split`]
+/// would have written for it (sequence number, IPv4 identification, FIN/PSH only on the very
+/// last packet of the superpacket, CWR only on the very first). An empty part writes nothing
+/// and reports no packets. `out` must hold [`Plan::out_len`] of the part's packets:
+/// `(part.len() - 1)` strides plus the last packet with its headroom and tailroom.
+pub fn split_part(
+    hdr: &VnetHdr,
+    packet: &[u8],
+    out: &mut [u8],
+    layout: &Layout,
+    part: Range<usize>,
+) -> Result<Segments, Error> {
     if hdr.gso == GsoType::None {
         let len = packet.len();
         if len > layout.max_packet_len {
@@ -190,25 +213,40 @@ pub fn split(
             });
         }
         let plan = Plan {
-            segments: 1,
+            segments: usize::from(part.contains(&0)),
             segment_len: len,
             last_len: len,
         };
         let seg = output(out, &plan, layout)?;
-        let dst = &mut out[seg.headroom..seg.headroom + len];
-        dst.copy_from_slice(packet);
-        if hdr.needs_csum {
-            complete_checksum(hdr, dst)?;
+        if plan.segments == 1 {
+            let dst = &mut out[seg.headroom..seg.headroom + len];
+            dst.copy_from_slice(packet);
+            if hdr.needs_csum {
+                complete_checksum(hdr, dst)?;
+            }
         }
         return Ok(seg);
     }
 
     let shape = Shape::parse(hdr, packet, layout.max_packet_len)?;
-    let seg = output(out, &shape.plan, layout)?;
+    let whole = shape.plan;
+    let first = part.start.min(whole.segments);
+    let end = part.end.clamp(first, whole.segments);
+    let plan = Plan {
+        segments: end - first,
+        segment_len: whole.segment_len,
+        last_len: if end == whole.segments {
+            whole.last_len
+        } else {
+            whole.segment_len
+        },
+    };
+    let seg = output(out, &plan, layout)?;
     let base = Base::read(packet, &shape);
     let hl = shape.headers();
     let (headers, payload) = packet.split_at(hl);
-    for (i, range) in seg.packets().enumerate() {
+    for (j, range) in seg.packets().enumerate() {
+        let i = first + j;
         let dst = &mut out[range];
         let (dst_headers, dst_payload) = dst.split_at_mut(hl);
         dst_headers.copy_from_slice(headers);
@@ -501,6 +539,53 @@ mod tests {
                 tcp::ACK,
                 tcp::ACK | tcp::PSH | tcp::FIN
             ]
+        );
+    }
+
+    #[test]
+    fn parts_are_the_whole_split_piece_by_piece() {
+        let (hdr, p) = tcp4(7000, 1000);
+        let mut whole = vec![0u8; 16 * 1072];
+        let all = split(&hdr, &p, &mut whole, &LAYOUT).unwrap();
+        assert_eq!(all.count(), 7);
+        for (start, end) in [(0, 3), (3, 6), (6, 7), (2, 3), (6, 99)] {
+            let mut out = vec![0u8; 4 * 1072];
+            let part = split_part(&hdr, &p, &mut out, &LAYOUT, start..end).unwrap();
+            assert_eq!(part.count(), end.min(7) - start, "{start}..{end}");
+            for (j, r) in part.packets().enumerate() {
+                let want = all.packet(start + j).unwrap();
+                assert_eq!(
+                    out[r],
+                    whole[want],
+                    "packet {} of part {start}..{end}",
+                    start + j
+                );
+            }
+        }
+        // FIN and PSH only where the superpacket ends, CWR only where it starts.
+        let mut out = vec![0u8; 2 * 1072];
+        let last = split_part(&hdr, &p, &mut out, &LAYOUT, 6..7).unwrap();
+        assert_eq!(
+            out[last.packet(0).unwrap()][33],
+            tcp::ACK | tcp::PSH | tcp::FIN
+        );
+        let empty = split_part(&hdr, &p, &mut [], &LAYOUT, 7..9).unwrap();
+        assert_eq!(empty.count(), 0);
+        // A plain packet is its own only part.
+        let plain = VnetHdr::NONE;
+        let small = &p[..100];
+        let mut out = vec![0u8; 200];
+        assert_eq!(
+            split_part(&plain, small, &mut out, &LAYOUT, 0..1)
+                .unwrap()
+                .count(),
+            1
+        );
+        assert_eq!(
+            split_part(&plain, small, &mut out, &LAYOUT, 1..2)
+                .unwrap()
+                .count(),
+            0
         );
     }
 

@@ -90,13 +90,16 @@ udp_rx_slots = 32
 tx_slots = 512
 sqpoll_idle_ms = 0
 tun_blocking = false
+# With offload: 64 KiB buffers for superpackets in flight, beyond the receives' own.
+offload_buffers = 48
 
 [tcp]
 max_connections = 1024
 handshake_timeout_secs = 10
 # Bytes queued per connection before packets to it are dropped (bounds TCP-in-TCP latency).
 send_queue_bytes = 262144
-rx_buffer_bytes = 16384
+# Holds a 64 KiB burst of frames (a superpacket from an offloading client) per receive.
+rx_buffer_bytes = 81920
 # 0 keeps the kernel's buffer autotuning.
 socket_send_buffer = 0
 socket_recv_buffer = 0

@@ -22,6 +22,8 @@ use crate::pool::{Ipv4Net, PoolParseError};
 pub const FIXED_REQUESTS: u32 = 4;
 /// The largest submission queue the server asks for.
 pub const MAX_RING_ENTRIES: u32 = 32768;
+/// The most 64 KiB offload buffers the server allocates (256 MiB).
+pub const MAX_OFFLOAD_BUFFERS: u32 = 4096;
 
 /// A config value the server cannot run with. Each message names the key
 /// (as `section.key`) and, where it helps, the fix.
@@ -98,6 +100,9 @@ pub enum ConfigError {
         /// `tun_rx_slots`, `udp_rx_slots` or `tx_slots`.
         key: &'static str,
     },
+    /// Too many offload buffers.
+    #[error("uring.offload_buffers: {0} is more than {MAX_OFFLOAD_BUFFERS} (64 KiB each)")]
+    OffloadBuffers(u32),
     /// The ring cannot hold every slot's request at once.
     #[error(
         "uring.ring_entries: {entries} is too small for {tun_rx} TUN rx + {udp_rx} UDP rx + {tx} tx slots: use at least {min} (or fewer slots)"
@@ -236,6 +241,9 @@ pub struct UringSection {
     pub sqpoll_idle_ms: u32,
     /// Open the TUN in blocking mode (see the README for the kernel caveat).
     pub tun_blocking: bool,
+    /// With offload, 64 KiB buffers beyond the receive slots' own: coalesced superpackets
+    /// being built and written to the TUN, and multi-datagram UDP sends in flight.
+    pub offload_buffers: u32,
 }
 
 impl Default for UringSection {
@@ -247,6 +255,7 @@ impl Default for UringSection {
             tx_slots: 512,
             sqpoll_idle_ms: 0,
             tun_blocking: false,
+            offload_buffers: 48,
         }
     }
 }
@@ -276,7 +285,9 @@ impl Default for TcpSection {
             max_connections: 1024,
             handshake_timeout_secs: 10,
             send_queue_bytes: 256 * 1024,
-            rx_buffer_bytes: 16 * 1024,
+            // A whole 64 KiB burst of frames (one superpacket split by an offloading peer)
+            // and the frame that straddles it, per receive.
+            rx_buffer_bytes: 80 * 1024,
             socket_send_buffer: 0,
             socket_recv_buffer: 0,
         }
@@ -333,6 +344,8 @@ pub struct Tunables {
     pub tx_slots: u32,
     /// SQPOLL idle time in ms; 0 disables SQPOLL.
     pub sqpoll_idle_ms: u32,
+    /// With offload: 64 KiB buffers beyond the receive slots' own.
+    pub offload_buffers: u32,
 }
 
 impl Tunables {
@@ -359,6 +372,9 @@ impl Tunables {
                 return Err(ConfigError::NoSlots { key });
             }
         }
+        if self.offload_buffers > MAX_OFFLOAD_BUFFERS {
+            return Err(ConfigError::OffloadBuffers(self.offload_buffers));
+        }
         let min = self.min_ring_entries();
         if u64::from(self.ring_entries) < min {
             return Err(ConfigError::RingTooSmall {
@@ -382,6 +398,7 @@ impl UringSection {
             udp_rx_slots: self.udp_rx_slots,
             tx_slots: self.tx_slots,
             sqpoll_idle_ms: self.sqpoll_idle_ms,
+            offload_buffers: self.offload_buffers,
         }
     }
 }
@@ -402,6 +419,8 @@ pub struct Overrides {
     pub sqpoll_idle_ms: Option<u32>,
     /// `uring.tun_blocking`.
     pub tun_blocking: Option<bool>,
+    /// `uring.offload_buffers`.
+    pub offload_buffers: Option<u32>,
     /// `server.udp_socket_buffer`.
     pub udp_socket_buffer: Option<usize>,
     /// `server.offload`, as given (validated with the file's values).
@@ -433,6 +452,7 @@ impl Overrides {
         set(&mut u.tx_slots, self.tx_slots);
         set(&mut u.sqpoll_idle_ms, self.sqpoll_idle_ms);
         set(&mut u.tun_blocking, self.tun_blocking);
+        set(&mut u.offload_buffers, self.offload_buffers);
         set(&mut file.server.udp_socket_buffer, self.udp_socket_buffer);
         if let Some(offload) = &self.offload {
             file.server.offload.clone_from(offload);
@@ -475,8 +495,7 @@ pub struct Settings {
     pub pool: Ipv4Net,
     /// TUN name.
     pub tun_name: String,
-    /// TUN offload mode asked for (see `inside::tun` for what is opened until the data path
-    /// handles the virtio_net_hdr).
+    /// TUN offload mode asked for (`auto`: what the kernel has; `off`: one packet per call).
     pub offload: Offload,
     /// Tunnel MTU.
     pub mtu: u16,
@@ -676,6 +695,35 @@ mod tests {
         std::fs::remove_dir_all(d).unwrap();
     }
 
+    #[test]
+    fn the_example_config_documents_the_defaults() {
+        let f: ConfigFile =
+            toml::from_str(include_str!("../../deploy/server.example.toml")).unwrap();
+        let (u, d) = (&f.uring, UringSection::default());
+        assert_eq!(u.tunables(), d.tunables());
+        assert_eq!(u.tun_blocking, d.tun_blocking);
+        let (t, d) = (&f.tcp, TcpSection::default());
+        assert_eq!(
+            (
+                t.max_connections,
+                t.handshake_timeout_secs,
+                t.send_queue_bytes,
+                t.rx_buffer_bytes,
+                t.socket_send_buffer,
+                t.socket_recv_buffer
+            ),
+            (
+                d.max_connections,
+                d.handshake_timeout_secs,
+                d.send_queue_bytes,
+                d.rx_buffer_bytes,
+                d.socket_send_buffer,
+                d.socket_recv_buffer
+            )
+        );
+        assert_eq!(f.server.offload, default_offload());
+    }
+
     fn base(extra: &str) -> String {
         format!(
             "[server]\nlisten_udp = \"0.0.0.0:1\"\nlisten_tcp = \"0.0.0.0:2\"\nprivate_key_file = \"server.key\"\npool = \"198.18.0.0/24\"\n{extra}"
@@ -835,9 +883,18 @@ mod tests {
             udp_rx_slots: 32,
             tx_slots: 28,
             sqpoll_idle_ms: 0,
+            offload_buffers: 48,
         };
         assert_eq!(t.min_ring_entries(), 128);
         assert!(t.check().is_ok());
+        let huge = Tunables {
+            offload_buffers: MAX_OFFLOAD_BUFFERS + 1,
+            ..t.clone()
+        };
+        assert!(matches!(
+            huge.check(),
+            Err(ConfigError::OffloadBuffers(n)) if n == MAX_OFFLOAD_BUFFERS + 1
+        ));
         let t = Tunables { tx_slots: 29, ..t };
         assert_eq!(t.min_ring_entries(), 256);
         assert!(matches!(

@@ -73,6 +73,9 @@ struct RunArgs {
     /// Override uring.tun_blocking.
     #[arg(long)]
     tun_blocking: Option<bool>,
+    /// Override uring.offload_buffers (64 KiB buffers for superpackets in flight).
+    #[arg(long)]
+    offload_buffers: Option<u32>,
     /// Override server.udp_socket_buffer (bytes).
     #[arg(long)]
     udp_socket_buffer: Option<usize>,
@@ -149,7 +152,7 @@ fn run(args: RunArgs) -> Result<()> {
     use ringway_server::outside::tcp::listener::Listener;
     use ringway_server::outside::udp::Udp;
     use ringway_server::sessions::Sessions;
-    use ringway_server::uring::{signals, Driver, Fds, TcpLimits};
+    use ringway_server::uring::{signals, DataPath, Driver, Fds, TcpLimits};
     use std::os::fd::AsRawFd;
     use std::time::Duration;
 
@@ -162,6 +165,7 @@ fn run(args: RunArgs) -> Result<()> {
         tx_slots: args.tx_slots,
         sqpoll_idle_ms: args.sqpoll_idle_ms,
         tun_blocking: args.tun_blocking,
+        offload_buffers: args.offload_buffers,
         udp_socket_buffer: args.udp_socket_buffer,
         offload: args.offload,
         max_tcp_connections: args.max_tcp_connections,
@@ -181,6 +185,23 @@ fn run(args: RunArgs) -> Result<()> {
         .map(|a| Udp::bind(a, settings.udp_socket_buffer))
         .transpose()?;
     let tcp = settings.listen_tcp.map(Listener::bind).transpose()?;
+    // What each call may carry: decided here, once, from what the kernel accepted.
+    let offloads = *tun.offloads();
+    let path = DataPath {
+        mtu: settings.mtu,
+        vnet_hdr: offloads.vnet_hdr,
+        uso: offloads.uso,
+        udp_gso: offloads.tso && udp.as_ref().is_some_and(|u| u.probe_gso()),
+        udp_gro: offloads.vnet_hdr && udp.as_ref().is_some_and(|u| u.enable_gro()),
+    };
+    if offloads.tso {
+        tun::limit_superpackets(&tun, path.segments_per_send());
+    }
+    tracing::info!(
+        tun = tun.name(),
+        "offload: TUN {}; data path: {path}",
+        tun::describe(&settings, &tun)
+    );
     let t = &settings.tcp;
     let limits = TcpLimits {
         max_connections: t.max_connections,
@@ -217,7 +238,7 @@ fn run(args: RunArgs) -> Result<()> {
         tcp_listener: tcp.as_ref().map(|t| t.fd()),
         signal: signal_fd.as_raw_fd(),
     };
-    let mut driver = Driver::new(&tunables, limits, settings.mtu, fds, sessions)?;
+    let mut driver = Driver::new(&tunables, limits, path, fds, sessions)?;
     driver.run()?;
     // The driver (and its ring) goes before the descriptors it used.
     drop(driver);

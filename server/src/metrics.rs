@@ -96,19 +96,60 @@ impl fmt::Display for SessionCounters {
     }
 }
 
-/// What the I/O driver saw: sends, kernel errors, TCP connection life cycles.
+/// What the I/O driver saw: calls and packets per path, kernel errors, TCP connection life
+/// cycles.
+///
+/// Each path counts its system calls (ring operations that completed with data) and the
+/// inner packets or frames they moved, as `<path>_<calls>` / `<path>_<packets>`: the ratio
+/// is what segmentation offload and batching buy (the tunnel benchmark prints it).
 #[derive(Debug, Default, Clone)]
 pub struct IoCounters {
-    /// UDP datagrams sent.
-    pub udp_tx_frames: u64,
-    /// Frames sent on TCP connections.
+    /// TUN reads that returned a packet or superpacket.
+    pub tun_rx_reads: u64,
+    /// Inner packets those reads carried (a superpacket counts its segments).
+    pub tun_rx_packets: u64,
+    /// Times the multishot TUN read was armed (once at start; again each time the kernel
+    /// ended it). 0: single reads.
+    pub tun_rx_multishot_arms: u64,
+    /// Reads that were superpackets and were split.
+    pub tun_rx_superpackets: u64,
+    /// TUN writes that completed.
+    pub tun_tx_writes: u64,
+    /// Inner packets those writes carried (a coalesced superpacket counts its segments).
+    pub tun_tx_packets: u64,
+    /// Writes that were coalesced superpackets.
+    pub tun_tx_superpackets: u64,
+    /// UDP sends that completed (one `sendmsg`, one or many datagrams).
+    pub udp_tx_sends: u64,
+    /// Datagrams those sends carried.
+    pub udp_tx_datagrams: u64,
+    /// UDP receives that returned data (one datagram, or many with `UDP_GRO`).
+    pub udp_rx_recvs: u64,
+    /// Datagrams those receives carried.
+    pub udp_rx_datagrams: u64,
+    /// Times the multishot UDP receive was armed (once at start; again each time the
+    /// kernel ended it, e.g. finding the buffer ring empty). 0: single receives.
+    pub udp_rx_multishot_arms: u64,
+    /// TCP sends that completed with bytes sent.
+    pub tcp_tx_sends: u64,
+    /// Frames queued on TCP connections.
     pub tcp_tx_frames: u64,
+    /// TCP receives that returned bytes.
+    pub tcp_rx_recvs: u64,
+    /// Complete frames those receives delivered.
+    pub tcp_rx_frames: u64,
     /// Packets dropped because every tx slot was busy.
     pub drop_tx_full: u64,
     /// Frames dropped because a TCP connection's send queue was full.
     pub drop_tcp_queue_full: u64,
     /// UDP datagrams larger than a slot buffer.
     pub drop_truncated: u64,
+    /// TUN reads whose virtio_net_hdr or superpacket could not be used (bad header, a GSO
+    /// type or packet shape the segmenter refuses): dropped.
+    pub drop_offload: u64,
+    /// UDP GSO sends the kernel refused (the outgoing device cannot checksum): GSO is then
+    /// turned off and segments go out one datagram per send.
+    pub gso_refused: u64,
     /// Failed reads, sends and writes reported by the kernel.
     pub io_errors: u64,
     /// TUN reads that completed with EAGAIN (a wakeup with no packet).
@@ -140,14 +181,35 @@ impl fmt::Display for IoCounters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "udp_tx {} tcp_tx {} tx_full {} tcp_queue_full {} truncated {} io_errors {} eagain {} \
-             stale {} unknown {}; tcp_accepted {} tcp_refused {} tcp_closed_garbage {} tcp_closed_handshake_timeout {} \
+            "tun_rx_reads {} tun_rx_packets {} tun_rx_superpackets {} tun_rx_multishot_arms {} \
+             tun_tx_writes {} \
+             tun_tx_packets {} tun_tx_superpackets {} udp_tx_sends {} udp_tx_datagrams {} \
+             udp_rx_recvs {} udp_rx_datagrams {} udp_rx_multishot_arms {} tcp_tx_sends {} tcp_tx_frames {} tcp_rx_recvs {} \
+             tcp_rx_frames {}; tx_full {} tcp_queue_full {} truncated {} offload_dropped {} \
+             gso_refused {} io_errors {} eagain {} stale {} unknown {}; tcp_accepted {} \
+             tcp_refused {} tcp_closed_garbage {} tcp_closed_handshake_timeout {} \
              tcp_closed_by_peer {} tcp_closed_error {} tcp_closed_session_end {} tcp_closed_idle {}",
-            self.udp_tx_frames,
+            self.tun_rx_reads,
+            self.tun_rx_packets,
+            self.tun_rx_superpackets,
+            self.tun_rx_multishot_arms,
+            self.tun_tx_writes,
+            self.tun_tx_packets,
+            self.tun_tx_superpackets,
+            self.udp_tx_sends,
+            self.udp_tx_datagrams,
+            self.udp_rx_recvs,
+            self.udp_rx_datagrams,
+            self.udp_rx_multishot_arms,
+            self.tcp_tx_sends,
             self.tcp_tx_frames,
+            self.tcp_rx_recvs,
+            self.tcp_rx_frames,
             self.drop_tx_full,
             self.drop_tcp_queue_full,
             self.drop_truncated,
+            self.drop_offload,
+            self.gso_refused,
             self.io_errors,
             self.eagain,
             self.stale_completions,
@@ -161,5 +223,31 @@ impl fmt::Display for IoCounters {
             self.tcp_closed_session_end,
             self.tcp_closed_idle,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_path_shows_calls_and_packets() {
+        let c = IoCounters {
+            tun_rx_reads: 2,
+            tun_rx_packets: 90,
+            udp_tx_sends: 2,
+            udp_tx_datagrams: 90,
+            ..IoCounters::default()
+        };
+        let line = c.to_string();
+        for pair in [
+            "tun_rx_reads 2 tun_rx_packets 90",
+            "udp_tx_sends 2 udp_tx_datagrams 90",
+            "udp_rx_recvs 0 udp_rx_datagrams 0",
+            "tun_tx_writes 0",
+            "tcp_tx_sends 0 tcp_tx_frames 0 tcp_rx_recvs 0 tcp_rx_frames 0",
+        ] {
+            assert!(line.contains(pair), "{pair:?} missing from {line}");
+        }
     }
 }

@@ -125,6 +125,39 @@ pub enum InsideAction {
     },
 }
 
+/// The session packets from the TUN are sealed to, found once by
+/// [`Sessions::route_inside`].
+#[derive(Debug)]
+pub struct InsideRoute<'a> {
+    entry: &'a mut Entry,
+    counters: &'a mut SessionCounters,
+}
+
+impl InsideRoute<'_> {
+    /// Where the peer is reached now.
+    pub fn to(&self) -> Outside {
+        self.entry.outside
+    }
+
+    /// Seals the packet at `frame[HEADER_LEN..HEADER_LEN + len]` in place (`frame` has
+    /// `TAG_LEN` spare bytes after it) and returns the frame's length; `None` (counted as
+    /// `oversize`) if it cannot be sealed.
+    pub fn seal(&mut self, frame: &mut [u8], len: usize, now: Instant) -> Option<usize> {
+        match self.entry.session.sealer.seal_data(frame, len, now) {
+            Ok(n) => {
+                self.counters.inside_rx_packets += 1;
+                self.counters.inside_rx_bytes += len as u64;
+                Some(n)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "seal failed");
+                self.counters.drop_oversize += 1;
+                None
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct PeerState {
     config: Peer,
@@ -423,29 +456,35 @@ impl Sessions {
     /// holds the packet at `HEADER_LEN..HEADER_LEN + len`, with at least
     /// `TAG_LEN` bytes spare after it; it is sealed in place.
     pub fn handle_inside(&mut self, buf: &mut [u8], len: usize, now: Instant) -> InsideAction {
-        let dst = buf
-            .get(HEADER_LEN..HEADER_LEN + len)
-            .and_then(ipv4_destination);
-        let Some(entry) = dst
-            .and_then(|d| self.by_inner.get(&d))
-            .and_then(|id| self.sessions.get_mut(id))
-        else {
-            self.counters.drop_no_route += 1;
+        let packet = buf.get(HEADER_LEN..HEADER_LEN + len).unwrap_or_default();
+        let Some(mut route) = self.route_inside(packet) else {
             return InsideAction::Drop;
         };
-        match entry.session.sealer.seal_data(buf, len, now) {
-            Ok(n) => {
-                self.counters.inside_rx_packets += 1;
-                self.counters.inside_rx_bytes += len as u64;
-                InsideAction::Send {
-                    to: entry.outside,
-                    len: n,
-                }
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "seal failed");
-                self.counters.drop_oversize += 1;
-                InsideAction::Drop
+        match route.seal(buf, len, now) {
+            Some(n) => InsideAction::Send {
+                to: route.to(),
+                len: n,
+            },
+            None => InsideAction::Drop,
+        }
+    }
+
+    /// Finds the session a packet read from the TUN goes to, once for every packet
+    /// sealed to it: the segments of a superpacket share its destination, so one lookup
+    /// serves them all. `None` (counted as `no_route`) for a packet that is not IPv4 or
+    /// whose destination has no session.
+    pub fn route_inside(&mut self, packet: &[u8]) -> Option<InsideRoute<'_>> {
+        let entry = ipv4_destination(packet)
+            .and_then(|d| self.by_inner.get(&d))
+            .and_then(|id| self.sessions.get_mut(id));
+        match entry {
+            Some(entry) => Some(InsideRoute {
+                entry,
+                counters: &mut self.counters,
+            }),
+            None => {
+                self.counters.drop_no_route += 1;
+                None
             }
         }
     }

@@ -11,270 +11,31 @@
 //! from how fast it happened. Every test ends by stopping the loop and checking
 //! that nothing is left in flight and every buffer is back.
 
+mod support;
+
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixDatagram;
-use std::sync::mpsc;
-use std::thread;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use ringway_proto::handshake::client::{ClientHandshake, ClientKeys};
-use ringway_proto::handshake::{InitPayload, Keypair, Timestamp};
-use ringway_proto::wire::handshake::{INIT_LEN, RESP_LEN};
+use ringway_proto::wire::handshake::RESP_LEN;
 use ringway_proto::wire::stream::encode_prefix;
-use ringway_proto::wire::transport::{HEADER_LEN, OVERHEAD};
 use ringway_proto::wire::FrameType;
-use ringway_proto::{Cipher, Session};
-use ringway_server::config::{Peer, Settings, TcpSection, UringSection};
-use ringway_server::metrics::{IoCounters, SessionCounters};
-use ringway_server::outside::tcp::listener::Listener;
-use ringway_server::outside::udp::Udp;
-use ringway_server::sessions::Sessions;
-use ringway_server::uring::{Driver, Fds, RingUsage, TcpLimits, Tunables};
-
-/// Bound on any one wait for the server: far above anything it should take,
-/// so only a hang fails it.
-const TIMEOUT: Duration = Duration::from_secs(30);
-const TX_SLOTS: u32 = 64;
-const RX_SLOTS: u32 = 8;
-
-fn server_keys() -> Keypair {
-    Keypair::from_random([11; 32])
-}
-
-fn peer_keys(i: u8) -> Keypair {
-    Keypair::from_random([20 + i; 32])
-}
-
-struct Server {
-    udp: SocketAddr,
-    tcp: SocketAddr,
-    /// The TUN stand-in's other end.
-    inside: UnixDatagram,
-    stop: UnixDatagram,
-    done: mpsc::Receiver<Stopped>,
-}
-
-/// What the loop left behind.
-struct Stopped {
-    counters: SessionCounters,
-    io: IoCounters,
-    usage: RingUsage,
-}
-
-/// What a test may change about the server.
-struct Options {
-    peers: u8,
-    handshake_timeout: Duration,
-    idle_timeout: Duration,
-    max_connections: u32,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            peers: 1,
-            handshake_timeout: Duration::from_secs(60),
-            idle_timeout: Duration::from_secs(180),
-            max_connections: 300,
-        }
-    }
-}
-
-impl Server {
-    fn start(o: Options) -> Server {
-        let Options {
-            peers,
-            handshake_timeout,
-            idle_timeout,
-            max_connections,
-        } = o;
-        let (tun_ours, inside) = UnixDatagram::pair().unwrap();
-        // Non-blocking, as the server's TUN is by default: idle reads may
-        // complete with EAGAIN and park on the readiness poll (how often
-        // depends on timing, so no test asserts on it).
-        tun_ours.set_nonblocking(true).unwrap();
-        let (stop_theirs, stop) = UnixDatagram::pair().unwrap();
-        inside.set_read_timeout(Some(TIMEOUT)).unwrap();
-        let (addr_tx, addr_rx) = mpsc::channel();
-        let (done_tx, done) = mpsc::channel();
-        thread::spawn(move || {
-            let settings = Settings {
-                listen_udp: Some("127.0.0.1:0".parse().unwrap()),
-                listen_tcp: Some("127.0.0.1:0".parse().unwrap()),
-                udp_socket_buffer: 1 << 20,
-                secret_key: server_keys().secret,
-                pool: "198.18.0.0/24".parse().unwrap(),
-                tun_name: "unused".into(),
-                offload: ringway_server::inside::tun::Offload::Off,
-                mtu: 1420,
-                keepalive_secs: 25,
-                idle_timeout_secs: 180,
-                cipher: Cipher::Aes256Gcm,
-                rekey_after_secs: 0,
-                uring: UringSection::default(),
-                tcp: TcpSection::default(),
-                peers: (0..peers)
-                    .map(|i| Peer {
-                        name: format!("p{i}"),
-                        public_key: peer_keys(i).public,
-                        psk: None,
-                    })
-                    .collect(),
-            };
-            let udp = Udp::bind(settings.listen_udp.unwrap(), settings.udp_socket_buffer).unwrap();
-            let tcp = Listener::bind(settings.listen_tcp.unwrap()).unwrap();
-            addr_tx
-                .send((udp.local_addr().unwrap(), tcp.local_addr().unwrap()))
-                .unwrap();
-            let tunables = Tunables {
-                ring_entries: 256,
-                tun_rx_slots: RX_SLOTS,
-                udp_rx_slots: RX_SLOTS,
-                tx_slots: TX_SLOTS,
-                sqpoll_idle_ms: 0,
-            };
-            let limits = TcpLimits {
-                max_connections,
-                handshake_timeout,
-                send_queue_bytes: 64 * 1024,
-                rx_buffer_bytes: 4096,
-                max_frame: 1420 + OVERHEAD,
-                socket_send_buffer: 0,
-                socket_recv_buffer: 0,
-                idle_timeout,
-            };
-            let fds = Fds {
-                tun: tun_ours.as_raw_fd(),
-                udp: Some(udp.fd()),
-                tcp_listener: Some(tcp.fd()),
-                signal: stop_theirs.as_raw_fd(),
-            };
-            let mut driver =
-                Driver::new(&tunables, limits, 1420, fds, Sessions::new(&settings)).unwrap();
-            driver.run().unwrap();
-            let stopped = Stopped {
-                counters: driver.sessions().counters.clone(),
-                io: driver.io_counters().clone(),
-                usage: driver.usage(),
-            };
-            drop(driver);
-            drop((tun_ours, stop_theirs, udp, tcp));
-            done_tx.send(stopped).unwrap();
-        });
-        let (udp, tcp) = addr_rx.recv_timeout(TIMEOUT).unwrap();
-        Server {
-            udp,
-            tcp,
-            inside,
-            stop,
-            done,
-        }
-    }
-
-    /// Asks the loop to stop and returns its counters, after checking that
-    /// it stopped cleanly: every request completed (none was left to the
-    /// shutdown grace period) and every buffer and tx slot is free.
-    fn stop(self) -> (SessionCounters, IoCounters) {
-        self.stop.send(b"x").unwrap();
-        let s = self
-            .done
-            .recv_timeout(TIMEOUT)
-            .expect("the driver did not stop (or its thread panicked)");
-        let buffers = (2 * RX_SLOTS + TX_SLOTS) as usize;
-        let idle = RingUsage {
-            in_flight: 0,
-            free_buffers: buffers,
-            buffers,
-            free_tx_slots: TX_SLOTS as usize,
-            tx_slots: TX_SLOTS as usize,
-        };
-        assert_eq!(
-            s.usage, idle,
-            "the loop stopped with work outstanding; {}",
-            s.io
-        );
-        assert_eq!(s.io.unknown_completions, 0, "{}", s.io);
-        (s.counters, s.io)
-    }
-}
-
-/// The client's random source: a fixed byte per handshake is enough here.
-struct Fixed(u8);
-
-impl ringway_proto::Entropy for Fixed {
-    fn fill(&mut self, dest: &mut [u8]) -> Result<(), ringway_proto::EntropyError> {
-        dest.fill(self.0);
-        Ok(())
-    }
-}
-
-fn init(peer: u8, ts: u64) -> (ClientHandshake, [u8; INIT_LEN]) {
-    let keys = ClientKeys {
-        secret: peer_keys(peer).secret,
-        server_public: server_keys().public,
-        psk: None,
-    };
-    let mut buf = [0u8; INIT_LEN];
-    let payload = InitPayload {
-        timestamp: Timestamp { secs: ts, nanos: 0 },
-        cipher: None,
-    };
-    let hs = ClientHandshake::initiate(&keys, payload, &mut Fixed(77), &mut buf).unwrap();
-    (hs, buf)
-}
-
-fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, len: usize, tag: u8) -> Vec<u8> {
-    let mut p = vec![tag; len];
-    p[0] = 0x45;
-    p[12..16].copy_from_slice(&src.octets());
-    p[16..20].copy_from_slice(&dst.octets());
-    p
-}
-
-fn seal(s: &mut Session, packet: &[u8]) -> Vec<u8> {
-    let mut f = vec![0u8; packet.len() + OVERHEAD];
-    f[HEADER_LEN..HEADER_LEN + packet.len()].copy_from_slice(packet);
-    let n = s
-        .sealer
-        .seal_data(&mut f, packet.len(), Instant::now())
-        .unwrap();
-    f.truncate(n);
-    f
-}
-
-struct TcpClient {
-    stream: TcpStream,
-}
-
-impl TcpClient {
-    fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
-        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        TcpClient { stream }
-    }
-    fn send(&mut self, frame: &[u8]) {
-        let mut out = encode_prefix(frame.len()).unwrap().to_vec();
-        out.extend_from_slice(frame);
-        self.stream.write_all(&out).unwrap();
-    }
-    fn recv(&mut self) -> Vec<u8> {
-        let mut len = [0u8; 2];
-        self.stream.read_exact(&mut len).unwrap();
-        let mut f = vec![0u8; u16::from_be_bytes(len) as usize];
-        self.stream.read_exact(&mut f).unwrap();
-        f
-    }
-}
-
-const SERVER_INNER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+use support::*;
 
 #[test]
 fn udp_and_tcp_clients_pass_packets_both_ways_at_once() {
+    both_ways(false);
+}
+
+#[test]
+fn with_offload_plain_packets_pass_both_ways_behind_a_zero_header() {
+    both_ways(true);
+}
+
+fn both_ways(offload: bool) {
     let server = Server::start(Options {
         peers: 2,
+        offload,
         ..Options::default()
     });
 
@@ -313,8 +74,7 @@ fn udp_and_tcp_clients_pass_packets_both_ways_at_once() {
             } else {
                 udp.send_to(&f, server.udp).unwrap();
             }
-            let n = server.inside.recv(&mut buf).unwrap();
-            assert_eq!(&buf[..n], &pkt[..], "round {round} tcp={is_tcp}");
+            assert_eq!(server.read_inside(), pkt, "round {round} tcp={is_tcp}");
         }
         // Inside to outside, each client.
         for (sess, cfg, is_tcp) in [(&mut u, &ucfg, false), (&mut t, &tcfg, true)] {
@@ -324,7 +84,7 @@ fn udp_and_tcp_clients_pass_packets_both_ways_at_once() {
                 60 + (round as usize % 1300),
                 tag,
             );
-            server.inside.send(&pkt).unwrap();
+            server.write_inside(&pkt);
             let mut f = if is_tcp {
                 tcp.recv()
             } else {
@@ -341,6 +101,12 @@ fn udp_and_tcp_clients_pass_packets_both_ways_at_once() {
     assert_eq!(counters.inside_tx_packets, 400);
     assert_eq!(counters.inside_rx_packets, 400);
     assert_eq!(io.tcp_accepted, 1);
+    // One read, one write, one datagram per packet: nothing here can be coalesced.
+    assert_eq!((io.tun_rx_reads, io.tun_rx_packets), (400, 400), "{io}");
+    assert_eq!((io.tun_tx_writes, io.tun_tx_packets), (400, 400), "{io}");
+    assert_eq!((io.udp_rx_recvs, io.udp_rx_datagrams), (201, 201), "{io}");
+    // The handshake reply, 200 packets and the disconnect at shutdown.
+    assert_eq!((io.udp_tx_sends, io.udp_tx_datagrams), (202, 202), "{io}");
 }
 
 #[test]
@@ -529,7 +295,7 @@ fn stops_cleanly_with_requests_in_flight() {
     // `stop` checks that nothing is left in flight and every buffer is back.
     let (counters, io) = server.stop();
     assert_eq!(counters.drop_unknown_peer, 21);
-    assert_eq!((io.tcp_accepted, io.udp_tx_frames), (20, 1), "{io}");
+    assert_eq!((io.tcp_accepted, io.udp_tx_datagrams), (20, 1), "{io}");
 }
 
 #[test]

@@ -695,6 +695,12 @@ impl Testbed {
         }
     }
 
+    /// The path from `client` to the server through the tunnel, for measurements of a test's
+    /// own (its [`TunnelPath::reversed`] goes the other way).
+    pub fn tunnel_path(&self, client: &ClientHandle) -> Result<TunnelPath<'_>> {
+        self.path(client)
+    }
+
     /// The path from `client` to the server through the tunnel.
     fn path(&self, client: &ClientHandle) -> Result<TunnelPath<'_>> {
         self.check(client)?;

@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod bad_peers;
+pub mod offload;
 
 use std::time::Duration;
 

@@ -48,4 +48,39 @@ impl Udp {
     pub fn fd(&self) -> RawFd {
         self.socket.as_raw_fd()
     }
+
+    /// Whether the kernel sends many datagrams per `sendmsg` (`UDP_SEGMENT`, Linux 4.18+).
+    /// Asked by setting the socket's default segment size to 0 (none), which changes
+    /// nothing but fails where the option does not exist. Each send then names its own
+    /// size in a control message.
+    pub fn probe_gso(&self) -> bool {
+        set_udp_option(self.fd(), libc::UDP_SEGMENT, 0).is_ok()
+    }
+
+    /// Turns on `UDP_GRO` (Linux 5.0+): one receive may then return many datagrams of one
+    /// sender, all of one size but the last, with that size in a control message. `false`
+    /// where the kernel does not have it.
+    pub fn enable_gro(&self) -> bool {
+        set_udp_option(self.fd(), libc::UDP_GRO, 1).is_ok()
+    }
+}
+
+#[allow(unsafe_code)]
+fn set_udp_option(fd: RawFd, option: libc::c_int, value: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from `&value`, a live c_int on
+    // our stack; `fd` is the socket this `Udp` owns.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_UDP,
+            option,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }

@@ -15,9 +15,11 @@
 //! `&mut` over the whole pool, so the kernel writing one buffer and the loop
 //! working on another never overlap a borrow.
 //!
-//! A pool has one buffer size. A path that needs another size (64 KiB TUN
-//! reads with segmentation offload, small control buffers) gets a pool of its
-//! own; a token names its pool, and a pool refuses (panics on) another's.
+//! A pool has one buffer size. [`Pools`] holds the two the driver uses: small
+//! buffers (one packet and its frame overhead) and, with segmentation offload,
+//! large ones (a 64 KiB superpacket behind its `virtio_net_hdr`, or the frames
+//! of one `UDP_SEGMENT` send). A token names its pool, a pool refuses (panics
+//! on) another's, and [`Pools::put`] returns a token to the pool that made it.
 #![allow(unsafe_code)]
 
 use std::cell::UnsafeCell;
@@ -62,6 +64,11 @@ impl BufferPool {
                 .map(|index| PacketBuf { pool: id, index })
                 .collect(),
         }
+    }
+
+    /// Whether `buf` is one of this pool's buffers.
+    pub fn owns(&self, buf: &PacketBuf) -> bool {
+        buf.pool == self.id
     }
 
     /// Size of each buffer.
@@ -141,9 +148,60 @@ impl BufferPool {
     }
 }
 
+/// The driver's two pools: small buffers for single packets, large ones for
+/// superpackets (empty when offload is off).
+#[derive(Debug)]
+pub struct Pools {
+    /// One packet (or one frame) each.
+    pub small: BufferPool,
+    /// A 64 KiB superpacket or the frames of one multi-datagram send each.
+    pub large: BufferPool,
+}
+
+impl Pools {
+    /// The pool that made `buf`.
+    pub fn of(&self, buf: &PacketBuf) -> &BufferPool {
+        if self.large.owns(buf) {
+            &self.large
+        } else {
+            &self.small
+        }
+    }
+
+    /// Returns `buf` to the pool that made it.
+    pub fn put(&mut self, buf: PacketBuf) {
+        if self.large.owns(&buf) {
+            self.large.put(buf);
+        } else {
+            self.small.put(buf);
+        }
+    }
+
+    /// Never free the memory: the kernel may still use it.
+    pub fn leak(&mut self) {
+        self.small.leak();
+        self.large.leak();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_go_back_to_their_own_pool() {
+        let mut pools = Pools {
+            small: BufferPool::new(2, 16),
+            large: BufferPool::new(1, 64),
+        };
+        let a = pools.small.take().unwrap();
+        let b = pools.large.take().unwrap();
+        assert_eq!(pools.of(&a).buf_size(), 16);
+        assert_eq!(pools.of(&b).buf_size(), 64);
+        pools.put(b);
+        pools.put(a);
+        assert_eq!((pools.small.available(), pools.large.available()), (2, 1));
+    }
 
     #[test]
     fn take_put_and_disjoint_buffers() {

@@ -3,9 +3,10 @@
 //! slots, counters and the descriptors sends go to).
 //!
 //! The driver owns one [`Context`] and lends it to one path at a time, for one
-//! completion. The two halves are separate fields so that a session callback
+//! completion. The halves are separate fields so that a session callback
 //! (keepalives from the timers, disconnects at shutdown) can send through
-//! `io` while the session layer is borrowed.
+//! `io` while the session layer is borrowed, and a path can seal with the
+//! session layer while it fills buffers from `io`.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -13,7 +14,9 @@ use std::os::fd::RawFd;
 
 use ring::rand::{SecureRandom, SystemRandom};
 
-use super::buffers::{BufferPool, PacketBuf};
+use super::buffers::{BufferPool, PacketBuf, Pools};
+use super::driver::DataPath;
+use super::gro::Gro;
 use super::queue::Queue;
 use super::slots::Completion;
 use super::tx::{Permit, Send, TxKind, TxTable};
@@ -43,6 +46,9 @@ pub(super) struct Context {
     pub ids: OsRandom,
     /// Submissions, buffers, send slots, counters.
     pub io: Io,
+    /// With offload: the packets bound for the TUN in this round, coalesced where
+    /// they continue a flow and written when the round's completions are all handled.
+    pub gro: Option<Gro>,
     /// Set once shutdown began: completions are absorbed, nothing re-arms.
     pub stopping: bool,
 }
@@ -52,8 +58,8 @@ pub(super) struct Context {
 pub(super) struct Io {
     /// Submissions and the in-flight count.
     pub queue: Queue,
-    /// Packet buffers.
-    pub bufs: BufferPool,
+    /// Packet buffers: small ones, and large ones with offload.
+    pub bufs: Pools,
     /// Send slots.
     pub tx: TxTable,
     /// What the I/O saw.
@@ -62,41 +68,79 @@ pub(super) struct Io {
     pub tun_fd: RawFd,
     /// Where UDP sends go, if UDP is on.
     pub udp_fd: Option<RawFd>,
+    /// What the TUN and the UDP socket do for us, as detected at start.
+    pub path: DataPath,
+    /// Multi-datagram UDP sends: on while the socket and the route accept them (a
+    /// refused one turns this off for good).
+    pub gso: bool,
+}
+
+/// Claims a tx slot, or counts a drop when every one is busy. A free function over
+/// the two fields it needs, for callers that hold a buffer's bytes meanwhile.
+pub(super) fn reserve(tx: &mut TxTable, counters: &mut IoCounters) -> Option<Permit> {
+    let permit = tx.reserve();
+    if permit.is_none() {
+        counters.drop_tx_full += 1;
+    }
+    permit
+}
+
+/// A free small buffer for whoever holds a tx permit (or a small receive slot that
+/// gave its own away); the pool's sizing guarantees one (see [`Io::check_pool`]).
+pub(super) fn fresh_small(small: &mut BufferPool) -> Option<PacketBuf> {
+    let buf = small.take();
+    debug_assert!(
+        buf.is_some(),
+        "small buffer pool empty with a receive slot or a tx permit to serve"
+    );
+    if buf.is_none() {
+        tracing::error!("small buffer pool empty with a receive slot or a tx permit to serve");
+    }
+    buf
 }
 
 impl Io {
     /// Claims a tx slot, or counts a drop when every one is busy.
     pub fn reserve(&mut self) -> Option<Permit> {
-        let permit = self.tx.reserve();
-        if permit.is_none() {
-            self.counters.drop_tx_full += 1;
-        }
+        let permit = reserve(&mut self.tx, &mut self.counters);
         self.check_pool();
         permit
     }
 
-    /// The pool holds `rx slots + tx slots` buffers, and a receive slot holds
-    /// at most one: so whenever a tx slot is free (or just reserved), a buffer
-    /// is free for it or for the receive slot that gave its buffer away.
+    /// The small pool holds `small rx slots + tx slots` buffers (no rx slots with
+    /// offload, whose receives use large buffers), a receive slot holds at most one,
+    /// and a send at most one: so whenever a tx slot is free (or just reserved), a small
+    /// buffer is free for it or for the receive slot that gave its buffer away.
     fn check_pool(&self) {
         debug_assert!(
-            self.bufs.available() >= self.tx.free_slots(),
+            self.bufs.small.available() >= self.tx.free_slots(),
             "{} buffers free for {} free tx slots",
-            self.bufs.available(),
+            self.bufs.small.available(),
             self.tx.free_slots()
         );
     }
 
-    /// A free buffer, for a receive slot that gave its own to a send or for a
-    /// copy under a permit; the pool's sizing guarantees one.
-    pub fn fresh_buffer(&mut self) -> Option<PacketBuf> {
-        let buf = self.bufs.take();
+    /// The pool receive slots (TUN reads, UDP receives) take their buffers from:
+    /// large ones with offload (a read may be a 64 KiB superpacket, a receive many
+    /// datagrams), small ones without.
+    pub fn rx_pool(&mut self) -> &mut BufferPool {
+        if self.path.vnet_hdr {
+            &mut self.bufs.large
+        } else {
+            &mut self.bufs.small
+        }
+    }
+
+    /// A buffer for a receive slot that gave its own away (or never had one); the
+    /// pools' sizing guarantees one.
+    pub fn fresh_rx_buffer(&mut self) -> Option<PacketBuf> {
+        let buf = self.rx_pool().take();
         debug_assert!(
             buf.is_some(),
-            "buffer pool empty with a receive slot or a tx permit to serve"
+            "receive buffer pool empty with a slot to serve"
         );
         if buf.is_none() {
-            tracing::error!("buffer pool empty with a receive slot or a tx permit to serve");
+            tracing::error!("receive buffer pool empty with a slot to serve");
         }
         buf
     }
@@ -109,41 +153,76 @@ impl Io {
         frame: Range<usize>,
         to: SocketAddr,
     ) {
+        self.send_udp_segments(permit, buf, frame, to, None);
+    }
+
+    /// Sends bytes `frames` of `buf` to `to`: one datagram, or with `segments`
+    /// (`(size, count)`) `count` datagrams of `size` bytes each, the last possibly
+    /// shorter, in one `sendmsg` (`UDP_SEGMENT`).
+    pub fn send_udp_segments(
+        &mut self,
+        permit: Permit,
+        buf: PacketBuf,
+        frames: Range<usize>,
+        to: SocketAddr,
+        segments: Option<(u16, u32)>,
+    ) {
         let Some(fd) = self.udp_fd else {
             self.tx.release(permit);
             self.bufs.put(buf);
             return;
         };
-        let send = Send::Udp { fd, buf, frame, to };
+        let send = Send::Udp {
+            fd,
+            buf,
+            frames,
+            to,
+            segment: segments.map(|(size, _)| size),
+            datagrams: segments.map_or(1, |(_, count)| count),
+        };
         self.tx.submit(&mut self.queue, &self.bufs, permit, send);
     }
 
-    /// Writes the IP packet at `packet` in `buf` to the TUN.
-    pub fn write_tun(&mut self, permit: Permit, buf: PacketBuf, packet: Range<usize>) {
+    /// Writes the IP packet at `packet` in `buf` to the TUN (with offload, the
+    /// packet starts with its virtio_net_hdr and may be a superpacket of `packets`
+    /// segments).
+    pub fn write_tun(
+        &mut self,
+        permit: Permit,
+        buf: PacketBuf,
+        packet: Range<usize>,
+        packets: u32,
+    ) {
         let send = Send::Tun {
             fd: self.tun_fd,
             buf,
             packet,
+            packets,
         };
         self.tx.submit(&mut self.queue, &self.bufs, permit, send);
     }
 
-    /// Copies `bytes` to `offset` in a fresh buffer under a fresh permit: for
-    /// what does not already sit in a slot buffer (handshake replies,
-    /// keepalives, packets from a TCP stream). Counts a drop if no slot is free.
+    /// Copies `parts` back to back from `offset` in a fresh small buffer under a
+    /// fresh permit: for what does not already sit in a slot buffer (handshake
+    /// replies, keepalives, packets from a TCP stream). Counts a drop if no slot is
+    /// free.
     fn copy_out(
         &mut self,
         offset: usize,
-        bytes: &[u8],
+        parts: &[&[u8]],
     ) -> Option<(Permit, PacketBuf, Range<usize>)> {
         let permit = self.reserve()?;
-        let Some(mut buf) = self.fresh_buffer() else {
+        let Some(mut buf) = fresh_small(&mut self.bufs.small) else {
             self.tx.release(permit);
             return None;
         };
-        let dst = &mut self.bufs.bytes_mut(&mut buf)[offset..];
-        let n = bytes.len().min(dst.len());
-        dst[..n].copy_from_slice(&bytes[..n]);
+        let dst = &mut self.bufs.small.bytes_mut(&mut buf)[offset..];
+        let mut n = 0;
+        for part in parts {
+            let take = part.len().min(dst.len() - n);
+            dst[n..n + take].copy_from_slice(&part[..take]);
+            n += take;
+        }
         Some((permit, buf, offset..offset + n))
     }
 
@@ -152,15 +231,15 @@ impl Io {
         if self.udp_fd.is_none() {
             return;
         }
-        if let Some((permit, buf, range)) = self.copy_out(FRAME_OFFSET, frame) {
+        if let Some((permit, buf, range)) = self.copy_out(FRAME_OFFSET, &[frame]) {
             self.send_udp(permit, buf, range, to);
         }
     }
 
-    /// Writes `packet` to the TUN from a copy.
+    /// Writes `packet` to the TUN from a copy (without offload: no virtio_net_hdr).
     pub fn write_tun_copy(&mut self, packet: &[u8]) {
-        if let Some((permit, buf, range)) = self.copy_out(PAYLOAD_OFFSET, packet) {
-            self.write_tun(permit, buf, range);
+        if let Some((permit, buf, range)) = self.copy_out(PAYLOAD_OFFSET, &[packet]) {
+            self.write_tun(permit, buf, range, 1);
         }
     }
 
@@ -172,15 +251,33 @@ impl Io {
         };
         self.bufs.put(sent.buf);
         self.check_pool();
+        let packets = u64::from(sent.packets);
         match c.error() {
             Some(e) => {
-                if !c.is_retry_or_cancel() {
+                let refused = matches!(-c.res, libc::EIO | libc::EINVAL | libc::EMSGSIZE);
+                if sent.segmented && refused && self.gso {
+                    // The outgoing device cannot checksum (EIO) or the kernel refuses
+                    // this segmentation: send datagram by datagram from now on. This
+                    // send's datagrams are lost; the inner flows retransmit.
+                    self.gso = false;
+                    self.counters.gso_refused += 1;
+                    tracing::warn!(error = %e, "the kernel refused a UDP_SEGMENT send: sending one datagram per call from now on");
+                } else if !c.is_retry_or_cancel() {
                     tracing::debug!(kind = ?sent.kind, error = %e, "send failed");
                 }
                 self.counters.io_errors += 1;
             }
-            None if sent.kind == TxKind::Udp => self.counters.udp_tx_frames += 1,
-            None => {}
+            None if sent.kind == TxKind::Udp => {
+                self.counters.udp_tx_sends += 1;
+                self.counters.udp_tx_datagrams += packets;
+            }
+            None => {
+                self.counters.tun_tx_writes += 1;
+                self.counters.tun_tx_packets += packets;
+                if packets > 1 {
+                    self.counters.tun_tx_superpackets += 1;
+                }
+            }
         }
     }
 

@@ -21,12 +21,15 @@ use io_uring::{cqueue, types, IoUring};
 use ring::rand::SystemRandom;
 use ringway_proto::wire::transport::TAG_LEN;
 
-use super::buffers::BufferPool;
+use super::buf_ring::{BufRing, Region, RING_ENTRIES};
+use super::buffers::{BufferPool, Pools};
 use super::context::{Context, Io, OsRandom};
+use super::gro::{Gro, MAX_RUNS};
+use super::msg::MultishotLayout;
 use super::paths::signal::SignalRead;
 use super::paths::tcp::{TcpLimits, TcpPath};
 use super::paths::timer::Timer;
-use super::paths::tun::TunPath;
+use super::paths::tun::{frames_per_send, multishot_region, TunPath};
 use super::paths::udp::UdpPath;
 use super::queue::Queue;
 use super::slots::Completion;
@@ -35,6 +38,23 @@ use super::user_data::{Path, UserData};
 use crate::config::{ConfigError, Tunables, FIXED_REQUESTS};
 use crate::metrics::IoCounters;
 use crate::sessions::{Outside, Sessions, TimerOutput, PAYLOAD_OFFSET};
+
+/// Size of a large buffer: a 64 KiB superpacket read behind its virtio_net_hdr at the
+/// payload offset with room for a tag, a receive of up to 64 KiB of datagrams, the
+/// frames of one `UDP_SEGMENT` send, or a coalesced superpacket behind its header;
+/// rounded to a cache line.
+pub(super) const LARGE_BUF_SIZE: usize = (LARGE_HEADROOM + 65535 + TAG_LEN + 63) & !63;
+/// Room in front of a large buffer's data: a frame's headroom, or what a multishot
+/// receive writes before the datagrams.
+const LARGE_HEADROOM: usize = if MultishotLayout::PAYLOAD > PAYLOAD_OFFSET {
+    MultishotLayout::PAYLOAD
+} else {
+    PAYLOAD_OFFSET
+};
+/// The buffer group of the UDP receive's provided-buffer ring.
+const UDP_BGID: u16 = 0;
+/// The buffer group of the TUN read's.
+const TUN_BGID: u16 = 1;
 
 /// How long shutdown waits for cancelled requests to complete.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(800);
@@ -74,16 +94,74 @@ pub struct Fds {
     pub signal: RawFd,
 }
 
+/// What the data path does per system call, decided once at start from what the TUN
+/// and the UDP socket accepted (see `inside::tun` and `outside::udp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataPath {
+    /// The tunnel MTU: the largest inner packet, and the size superpackets are cut to.
+    pub mtu: u16,
+    /// The TUN reads and writes a `virtio_net_hdr` in front of every packet, and a read
+    /// may be a TCP superpacket (TSO) with a partial checksum. Off: one IP packet per
+    /// read and write, exactly as without offload.
+    pub vnet_hdr: bool,
+    /// The TUN also takes and returns UDP superpackets (USO): coalesce UDP too.
+    pub uso: bool,
+    /// The UDP socket sends many datagrams per `sendmsg` (`UDP_SEGMENT`); without it a
+    /// superpacket's segments go out one datagram per send.
+    pub udp_gso: bool,
+    /// The UDP socket returns many datagrams of one peer per receive (`UDP_GRO`).
+    pub udp_gro: bool,
+}
+
+impl DataPath {
+    /// How many frames of a superpacket one `UDP_SEGMENT` send carries at this MTU
+    /// (`gso_max_segs` for the TUN, so that every superpacket takes one send).
+    pub fn segments_per_send(&self) -> usize {
+        frames_per_send(usize::from(self.mtu) + ringway_proto::wire::transport::OVERHEAD)
+    }
+
+    /// No offload at all: one packet per call on every path.
+    pub fn plain(mtu: u16) -> Self {
+        DataPath {
+            mtu,
+            vnet_hdr: false,
+            uso: false,
+            udp_gso: false,
+            udp_gro: false,
+        }
+    }
+}
+
+impl std::fmt::Display for DataPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let on = |b: bool| if b { "on" } else { "off" };
+        if !self.vnet_hdr {
+            return f.write_str("one packet per call (TUN without virtio_net_hdr)");
+        }
+        write!(
+            f,
+            "TUN superpackets split and coalesced (TCP{}), UDP GSO {}, UDP GRO {}",
+            if self.uso { " and UDP" } else { "" },
+            on(self.udp_gso),
+            on(self.udp_gro)
+        )
+    }
+}
+
 /// What the ring holds right now: after a clean stop, nothing is in flight
 /// and every buffer and tx slot is free.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RingUsage {
     /// Requests queued or held by the kernel.
     pub in_flight: usize,
-    /// Packet buffers in the pool.
+    /// Small packet buffers in the pool.
     pub free_buffers: usize,
-    /// Packet buffers in all.
+    /// Small packet buffers in all.
     pub buffers: usize,
+    /// Large (64 KiB, offload) buffers in the pool.
+    pub free_large_buffers: usize,
+    /// Large buffers in all.
+    pub large_buffers: usize,
     /// Tx slots neither in flight nor reserved.
     pub free_tx_slots: usize,
     /// Tx slots in all.
@@ -142,7 +220,7 @@ impl Driver {
     pub fn new(
         t: &Tunables,
         limits: TcpLimits,
-        mtu: u16,
+        path: DataPath,
         fds: Fds,
         sessions: Sessions,
     ) -> Result<Self, DriverError> {
@@ -178,30 +256,69 @@ impl Driver {
         };
 
         // Payload room: the MTU plus headroom and tag, rounded to a cache line.
-        let buf_size = (PAYLOAD_OFFSET + usize::from(mtu) + TAG_LEN + 63) & !63;
+        let buf_size = (PAYLOAD_OFFSET + usize::from(path.mtu) + TAG_LEN + 63) & !63;
         let udp_rx_slots = if fds.udp.is_some() { t.udp_rx_slots } else { 0 };
-        // Every receive slot holds one buffer and every tx slot one more, so
-        // whenever a tx slot is free a buffer is too (see `Io::reserve`).
-        let buffers = (t.tun_rx_slots + udp_rx_slots) as usize + t.tx_slots as usize;
-        let requests = buffers + FIXED_REQUESTS as usize;
-        let ctx = Context {
+        let rx_slots = (t.tun_rx_slots + udp_rx_slots) as usize;
+        // Every receive slot holds one buffer (a large one with offload) and every
+        // tx slot at most one small one, so whenever a tx slot is free a small
+        // buffer is too (see `Io::check_pool`).
+        let (small, large) = if path.vnet_hdr {
+            (t.tx_slots as usize, rx_slots + t.offload_buffers as usize)
+        } else {
+            (rx_slots + t.tx_slots as usize, 0)
+        };
+        let requests = rx_slots + t.tx_slots as usize + FIXED_REQUESTS as usize;
+        let gro = path.vnet_hdr.then(|| {
+            // A third of the offload buffers hold runs being built; the rest carry
+            // superpackets to the TUN and multi-datagram sends, and a lone packet's
+            // receive buffer may take one only while half of those are free.
+            let runs = (t.offload_buffers as usize / 3).min(MAX_RUNS);
+            let reserve = (t.offload_buffers as usize - runs) / 2;
+            Gro::new(runs, t.tx_slots as usize, path.uso, reserve)
+        });
+        let mut ctx = Context {
             sessions,
             ids: OsRandom(SystemRandom::new()),
             io: Io {
                 queue: Queue::with_capacity(2 * requests),
-                bufs: BufferPool::new(buffers, buf_size),
+                bufs: Pools {
+                    small: BufferPool::new(small, buf_size),
+                    large: BufferPool::new(large, LARGE_BUF_SIZE),
+                },
                 tx: TxTable::new(t.tx_slots),
                 counters: IoCounters::default(),
                 tun_fd: fds.tun,
                 udp_fd: fds.udp,
+                path,
+                gso: path.udp_gso,
             },
+            gro,
             stopping: false,
+        };
+        if let Some(gro) = &mut ctx.gro {
+            gro.refill(&mut ctx.io.bufs.large);
+        }
+        let udp = fds.udp.map(|fd| {
+            if path.vnet_hdr {
+                if let Some(ring_buf) = register_udp_ring(&ring) {
+                    let buffers = udp_rx_slots.min(RING_ENTRIES as u32);
+                    return UdpPath::multishot(fd, buffers, ring_buf);
+                }
+            }
+            UdpPath::new(fd, udp_rx_slots)
+        });
+        let tun = match path.vnet_hdr.then(|| register_tun_ring(&ring)).flatten() {
+            Some(ring_buf) => {
+                let buffers = t.tun_rx_slots.min(RING_ENTRIES as u32);
+                TunPath::multishot(fds.tun, buffers, ring_buf)
+            }
+            None => TunPath::new(fds.tun, t.tun_rx_slots),
         };
         Ok(Driver {
             ring,
             ctx,
-            tun: TunPath::new(fds.tun, t.tun_rx_slots),
-            udp: fds.udp.map(|fd| UdpPath::new(fd, udp_rx_slots)),
+            tun,
+            udp,
             tcp: TcpPath::new(limits, fds.tcp_listener),
             timer: Timer::new(),
             signal: SignalRead::new(fds.signal),
@@ -226,8 +343,10 @@ impl Driver {
         let io = &self.ctx.io;
         RingUsage {
             in_flight: io.queue.inflight(),
-            free_buffers: io.bufs.available(),
-            buffers: io.bufs.capacity(),
+            free_buffers: io.bufs.small.available(),
+            buffers: io.bufs.small.capacity(),
+            free_large_buffers: io.bufs.large.available(),
+            large_buffers: io.bufs.large.capacity(),
             free_tx_slots: io.tx.free_slots(),
             tx_slots: io.tx.len() as usize,
         }
@@ -271,6 +390,7 @@ impl Driver {
                         in_flight = self.ctx.io.queue.inflight(),
                         "requests still in flight after the shutdown grace period"
                     );
+                    self.finish();
                     return Ok(false);
                 }
                 let ts = types::Timespec::from(left);
@@ -286,7 +406,37 @@ impl Driver {
             }
         }
         self.reap();
-        Ok(!(self.shutdown_deadline.is_some() && self.ctx.io.queue.inflight() == 0))
+        let over = self.shutdown_deadline.is_some() && self.ctx.io.queue.inflight() == 0;
+        if over {
+            self.finish();
+        }
+        Ok(!over)
+    }
+
+    /// The loop is over: the coalescing batch gives its buffers back, and so does the
+    /// UDP receive's buffer ring once the kernel can no longer use it.
+    fn finish(&mut self) {
+        if let Some(gro) = &mut self.ctx.gro {
+            gro.release(&mut self.ctx.io.bufs);
+        }
+        if self.ctx.io.queue.in_kernel() > 0 {
+            // A request may still pick from the rings: they are leaked on drop instead.
+            return;
+        }
+        let rings = [
+            self.udp.as_mut().and_then(UdpPath::buf_ring),
+            self.tun.buf_ring(),
+        ];
+        for ring_buf in rings.into_iter().flatten() {
+            match self.ring.submitter().unregister_buf_ring(ring_buf.bgid()) {
+                Ok(()) => {
+                    for buf in ring_buf.drain() {
+                        self.ctx.io.bufs.put(buf);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not unregister a buffer ring"),
+            }
+        }
     }
 
     fn reap(&mut self) {
@@ -303,6 +453,11 @@ impl Driver {
         for i in 0..self.cqes.len() {
             let (user_data, res, flags) = self.cqes[i];
             self.dispatch(user_data, res, flags, now);
+        }
+        // Everything this round brought in for the TUN, coalesced: one write per
+        // superpacket and per lone packet.
+        if let Some(gro) = &mut self.ctx.gro {
+            gro.flush(&mut self.ctx.io);
         }
         if now.duration_since(self.stats_at) >= STATS_EVERY {
             self.stats_at = now;
@@ -329,9 +484,14 @@ impl Driver {
         let ctx = &mut self.ctx;
         match ud.path {
             Path::TunRx => self.tun.on_read(ctx, &mut self.tcp, &c, now),
+            Path::TunRxMulti => self.tun.on_read_multi(ctx, &mut self.tcp, &c, now),
             Path::TunPoll => self.tun.on_poll(ctx, &c),
             Path::UdpRx => match &mut self.udp {
                 Some(udp) => udp.on_recv(ctx, &c, now),
+                None => ctx.io.counters.stale_completions += 1,
+            },
+            Path::UdpRxMulti => match &mut self.udp {
+                Some(udp) => udp.on_recv_multi(ctx, &c, now),
                 None => ctx.io.counters.stale_completions += 1,
             },
             Path::Tx => ctx.io.on_sent(&c),
@@ -371,8 +531,8 @@ impl Driver {
         );
         let bufs = &mut io.bufs;
         io.queue.drain_unsubmitted(|ud| match ud.path {
-            Path::TunRx | Path::TunPoll => tun.forget(bufs, ud),
-            Path::UdpRx => udp.as_mut().is_some_and(|u| u.forget(bufs, ud)),
+            Path::TunRx | Path::TunPoll | Path::TunRxMulti => tun.forget(bufs, ud),
+            Path::UdpRx | Path::UdpRxMulti => udp.as_mut().is_some_and(|u| u.forget(bufs, ud)),
             Path::Timer => timer.forget(ud),
             Path::Signal => signal.forget(ud),
             _ => false,
@@ -402,10 +562,46 @@ impl Driver {
         if let Some(udp) = &mut self.udp {
             udp.leak();
         }
+        self.tun.leak();
         self.tcp.leak();
         self.timer.leak();
         self.signal.leak();
         Release::Leaked { in_kernel }
+    }
+}
+
+/// A provided-buffer ring for the UDP receive, registered with `ring`; `None` where the
+/// kernel has none (before 5.19): the receive then uses single requests.
+fn register_udp_ring(ring: &IoUring) -> Option<BufRing> {
+    let region = Region {
+        offset: 0,
+        len: LARGE_BUF_SIZE,
+    };
+    match BufRing::register(ring, UDP_BGID, region) {
+        Ok(buf_ring) => Some(buf_ring),
+        Err(e) => {
+            tracing::info!(error = %e, "no provided-buffer rings: UDP receives one request per datagram");
+            None
+        }
+    }
+}
+
+/// A provided-buffer ring for the TUN read, registered with `ring`; `None` where the
+/// kernel has no multishot read (before 6.7) or no such rings: single reads then.
+fn register_tun_ring(ring: &IoUring) -> Option<BufRing> {
+    let mut probe = io_uring::Probe::new();
+    let supported = ring.submitter().register_probe(&mut probe).is_ok()
+        && probe.is_supported(io_uring::opcode::ReadMulti::CODE);
+    if !supported {
+        tracing::info!("no multishot read: the TUN is read one request per packet");
+        return None;
+    }
+    match BufRing::register(ring, TUN_BGID, multishot_region(LARGE_BUF_SIZE)) {
+        Ok(buf_ring) => Some(buf_ring),
+        Err(e) => {
+            tracing::info!(error = %e, "no provided-buffer rings: the TUN is read one request per packet");
+            None
+        }
     }
 }
 

@@ -9,7 +9,10 @@
 //! - `slots`: a request per slot, armed until its own completion; the one
 //!   completion check every path uses.
 //! - [`buffers`]: packet buffers, each claimed by a non-`Copy` token.
+//! - `buf_ring`: a provided-buffer ring, for the multishot UDP receive.
 //! - `tx`: send slots, claimed only through a permit.
+//! - `gro`: with offload, what goes to the TUN in a round, coalesced into
+//!   superpackets and written once the round's completions are handled.
 //! - `msg`, `kernel_box`: memory the kernel reads or writes (`msghdr`s and
 //!   the like), at fixed addresses, reached only through shared references.
 //! - [`user_data`]: which path/slot/generation a completion belongs to.
@@ -18,9 +21,11 @@
 //! Dependencies point one way: the driver uses the paths, the paths use the
 //! context and the building blocks below it, and nothing uses the driver.
 
+mod buf_ring;
 pub mod buffers;
 mod context;
 pub mod driver;
+mod gro;
 mod kernel_box;
 mod msg;
 mod paths;
@@ -31,5 +36,5 @@ mod tx;
 pub mod user_data;
 
 pub use crate::config::Tunables;
-pub use driver::{Driver, DriverError, Fds, RingUsage};
+pub use driver::{DataPath, Driver, DriverError, Fds, RingUsage};
 pub use paths::tcp::TcpLimits;

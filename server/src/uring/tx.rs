@@ -14,7 +14,7 @@ use std::os::fd::RawFd;
 
 use io_uring::{opcode, types};
 
-use super::buffers::{BufferPool, PacketBuf};
+use super::buffers::{PacketBuf, Pools};
 use super::kernel_box::KernelBox;
 use super::msg::MsgBuf;
 use super::queue::Queue;
@@ -33,18 +33,24 @@ pub(super) struct Permit {
 /// One send, with the buffer it sends from.
 #[derive(Debug)]
 pub(super) enum Send {
-    /// One UDP datagram: bytes `frame` of `buf`, to `to`.
+    /// One `sendmsg` to a UDP peer: bytes `frames` of `buf`, one datagram, or with `segment`
+    /// (`UDP_SEGMENT`) `datagrams` datagrams of `segment` bytes, the last possibly shorter.
     Udp {
         /// The UDP socket.
         fd: RawFd,
-        /// The buffer holding the frame.
+        /// The buffer holding the frames.
         buf: PacketBuf,
-        /// Where the frame lies in it.
-        frame: Range<usize>,
+        /// Where the frames lie in it, back to back.
+        frames: Range<usize>,
         /// The peer.
         to: SocketAddr,
+        /// Datagram size for a multi-datagram send.
+        segment: Option<u16>,
+        /// Datagrams in the send (1 without `segment`).
+        datagrams: u32,
     },
-    /// One TUN write: the IP packet at `packet` in `buf`.
+    /// One TUN write: the IP packet (or superpacket, behind its virtio_net_hdr) at `packet`
+    /// in `buf`.
     Tun {
         /// The TUN device.
         fd: RawFd,
@@ -52,6 +58,8 @@ pub(super) enum Send {
         buf: PacketBuf,
         /// Where the packet lies in it.
         packet: Range<usize>,
+        /// Inner packets it carries (a coalesced superpacket's segments; else 1).
+        packets: u32,
     },
 }
 
@@ -64,12 +72,13 @@ pub(super) enum TxKind {
     Tun,
 }
 
-/// What a tx slot owns while its send is in flight. A multi-datagram send
-/// (UDP_SEGMENT) would add its segment count here.
+/// What a tx slot owns while its send is in flight, and what the send carries.
 #[derive(Debug)]
 struct InFlight {
     buf: PacketBuf,
     kind: TxKind,
+    packets: u32,
+    segmented: bool,
 }
 
 /// A finished send: what it was and the buffer it gives back.
@@ -79,6 +88,10 @@ pub(super) struct Sent {
     pub kind: TxKind,
     /// The buffer, free again.
     pub buf: PacketBuf,
+    /// Datagrams (UDP) or inner packets (TUN) the send carried.
+    pub packets: u32,
+    /// A multi-datagram (`UDP_SEGMENT`) send.
+    pub segmented: bool,
 }
 
 /// Slots for sends.
@@ -121,7 +134,7 @@ impl TxTable {
 
     /// Queues `send` in the permit's slot, which owns its buffer until the
     /// completion.
-    pub fn submit(&mut self, queue: &mut Queue, bufs: &BufferPool, permit: Permit, send: Send) {
+    pub fn submit(&mut self, queue: &mut Queue, bufs: &Pools, permit: Permit, send: Send) {
         let Permit { slot } = permit;
         debug_assert!(
             !self.slots.is_armed(slot),
@@ -129,28 +142,44 @@ impl TxTable {
         );
         let msg = &self.msgs.get()[slot as usize];
         let (entry, owned) = match send {
-            Send::Udp { fd, buf, frame, to } => {
-                let ptr = bufs.ptr(&buf, frame.start, frame.len());
+            Send::Udp {
+                fd,
+                buf,
+                frames,
+                to,
+                segment,
+                datagrams,
+            } => {
+                let ptr = bufs.of(&buf).ptr(&buf, frames.start, frames.len());
                 // SAFETY: the permit proves slot `slot` free: no request using
                 // its header is in flight.
-                unsafe { msg.prepare_send(ptr, frame.len(), to) };
+                unsafe { msg.prepare_send(ptr, frames.len(), to, segment) };
                 let e = opcode::SendMsg::new(types::Fd(fd), msg.header()).build();
                 (
                     e,
                     InFlight {
                         buf,
                         kind: TxKind::Udp,
+                        packets: datagrams,
+                        segmented: segment.is_some(),
                     },
                 )
             }
-            Send::Tun { fd, buf, packet } => {
-                let ptr = bufs.ptr(&buf, packet.start, packet.len());
+            Send::Tun {
+                fd,
+                buf,
+                packet,
+                packets,
+            } => {
+                let ptr = bufs.of(&buf).ptr(&buf, packet.start, packet.len());
                 let e = opcode::Write::new(types::Fd(fd), ptr, packet.len() as u32).build();
                 (
                     e,
                     InFlight {
                         buf,
                         kind: TxKind::Tun,
+                        packets,
+                        segmented: false,
                     },
                 )
             }
@@ -168,9 +197,22 @@ impl TxTable {
     /// The send `c` belongs to is over: frees its slot and returns its buffer.
     /// `None` for a late or foreign completion.
     pub fn complete(&mut self, c: &Completion) -> Option<Sent> {
-        let (slot, InFlight { buf, kind }) = self.slots.complete(c)?;
+        let (
+            slot,
+            InFlight {
+                buf,
+                kind,
+                packets,
+                segmented,
+            },
+        ) = self.slots.complete(c)?;
         self.free.push(slot);
-        Some(Sent { kind, buf })
+        Some(Sent {
+            kind,
+            buf,
+            packets,
+            segmented,
+        })
     }
 
     /// Never free the headers: the kernel may still read them.
@@ -185,16 +227,20 @@ mod tests {
 
     #[test]
     fn a_slot_is_free_again_only_after_its_completion() {
-        let mut bufs = BufferPool::new(2, 64);
+        let mut bufs = Pools {
+            small: crate::uring::buffers::BufferPool::new(2, 64),
+            large: crate::uring::buffers::BufferPool::new(0, 0),
+        };
         let mut tx = TxTable::new(1);
         let mut queue = Queue::with_capacity(2);
         let p = tx.reserve().expect("one slot");
         assert!(tx.reserve().is_none());
-        let buf = bufs.take().unwrap();
+        let buf = bufs.small.take().unwrap();
         let send = Send::Tun {
             fd: -1,
             buf,
             packet: 16..48,
+            packets: 1,
         };
         tx.submit(&mut queue, &bufs, p, send);
         assert_eq!(tx.free_slots(), 0);
@@ -221,9 +267,9 @@ mod tests {
                 flags: 0,
             })
             .expect("the send's own completion");
-        assert_eq!(sent.kind, TxKind::Tun);
+        assert_eq!((sent.kind, sent.packets), (TxKind::Tun, 1));
         bufs.put(sent.buf);
-        assert_eq!((tx.free_slots(), bufs.available()), (1, 2));
+        assert_eq!((tx.free_slots(), bufs.small.available()), (1, 2));
         let p = tx.reserve().unwrap();
         tx.release(p);
         assert_eq!(tx.free_slots(), 1);

@@ -36,11 +36,15 @@ pub enum Path {
     TcpRx = 9,
     /// A send on a TCP connection (slot = connection index).
     TcpTx = 10,
+    /// The multishot receive on the UDP socket (offload: buffers from a provided ring).
+    UdpRxMulti = 11,
+    /// The multishot read on the TUN (offload: buffers from a provided ring).
+    TunRxMulti = 12,
 }
 
 impl Path {
     /// Every path, in tag order.
-    pub const ALL: [Path; 10] = [
+    pub const ALL: [Path; 12] = [
         Path::TunRx,
         Path::UdpRx,
         Path::Tx,
@@ -51,17 +55,22 @@ impl Path {
         Path::Accept,
         Path::TcpRx,
         Path::TcpTx,
+        Path::UdpRxMulti,
+        Path::TunRxMulti,
     ];
 
     /// Whether one submission on this path may complete many times: such a
     /// request stays in flight (and counted) while its completions carry the
     /// "more" flag, and ends with the first one that does not.
     pub const fn is_multishot(self) -> bool {
-        matches!(self, Path::Accept | Path::TunPoll)
+        matches!(
+            self,
+            Path::Accept | Path::TunPoll | Path::UdpRxMulti | Path::TunRxMulti
+        )
     }
 
     fn from_u8(b: u8) -> Option<Self> {
-        // Tags run 1..=10 in `ALL` order (a test holds this), so the tag is an index.
+        // Tags run 1..=12 in `ALL` order (a test holds this), so the tag is an index.
         Path::ALL.get(usize::from(b).wrapping_sub(1)).copied()
     }
 }
@@ -124,11 +133,19 @@ mod tests {
     }
 
     #[test]
-    fn all_lists_every_tag_once_and_only_accept_and_poll_are_multishot() {
+    fn all_lists_every_tag_once_and_only_accept_poll_and_the_multishot_receives_are_multishot() {
         let tags: Vec<u8> = Path::ALL.iter().map(|p| *p as u8).collect();
-        assert_eq!(tags, (1..=10).collect::<Vec<u8>>());
+        assert_eq!(tags, (1..=12).collect::<Vec<u8>>());
         let multishot: Vec<Path> = Path::ALL.into_iter().filter(|p| p.is_multishot()).collect();
-        assert_eq!(multishot, [Path::TunPoll, Path::Accept]);
+        assert_eq!(
+            multishot,
+            [
+                Path::TunPoll,
+                Path::Accept,
+                Path::UdpRxMulti,
+                Path::TunRxMulti
+            ]
+        );
     }
 
     #[test]

@@ -74,6 +74,25 @@ impl SendQueue {
         Ok(())
     }
 
+    /// Queues `len` bytes that `fill` writes straight into the queue's own memory
+    /// (frames sealed and prefixed in place, no further copy). `Ok(false)`, with
+    /// nothing queued, if `fill` says it could not.
+    pub fn push_built(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> bool,
+    ) -> Result<bool, QueueFull> {
+        if !self.frames.is_empty() && self.queued_bytes + len > self.max_bytes {
+            return Err(QueueFull);
+        }
+        let Some(owned) = self.arena.build(len, fill) else {
+            return Ok(false);
+        };
+        self.queued_bytes += owned.len();
+        self.frames.push_back(owned);
+        Ok(true)
+    }
+
     /// Whether a send is in flight.
     pub fn is_sending(&self) -> bool {
         self.in_flight.is_some()
@@ -200,6 +219,24 @@ mod tests {
         // Completion without a send in flight is ignored.
         q.complete(5);
         assert_eq!(q.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn built_entries_are_queued_whole_or_not_at_all() {
+        let mut q = SendQueue::new(100);
+        assert_eq!(
+            q.push_built(60, |b| {
+                b.fill(7);
+                true
+            }),
+            Ok(true)
+        );
+        assert_eq!(q.push_built(10, |_| false), Ok(false));
+        assert_eq!(q.queued_bytes(), 60);
+        assert_eq!(q.push_built(50, |_| true), Err(QueueFull));
+        let mut v = iovs();
+        assert_eq!(q.start_send(&mut v), 1);
+        assert_eq!(v[0].iov_len, 60);
     }
 
     #[test]

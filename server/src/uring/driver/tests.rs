@@ -61,6 +61,7 @@ fn rig() -> Rig {
         udp_rx_slots: 1,
         tx_slots: TX_SLOTS,
         sqpoll_idle_ms: 0,
+        offload_buffers: 0,
     };
     let limits = TcpLimits {
         max_connections: 1,
@@ -78,7 +79,14 @@ fn rig() -> Rig {
         tcp_listener: None,
         signal: signal.as_raw_fd(),
     };
-    let driver = Driver::new(&tunables, limits, 1420, fds, Sessions::new(&settings())).unwrap();
+    let driver = Driver::new(
+        &tunables,
+        limits,
+        DataPath::plain(1420),
+        fds,
+        Sessions::new(&settings()),
+    )
+    .unwrap();
     Rig {
         driver,
         inside,
@@ -141,6 +149,8 @@ fn idle_usage() -> RingUsage {
         in_flight: 0,
         free_buffers: (TUN_SLOTS + TX_SLOTS) as usize,
         buffers: (TUN_SLOTS + TX_SLOTS) as usize,
+        free_large_buffers: 0,
+        large_buffers: 0,
         free_tx_slots: TX_SLOTS as usize,
         tx_slots: TX_SLOTS as usize,
     }

@@ -16,7 +16,6 @@
 #![allow(unsafe_code)]
 
 use std::net::SocketAddr;
-use std::ops::Range;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -24,8 +23,8 @@ use io_uring::{opcode, types};
 use ringway_proto::wire::stream::{encode_prefix, FrameAssembler};
 use ringway_proto::wire::{frame_type, FrameType};
 
-use super::super::buffers::PacketBuf;
 use super::super::context::{Context, Io};
+use super::super::gro::Parts;
 use super::super::kernel_box::KernelBox;
 use super::super::msg::MsgBuf;
 use super::super::queue::Queue;
@@ -130,14 +129,20 @@ struct ConnTx {
 }
 
 impl ConnTx {
-    /// Queues `parts` (length prefix + frame, or one prefixed slice) and
-    /// starts a send. Counts a drop if the queue is full.
-    fn send(&mut self, queue: &mut Queue, counters: &mut IoCounters, parts: &[&[u8]]) {
+    /// Queues `parts` (length prefix + frame, or `frames` prefixed frames back to
+    /// back) and starts a send. Counts the frames as dropped if the queue is full.
+    fn send(
+        &mut self,
+        queue: &mut Queue,
+        counters: &mut IoCounters,
+        parts: &[&[u8]],
+        frames: usize,
+    ) {
         if self.queue.push_parts(parts).is_err() {
-            counters.drop_tcp_queue_full += 1;
+            counters.drop_tcp_queue_full += frames as u64;
             return;
         }
-        counters.tcp_tx_frames += 1;
+        counters.tcp_tx_frames += frames as u64;
         self.start(queue);
     }
 
@@ -432,6 +437,7 @@ impl TcpPath {
         };
         asm.commit(n);
         conn.last_rx = now;
+        ctx.io.counters.tcp_rx_recvs += 1;
         let from = Outside::Tcp(id);
         let mut garbage = false;
         loop {
@@ -443,6 +449,7 @@ impl TcpPath {
                     break;
                 }
             };
+            ctx.io.counters.tcp_rx_frames += 1;
             // A stream that is not Ringway frames cannot be resynchronised, and
             // before its handshake a connection may send nothing but one.
             match frame_type(frame) {
@@ -455,9 +462,17 @@ impl TcpPath {
             }
             match ctx.sessions.handle_outside(frame, from, now, &mut ctx.ids) {
                 OutsideAction::None => {}
-                // The stream buffer is reused by the next receive: the TUN
-                // write gets a copy in a buffer of its own.
-                OutsideAction::ToInside(range) => ctx.io.write_tun_copy(&frame[range]),
+                // The stream buffer is reused by the next receive: the packet is
+                // copied, into a superpacket being coalesced or a buffer of its own.
+                OutsideAction::ToInside(range) => match &mut ctx.gro {
+                    Some(gro) => {
+                        if gro.is_full() {
+                            gro.flush(&mut ctx.io);
+                        }
+                        gro.push_copy(Parts::of(&mut ctx.io), &frame[range]);
+                    }
+                    None => ctx.io.write_tun_copy(&frame[range]),
+                },
                 OutsideAction::Reply(to, bytes) if to == from => {
                     // Only an accepted handshake ends the deadline; a reject
                     // or an echo does not.
@@ -465,8 +480,12 @@ impl TcpPath {
                         conn.handshake_deadline = None;
                     }
                     if let Ok(prefix) = encode_prefix(bytes.len()) {
-                        conn.tx
-                            .send(&mut ctx.io.queue, &mut ctx.io.counters, &[&prefix, &bytes]);
+                        conn.tx.send(
+                            &mut ctx.io.queue,
+                            &mut ctx.io.counters,
+                            &[&prefix, &bytes],
+                            1,
+                        );
                     }
                 }
                 OutsideAction::Reply(..) => {}
@@ -501,7 +520,10 @@ impl TcpPath {
         }
         match c.bytes() {
             // No assumption on the count: a short send resumes where the kernel stopped.
-            Some(n) => conn.tx.queue.complete(n),
+            Some(n) => {
+                ctx.io.counters.tcp_tx_sends += 1;
+                conn.tx.queue.complete(n);
+            }
             None if c.res == -libc::EAGAIN || c.res == -libc::EINTR || c.res == 0 => {
                 conn.tx.queue.abort_send();
             }
@@ -515,12 +537,11 @@ impl TcpPath {
         conn.tx.start(&mut ctx.io.queue);
     }
 
-    /// Queues `parts` (length prefix + frame, or one prefixed slice) on
-    /// connection `id` and starts a send if none is in flight. Counts a drop if
-    /// the queue is full.
+    /// Queues `parts` (length prefix + frame) on connection `id` and starts a
+    /// send if none is in flight. Counts a drop if the queue is full.
     fn send_frame(&mut self, io: &mut Io, id: ConnId, parts: &[&[u8]]) {
         if let Some(conn) = self.conns.get_mut(id).filter(|c| !c.closing) {
-            conn.tx.send(&mut io.queue, &mut io.counters, parts);
+            conn.tx.send(&mut io.queue, &mut io.counters, parts, 1);
         }
     }
 
@@ -531,24 +552,45 @@ impl TcpPath {
         }
     }
 
-    /// Sends bytes `prefixed` (a length prefix and its frame) of `buf`: the
-    /// connection's queue takes its one copy, and `buf` stays with the caller.
-    pub fn send_prefixed(
+    /// Sends `bytes`: `frames` length-prefixed frames back to back. The
+    /// connection's queue takes its one copy; the caller keeps `bytes`.
+    pub fn send_bytes(
         &mut self,
-        io: &mut Io,
+        queue: &mut Queue,
+        counters: &mut IoCounters,
         id: ConnId,
-        buf: &mut PacketBuf,
-        prefixed: Range<usize>,
+        bytes: &[u8],
+        frames: usize,
     ) {
-        let Io {
-            queue,
-            counters,
-            bufs,
-            ..
-        } = io;
         if let Some(conn) = self.conns.get_mut(id).filter(|c| !c.closing) {
-            let bytes = &bufs.bytes_mut(buf)[prefixed];
-            conn.tx.send(queue, counters, &[bytes]);
+            conn.tx.send(queue, counters, &[bytes], frames);
+        }
+    }
+
+    /// Sends `frames` length-prefixed frames that `fill` writes, `len` bytes in all,
+    /// straight into the connection's send memory: no copy after `fill`'s, and one
+    /// queue entry, so they leave in one gathered send. `fill` returns `false` if it
+    /// could not (nothing is sent then). Counts the frames as dropped if the queue is
+    /// full.
+    pub fn send_built(
+        &mut self,
+        queue: &mut Queue,
+        counters: &mut IoCounters,
+        id: ConnId,
+        len: usize,
+        frames: usize,
+        fill: impl FnOnce(&mut [u8]) -> bool,
+    ) {
+        let Some(conn) = self.conns.get_mut(id).filter(|c| !c.closing) else {
+            return;
+        };
+        match conn.tx.queue.push_built(len, fill) {
+            Ok(true) => {
+                counters.tcp_tx_frames += frames as u64;
+                conn.tx.start(queue);
+            }
+            Ok(false) => {}
+            Err(_) => counters.drop_tcp_queue_full += frames as u64,
         }
     }
 
