@@ -18,7 +18,7 @@ use ringway_tun::{ip, Tun, TunOptions};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use super::{Offload, TunError, DATA_PATH_HANDLES_VNET_HDR};
+use super::{Offload, Offloads, TunError, DATA_PATH_HANDLES_VNET_HDR};
 use crate::routes::{OutsidePath, Route, RouteOps};
 
 /// An open, non-blocking TUN device registered with the tokio reactor.
@@ -31,9 +31,8 @@ impl TunDevice {
     /// Creates the TUN device `name` (down, no addresses). It exists until the returned
     /// value, the only holder of its file descriptor, is dropped.
     ///
-    /// `offload` is what `--offload` asked for; until the data path handles the
-    /// `virtio_net_hdr` ([`DATA_PATH_HANDLES_VNET_HDR`]) the device opens with offload off,
-    /// and the log line says so.
+    /// `offload` is what `--offload` asked for ([`DATA_PATH_HANDLES_VNET_HDR`]: the data path
+    /// handles the `virtio_net_hdr`); the log line says what the kernel gave.
     pub fn create(name: &str, offload: Offload) -> Result<TunDevice, TunError> {
         let tun = Tun::create(
             name,
@@ -65,6 +64,11 @@ impl TunDevice {
     /// The name the kernel gave the device.
     pub fn name(&self) -> &str {
         self.fd.get_ref().name()
+    }
+
+    /// What the device got: with `vnet_hdr`, every read and write starts with the header.
+    pub fn offloads(&self) -> Offloads {
+        *self.fd.get_ref().offloads()
     }
 
     /// Reads one packet. Cancel-safe: a packet is only taken off the device by
