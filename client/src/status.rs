@@ -328,6 +328,7 @@ impl fmt::Display for StatusReport {
     ///   sent      10 packets, 1.0 kB, 3 keepalives
     ///   received  9 packets, 900 B, 3 keepalives
     ///   dropped   0 outbound, 0 inbound
+    ///   per call  TUN read 2.5, UDP send 5.0, UDP recv 9.0, TUN write 4.5 packets
     ///   rtt       1.21 ms (smoothed 1.30 ms)
     /// ```
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -380,6 +381,23 @@ impl fmt::Display for StatusReport {
             "  dropped   {} outbound, {} inbound",
             c.tx_dropped, c.rx_dropped
         )?;
+        let io = &self.io;
+        let paths = [
+            ("TUN read", io.tun_rx_reads, io.tun_rx_packets),
+            ("UDP send", io.udp_tx_sends, io.udp_tx_datagrams),
+            ("UDP recv", io.udp_rx_recvs, io.udp_rx_datagrams),
+            ("TCP write", io.tcp_tx_writes, io.tcp_tx_frames),
+            ("TCP read", io.tcp_rx_reads, io.tcp_rx_frames),
+            ("TUN write", io.tun_tx_writes, io.tun_tx_packets),
+        ];
+        let per_call: Vec<String> = paths
+            .iter()
+            .filter(|(_, calls, _)| *calls > 0)
+            .map(|(what, calls, packets)| format!("{what} {:.1}", *packets as f64 / *calls as f64))
+            .collect();
+        if !per_call.is_empty() {
+            writeln!(f, "  per call  {} packets", per_call.join(", "))?;
+        }
         match (self.rtt_ms, self.srtt_ms) {
             (Some(rtt), Some(srtt)) => writeln!(
                 f,
@@ -694,6 +712,11 @@ mod tests {
         assert!(json.contains("\"state\":\"connected\""), "{json}");
         assert!(json.contains("\"interface\":\"rw0\""), "{json}");
         assert!(json.contains("\"tun_rx_packets\":90"), "{json}");
+        let text = report.to_string();
+        assert!(
+            text.contains("  per call  TUN read 45.0, TUN write 0.0 packets\n"),
+            "{text}"
+        );
         assert_eq!(StatusReport::from_json(&json).unwrap(), report);
     }
 
@@ -720,6 +743,7 @@ mod tests {
         );
         assert!(text.contains("1 reconnect, 1 rekey\n"), "{text}");
         assert!(text.contains("rtt       not measured yet"), "{text}");
+        assert!(!text.contains("per call"), "{text}");
         assert!(
             text.contains("last error: server stopped responding"),
             "{text}"
