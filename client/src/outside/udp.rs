@@ -155,7 +155,14 @@ impl PathSocket {
             let offload = offload
                 .then(|| quinn_udp::UdpSocketState::new((&socket).into()))
                 .and_then(|state| match state {
-                    Ok(state) => Some(state),
+                    Ok(state) => {
+                        let ipv6 = server.is_ipv6();
+                        if let Err(e) = crate::platform::keep_default_pmtu_discovery(&socket, ipv6)
+                        {
+                            tracing::debug!(error = %e, "could not restore IP_PMTUDISC_WANT");
+                        }
+                        Some(state)
+                    }
                     Err(e) => {
                         tracing::info!(error = %e, "no UDP offload on this socket");
                         None

@@ -14,7 +14,7 @@
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
-pub use linux::{is_eio, is_no_buffer_space, SystemRoutes, TunDevice};
+pub use linux::{is_eio, is_no_buffer_space, keep_default_pmtu_discovery, SystemRoutes, TunDevice};
 
 #[cfg(not(target_os = "linux"))]
 mod unsupported;
