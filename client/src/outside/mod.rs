@@ -524,7 +524,7 @@ impl SendLink {
 
 impl TunnelSender {
     /// Seals and sends the `len`-byte IPv4 packet at `buf[HEADROOM..]`; `buf`
-    /// must have [`TAG_LEN`](ringway_proto::wire::transport::TAG_LEN) bytes
+    /// must have [`TAG_LEN`] bytes
     /// to spare after it. The packet is encrypted in place and the frame's
     /// prefix and header are written in front of it, so `buf` is scratch
     /// afterwards.
@@ -867,7 +867,7 @@ pub struct ReceivedBatch<'a> {
 pub const PACKET_HEADROOM: usize = HEADER_LEN;
 
 impl<'a> ReceivedBatch<'a> {
-    /// Where the packets lie in [`buf`](Self::buf), in arrival order.
+    /// Where the packets lie in the receive buffer, in arrival order.
     pub fn packets(&self) -> &[Range<usize>] {
         self.packets
     }

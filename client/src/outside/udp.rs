@@ -123,7 +123,7 @@ pub(super) struct PathSocket {
     server: SocketAddr,
 }
 
-/// What a [`PathSocket`] batches: the start-up line's UDP part.
+/// What the UDP socket batches: the start-up line's UDP part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct UdpOffload {
     /// Datagrams one `UDP_SEGMENT` send may carry (1: no GSO).
