@@ -12,12 +12,25 @@
 //! One task per direction, each owning its half of the inside for the
 //! driver's whole life and, while a session is attached, its half of the
 //! tunnel; the halves share the session's core behind a mutex that is held
-//! for one seal or open at a time, never across an await. One buffer per
-//! task is reused for every packet (the outbound task's, with [`HEADROOM`]
-//! in front of the packet; the inbound one inside the receiver). Neither
-//! knows the transport: over TCP a backed-up connection makes the outbound
-//! send wait, and with it the next read from the inside, which is all the
-//! flow control a client needs.
+//! for one batch of seals or opens at a time, never across an await. Buffers
+//! are allocated once per task and reused for every packet (the outbound
+//! task's, with [`HEADROOM`] in front of the packet; the inbound one inside
+//! the receiver). Neither knows the transport: over TCP a backed-up
+//! connection makes the outbound send wait, and with it the next read from
+//! the inside, which is all the flow control a client needs.
+//!
+//! With an inside that speaks `virtio_net_hdr` ([`Inside::offloads`]; a TUN
+//! with `--offload auto`) both tasks batch, through
+//! [`inside::offload`](crate::inside::offload):
+//!
+//! ```text
+//!  outbound: read [hdr][superpacket] ─▶ plain: seal in place, send
+//!                                    └▶ split at a stride ─▶ seal all (one lock) ─▶ one GSO send / TCP write
+//!  inbound:  recv_batch (GRO, many frames, opened under one lock) ─▶ coalesce ─▶ one write per superpacket;
+//!            a packet that joins nothing: a zero header in front of it, written in place
+//! ```
+//!
+//! Without it, one packet per read and per write, as before.
 //!
 //! A [`Driver`] starts with no session; [`Driver::attach`] hands it one (a
 //! fresh [`Tunnel`]), and when that session ends the tasks drop their halves
@@ -43,18 +56,20 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringway_proto::wire::transport::TAG_LEN;
+use ringway_offload::{Output, VNET_HDR_LEN};
+use ringway_proto::wire::transport::{MAX_FRAME_LEN, TAG_LEN};
 use ringway_proto::SessionConfig;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::{sleep_until, timeout};
 
 use crate::core::{Event, Lost, Refused};
-use crate::inside::{Inside, InsideReader, InsideWriter};
+use crate::inside::offload::{lone_packet, Gro, Outbound, Segmenter};
+use crate::inside::{Inside, InsideReader, InsideWriter, Offloads};
 use crate::outside::{
-    Received, RecvError, SendError, Tunnel, TunnelReceiver, TunnelSender, HEADROOM, SEND_BUF_LEN,
+    RecvError, SendError, Tunnel, TunnelReceiver, TunnelSender, HEADROOM, SEND_BUF_LEN,
 };
-use crate::stats::{inc, Stats};
+use crate::stats::{bump, inc, Stats};
 
 /// How long the outbound task gets to send its disconnect when stopping.
 const STOP_GRACE: Duration = Duration::from_secs(1);
@@ -211,6 +226,7 @@ enum ReportKind {
 impl Driver {
     /// Starts both tasks on `inside`, with no session yet; counters go to `stats`.
     pub fn start<I: Inside>(inside: I, stats: Arc<Stats>) -> Driver {
+        let offloads = inside.offloads();
         let (reader, writer) = inside.split();
         let (to_outbound, out_rx) = mpsc::unbounded_channel();
         let (to_inbound, in_rx) = mpsc::unbounded_channel();
@@ -220,12 +236,20 @@ impl Driver {
         let wake = Arc::new(Notify::new());
         let outbound = tokio::spawn(outbound(
             reader,
+            offloads,
             out_rx,
             report_tx.clone(),
             Arc::clone(&stats),
             Arc::clone(&wake),
         ));
-        let inbound = tokio::spawn(inbound(writer, in_rx, report_tx, Arc::clone(&stats), wake));
+        let inbound = tokio::spawn(inbound(
+            writer,
+            offloads,
+            in_rx,
+            report_tx,
+            Arc::clone(&stats),
+            wake,
+        ));
         Driver {
             outbound: Some(outbound),
             inbound: Some(inbound),
@@ -443,6 +467,8 @@ struct OutSession {
     generation: u64,
     next_path_check: Instant,
     warned_reject: bool,
+    /// The largest packet the session carries (its MTU): where superpackets are cut.
+    mtu: usize,
 }
 
 impl OutSession {
@@ -467,6 +493,10 @@ impl OutSession {
     /// session is over.
     async fn settle(&mut self, reports: &mpsc::UnboundedSender<Report>) -> Result<bool, SendError> {
         self.sender.flush().await?;
+        if let Some(config) = self.sender.session_config() {
+            // A rekey may bring another MTU.
+            self.mtu = usize::from(config.mtu);
+        }
         let sender = &self.sender;
         Ok(report_events(
             || sender.poll_event(),
@@ -480,15 +510,27 @@ impl OutSession {
 /// Inside to outside: read a packet into the buffer past the headroom, seal it
 /// in place, send it; the core's timers. Without a session, packets read are
 /// counted and dropped.
+///
+/// With `offloads.vnet_hdr` each read is `[header][packet]`, landing so that
+/// the packet starts at [`HEADROOM`] as a bare read does; a superpacket is cut
+/// by the [`Segmenter`] and its packets sealed and sent as one batch.
 async fn outbound<R: InsideReader>(
     mut reader: R,
+    offloads: Offloads,
     mut commands: mpsc::UnboundedReceiver<OutCommand>,
     reports: mpsc::UnboundedSender<Report>,
     stats: Arc<Stats>,
     wake: Arc<Notify>,
 ) {
-    let mut buf = vec![0u8; SEND_BUF_LEN].into_boxed_slice();
-    let packet_end = buf.len() - TAG_LEN;
+    let vnet = offloads.vnet_hdr;
+    // Bare: as large as one frame's packet. With the header: a 64 KiB superpacket.
+    let (mut buf, read_at, read_end) = if vnet {
+        let len = HEADROOM + MAX_FRAME_LEN + TAG_LEN;
+        (vec![0u8; len], HEADROOM - VNET_HDR_LEN, len - TAG_LEN)
+    } else {
+        (vec![0u8; SEND_BUF_LEN], HEADROOM, SEND_BUF_LEN - TAG_LEN)
+    };
+    let mut segmenter = vnet.then(Segmenter::new);
     let mut session: Option<OutSession> = None;
     let report = |generation, kind| {
         let _ = reports.send(Report { generation, kind });
@@ -501,11 +543,15 @@ async fn outbound<R: InsideReader>(
             biased;
             command = commands.recv() => match command {
                 Some(OutCommand::Attach { sender, generation }) => {
+                    let mtu = sender
+                        .session_config()
+                        .map_or(MAX_FRAME_LEN, |c| usize::from(c.mtu));
                     let s = OutSession {
                         sender: *sender,
                         generation,
                         next_path_check: crate::now() + PATH_CHECK_EVERY,
                         warned_reject: false,
+                        mtu,
                     };
                     timer.as_mut().reset(s.due().into());
                     session = Some(s);
@@ -544,9 +590,9 @@ async fn outbound<R: InsideReader>(
                     Err(e) => Err(e),
                 }
             }
-            read = reader.read_packet(&mut buf[HEADROOM..packet_end]) => {
-                let len = match read {
-                    Ok(len) => len,
+            read = reader.read_packet(&mut buf[read_at..read_end]) => {
+                let n = match read {
+                    Ok(n) => n,
                     Err(e) => {
                         if let Some(s) = session.as_mut() {
                             say_goodbye(&mut s.sender).await;
@@ -555,17 +601,48 @@ async fn outbound<R: InsideReader>(
                         return;
                     }
                 };
+                inc(&stats.tx.tun_reads);
                 let Some(s) = session.as_mut() else {
+                    inc(&stats.tx.tun_packets);
                     inc(&stats.tx.dropped_no_session);
                     continue;
                 };
-                match s.sender.send_packet(&mut buf, len).await {
+                let sent = match segmenter.as_mut() {
+                    None => {
+                        inc(&stats.tx.tun_packets);
+                        s.sender.send_packet(&mut buf, n).await
+                    }
+                    Some(segmenter) => {
+                        let layout = s.sender.segment_layout(s.mtu);
+                        match segmenter.prepare(&mut buf[read_at..read_at + n], &layout) {
+                            Ok(Outbound::Ready) => {
+                                inc(&stats.tx.tun_packets);
+                                s.sender.send_packet(&mut buf, n - VNET_HDR_LEN).await
+                            }
+                            Ok(Outbound::Split(segs)) => {
+                                bump(&stats.tx.tun_packets, segs.count() as u64);
+                                s.sender.send_segments(segmenter.out(), &segs).await
+                            }
+                            Err(e) => {
+                                inc(&stats.tx.tun_packets);
+                                inc(&stats.tx.dropped_offload);
+                                if e.is_misuse() {
+                                    tracing::warn!(error = %e, "cannot segment a read (a bug)");
+                                } else {
+                                    tracing::debug!(error = %e, n, "dropped a read that cannot be segmented");
+                                }
+                                continue;
+                            }
+                        }
+                    }
+                };
+                match sent {
                     Ok(()) => continue,
                     // The session ended under us: the core says why.
                     Err(SendError::Refused(Refused::NoSession)) => s.settle(&reports).await,
                     Err(e) if e.is_fatal() => Err(e),
                     Err(e) => {
-                        tracing::debug!(error = %e, len, "dropped an outbound packet");
+                        tracing::debug!(error = %e, n, "dropped an outbound packet");
                         continue;
                     }
                 }
@@ -607,17 +684,23 @@ enum Next {
     Fail(DriverError),
 }
 
-/// Outside to inside: receive a frame, let the core open it in place, write
-/// the packet.
+/// Outside to inside: receive a batch of frames, let the core open them in
+/// place, write the packets (coalesced, with `offloads.vnet_hdr`).
 async fn inbound<W: InsideWriter>(
-    mut writer: W,
+    writer: W,
+    offloads: Offloads,
     mut commands: mpsc::UnboundedReceiver<InCommand>,
     reports: mpsc::UnboundedSender<Report>,
     stats: Arc<Stats>,
     wake: Arc<Notify>,
 ) {
+    let mut out = InsideOut {
+        writer,
+        gro: Gro::new(&offloads),
+        stats,
+        warned: false,
+    };
     let mut session: Option<InSession> = None;
-    let mut warned_write = false;
     loop {
         let Some(s) = session.as_mut() else {
             match commands.recv().await {
@@ -654,31 +737,27 @@ async fn inbound<W: InsideWriter>(
                 }
                 None => return,
             },
-            received = s.receiver.recv() => match received {
+            received = s.receiver.recv_batch() => match received {
                 Err(e) => Next::End(DriverError::Recv(e)),
-                Ok(Received::Packet(packet)) => match writer.write_packet(packet).await {
-                    Ok(()) => Next::Carry,
-                    Err(e) if is_transient_tun_write(&e) => {
-                        inc(&stats.rx.inside_write_errors);
-                        if !std::mem::replace(&mut warned_write, true) {
-                            tracing::warn!(error = %e, "the TUN refused a packet (is it down?); dropping");
+                Ok(batch) => {
+                    let consumed = batch.consumed();
+                    let (buf, packets) = batch.into_parts();
+                    match out.write_batch(buf, packets).await {
+                        Err(e) => Next::Fail(e),
+                        Ok(()) if consumed => {
+                            let receiver = &s.receiver;
+                            let alive = report_events(|| receiver.poll_event(), generation, &reports, &mut s.warned_reject);
+                            // The outbound task's timer follows the core's.
+                            wake.notify_one();
+                            if !alive {
+                                // The end is reported; the driver detaches us.
+                                session = None;
+                            }
+                            Next::Carry
                         }
-                        Next::Carry
+                        Ok(()) => Next::Carry,
                     }
-                    Err(e) => Next::Fail(DriverError::InsideWrite(e)),
-                },
-                Ok(Received::Consumed) => {
-                    let receiver = &s.receiver;
-                    let alive = report_events(|| receiver.poll_event(), generation, &reports, &mut s.warned_reject);
-                    // The outbound task's timer follows the core's.
-                    wake.notify_one();
-                    if !alive {
-                        // The end is reported; the driver detaches us.
-                        session = None;
-                    }
-                    Next::Carry
                 }
-                Ok(Received::Dropped(_)) => Next::Carry,
             },
         };
         match next {
@@ -698,6 +777,113 @@ async fn inbound<W: InsideWriter>(
                 return;
             }
         }
+    }
+}
+
+/// The inbound task's side of the inside: the writer and, with
+/// `virtio_net_hdr`, the coalescer.
+struct InsideOut<W> {
+    writer: W,
+    gro: Option<Gro>,
+    stats: Arc<Stats>,
+    /// A refused write was logged already.
+    warned: bool,
+}
+
+impl<W: InsideWriter> InsideOut<W> {
+    /// Writes a batch's packets (ranges into `buf`, each with scratch room in
+    /// front): one write per packet without the header; with it, one per
+    /// superpacket the coalescer makes, and the rest where they lie behind a
+    /// zero header. Fails only when the inside is gone.
+    async fn write_batch(
+        &mut self,
+        buf: &mut [u8],
+        packets: &[std::ops::Range<usize>],
+    ) -> Result<(), DriverError> {
+        let Some(gro) = self.gro.as_mut() else {
+            for packet in packets {
+                write_one(
+                    &mut self.writer,
+                    &buf[packet.clone()],
+                    1,
+                    &self.stats,
+                    &mut self.warned,
+                )
+                .await?;
+            }
+            return Ok(());
+        };
+        let mut at = 0;
+        while at < packets.len() {
+            let taken = gro.push(buf, &packets[at..], at);
+            gro.flush();
+            for i in 0..gro.writes().len() {
+                match gro.writes()[i] {
+                    Output::Buffer {
+                        slot,
+                        len,
+                        segments,
+                    } => {
+                        let bytes = gro.buffer(slot, len);
+                        write_one(
+                            &mut self.writer,
+                            bytes,
+                            segments,
+                            &self.stats,
+                            &mut self.warned,
+                        )
+                        .await?;
+                    }
+                    Output::Input { tag } => {
+                        let Some(packet) = usize::try_from(tag).ok().and_then(|t| packets.get(t))
+                        else {
+                            debug_assert!(false, "a tag we never gave: {tag}");
+                            continue;
+                        };
+                        let Some(bytes) = lone_packet(buf, packet.clone()) else {
+                            debug_assert!(false, "no room for the header in front of {packet:?}");
+                            continue;
+                        };
+                        write_one(&mut self.writer, bytes, 1, &self.stats, &mut self.warned)
+                            .await?;
+                    }
+                }
+            }
+            if taken == 0 {
+                // A flushed batch takes at least one packet: cannot happen.
+                debug_assert!(false, "the coalescer took nothing after a flush");
+                break;
+            }
+            at += taken;
+        }
+        Ok(())
+    }
+}
+
+/// One write of `packets` packets to the inside; a refusal that concerns the
+/// packet or the link's state is counted and dropped, anything else is the
+/// inside failing.
+async fn write_one<W: InsideWriter>(
+    writer: &mut W,
+    bytes: &[u8],
+    packets: usize,
+    stats: &Stats,
+    warned: &mut bool,
+) -> Result<(), DriverError> {
+    match writer.write_packet(bytes).await {
+        Ok(()) => {
+            inc(&stats.rx.tun_writes);
+            bump(&stats.rx.tun_packets, packets as u64);
+            Ok(())
+        }
+        Err(e) if is_transient_tun_write(&e) => {
+            bump(&stats.rx.inside_write_errors, packets as u64);
+            if !std::mem::replace(warned, true) {
+                tracing::warn!(error = %e, "the TUN refused a packet (is it down?); dropping");
+            }
+            Ok(())
+        }
+        Err(e) => Err(DriverError::InsideWrite(e)),
     }
 }
 

@@ -114,9 +114,10 @@ enum Command {
         /// /run/ringway/TUN.sock (TUN: the config's `tun_name`).
         #[arg(long, value_name = "PATH")]
         status_socket: Option<PathBuf>,
-        /// TUN offloads (virtio_net_hdr, TSO, USO): `auto` enables what the kernel has, `off`
-        /// none. Used once the client's data path handles the header; until then the TUN
-        /// opens with offload off either way, and the log says so.
+        /// Batching: `auto` enables what the kernel has (TUN virtio_net_hdr with TSO and USO:
+        /// 64 KiB per TUN read and write; UDP GSO and GRO: many datagrams per send and
+        /// receive) and falls back for what is missing; `off`: one packet per system call.
+        /// The log line `offload: ...` says what is on.
         #[arg(long, value_name = "auto|off", default_value_t = Offload::Auto)]
         offload: Offload,
     },
@@ -275,6 +276,7 @@ fn main() -> ExitCode {
                     probe_every: stats.map(Duration::from_secs),
                     ..SessionOptions::default()
                 },
+                udp_offload: offload == Offload::Auto,
                 ..ConnectOptions::default()
             },
             stats: stats.map(Duration::from_secs),
@@ -378,6 +380,10 @@ async fn up(config: ClientConfig, args: UpArgs) -> Result<(), Failure> {
     let session = *tunnel.session_config();
     let server = tunnel.server_addr();
     log_session("connected", &tunnel, &session);
+    tracing::info!(
+        "offload: {}",
+        describe_offload(args.offload, &tun.offloads(), &tunnel)
+    );
 
     if let Err(e) = set_up_inside(&tun, &mut routes, &config, &args, &session, server) {
         // Free the server's session now rather than at its idle timeout.
@@ -437,7 +443,17 @@ async fn up(config: ClientConfig, args: UpArgs) -> Result<(), Failure> {
     if let Some(task) = stats_printer {
         task.abort();
     }
-    tracing::info!("{}", status.stats().snapshot());
+    let totals = status.stats().snapshot();
+    tracing::info!("{totals}");
+    tracing::info!(
+        "system calls: {}",
+        totals
+            .io_counters()
+            .iter()
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     drop(status_server);
     blocking(|| {
         for (route, e) in routes.remove_all() {
@@ -464,6 +480,20 @@ fn log_session(what: &str, tunnel: &Tunnel, session: &SessionConfig) {
         session.idle_timeout(),
         session.rekey_after(),
     );
+}
+
+/// The start-up line's value: what batches on each side, or why nothing does.
+fn describe_offload(mode: Offload, tun: &platform::Offloads, tunnel: &Tunnel) -> String {
+    if mode == Offload::Off {
+        return "off (--offload off): one packet per TUN read and write, one datagram per UDP \
+                send and receive"
+            .into();
+    }
+    let outside = match tunnel.udp_offload() {
+        Some(udp) => format!("UDP {udp}"),
+        None => "TCP: all frames of a superpacket in one write, up to 64 KiB per read".into(),
+    };
+    format!("TUN {tun}; {outside}")
 }
 
 /// Address, MTU and link up on the TUN, then the routes.

@@ -37,6 +37,21 @@ pub struct TxCounters {
     pub dropped_no_session: AtomicU64,
     /// Fresh UDP sockets taken because the local address went away (roaming).
     pub rebinds: AtomicU64,
+    /// Reads from the inside (TUN reads) that returned something.
+    pub tun_reads: AtomicU64,
+    /// Packets those reads held: a superpacket counts as the packets it was cut into.
+    pub tun_packets: AtomicU64,
+    /// Reads dropped because the `virtio_net_hdr` in front or the superpacket behind it could
+    /// not be segmented (`ringway-offload` refused it).
+    pub dropped_offload: AtomicU64,
+    /// UDP send calls that went out (`send`, or `sendmsg` with `UDP_SEGMENT`).
+    pub udp_sends: AtomicU64,
+    /// Datagrams those calls carried.
+    pub udp_datagrams: AtomicU64,
+    /// TCP writes (each one or more whole frames).
+    pub tcp_writes: AtomicU64,
+    /// Frames those writes carried.
+    pub tcp_frames: AtomicU64,
 }
 
 /// Counters written by the receiving side (outside to inside).
@@ -66,6 +81,18 @@ pub struct RxCounters {
     pub recv_errors: AtomicU64,
     /// Handshake rejects received (unauthenticated hints; see the handshake module).
     pub rejects: AtomicU64,
+    /// UDP receive calls that returned datagrams (`recv`, or `recvmmsg` with GRO).
+    pub udp_recvs: AtomicU64,
+    /// Datagrams those calls returned.
+    pub udp_datagrams: AtomicU64,
+    /// TCP reads that returned bytes.
+    pub tcp_reads: AtomicU64,
+    /// Whole frames read off the stream.
+    pub tcp_frames: AtomicU64,
+    /// Writes to the inside (TUN writes), each one packet or one coalesced superpacket.
+    pub tun_writes: AtomicU64,
+    /// Packets those writes carried (a superpacket counts its segments).
+    pub tun_packets: AtomicU64,
 }
 
 /// Both directions' counters; held in an `Arc` by the tunnel halves.
@@ -114,6 +141,25 @@ pub struct StatsSnapshot {
     pub tx_dropped_no_session: u64,
     pub tx_rebinds: u64,
     pub rx_rejects: u64,
+    pub tx_dropped_offload: u64,
+    /// System calls and the packets they moved, per path, named as the server names
+    /// its own (`<path>_<calls>`, `<path>_<packets>`): reads from the TUN...
+    pub tun_rx_reads: u64,
+    pub tun_rx_packets: u64,
+    /// ...UDP sends and the datagrams they carried...
+    pub udp_tx_sends: u64,
+    pub udp_tx_datagrams: u64,
+    /// ...UDP receives...
+    pub udp_rx_recvs: u64,
+    pub udp_rx_datagrams: u64,
+    /// ...TCP writes and reads, in frames...
+    pub tcp_tx_writes: u64,
+    pub tcp_tx_frames: u64,
+    pub tcp_rx_reads: u64,
+    pub tcp_rx_frames: u64,
+    /// ...and writes to the TUN.
+    pub tun_tx_writes: u64,
+    pub tun_tx_packets: u64,
     /// The latest round-trip sample, if any probe was answered.
     pub rtt: Option<Duration>,
     /// The smoothed round-trip time (7/8 old + 1/8 new, as TCP does).
@@ -149,6 +195,19 @@ impl Stats {
             tx_dropped_no_session: t.dropped_no_session.load(Relaxed),
             tx_rebinds: t.rebinds.load(Relaxed),
             rx_rejects: r.rejects.load(Relaxed),
+            tx_dropped_offload: t.dropped_offload.load(Relaxed),
+            tun_rx_reads: t.tun_reads.load(Relaxed),
+            tun_rx_packets: t.tun_packets.load(Relaxed),
+            udp_tx_sends: t.udp_sends.load(Relaxed),
+            udp_tx_datagrams: t.udp_datagrams.load(Relaxed),
+            udp_rx_recvs: r.udp_recvs.load(Relaxed),
+            udp_rx_datagrams: r.udp_datagrams.load(Relaxed),
+            tcp_tx_writes: t.tcp_writes.load(Relaxed),
+            tcp_tx_frames: t.tcp_frames.load(Relaxed),
+            tcp_rx_reads: r.tcp_reads.load(Relaxed),
+            tcp_rx_frames: r.tcp_frames.load(Relaxed),
+            tun_tx_writes: r.tun_writes.load(Relaxed),
+            tun_tx_packets: r.tun_packets.load(Relaxed),
             rtt,
             srtt,
         }
@@ -179,6 +238,27 @@ impl StatsSnapshot {
             + self.tx_dropped_too_large
             + self.tx_send_errors
             + self.tx_dropped_no_session
+            + self.tx_dropped_offload
+    }
+
+    /// Each path's system calls and what they moved, as `name value` pairs in the
+    /// server's naming (`tun_rx_reads 10 tun_rx_packets 40 ...`): the exit line's tail,
+    /// which the tunnel benchmark turns into packets per call.
+    pub fn io_counters(&self) -> [(&'static str, u64); 12] {
+        [
+            ("tun_rx_reads", self.tun_rx_reads),
+            ("tun_rx_packets", self.tun_rx_packets),
+            ("udp_tx_sends", self.udp_tx_sends),
+            ("udp_tx_datagrams", self.udp_tx_datagrams),
+            ("udp_rx_recvs", self.udp_rx_recvs),
+            ("udp_rx_datagrams", self.udp_rx_datagrams),
+            ("tcp_tx_writes", self.tcp_tx_writes),
+            ("tcp_tx_frames", self.tcp_tx_frames),
+            ("tcp_rx_reads", self.tcp_rx_reads),
+            ("tcp_rx_frames", self.tcp_rx_frames),
+            ("tun_tx_writes", self.tun_tx_writes),
+            ("tun_tx_packets", self.tun_tx_packets),
+        ]
     }
 }
 
@@ -200,6 +280,7 @@ impl fmt::Display for StatsSnapshot {
             ("too large", self.tx_dropped_too_large),
             ("send errors", self.tx_send_errors),
             ("while reconnecting", self.tx_dropped_no_session),
+            ("not segmentable", self.tx_dropped_offload),
             ("malformed", self.rx_dropped_malformed),
             ("wrong session", self.rx_dropped_wrong_session),
             ("replayed", self.rx_dropped_replay),

@@ -258,7 +258,7 @@ proptest! {
             co.push(&per_flow[f][next[f]], tag, &mut bufs).unwrap();
             next[f] += 1;
             tag += 1;
-            if tag as usize % icmp_every == 0 {
+            if (tag as usize).is_multiple_of(icmp_every) {
                 prop_assert_eq!(co.push(&icmp, tag, &mut bufs).unwrap(), Pushed::Alone);
                 icmp_tags.push(tag);
                 tag += 1;

@@ -4,18 +4,24 @@
 //! It copies each packet into a `Vec`, which the TUN path never does; it is
 //! meant for checking behaviour and driving many sessions from one process, not
 //! for measuring the per-packet cost of the client.
+//!
+//! [`memory_with_offloads`] makes one that speaks `virtio_net_hdr` as an
+//! offloading TUN does: the host sends `[header][packet or superpacket]` and
+//! receives the same, so the driver's batching path (splitting what it reads,
+//! coalescing what it writes) runs without root.
 
 use std::io;
 
 use tokio::sync::mpsc;
 
-use super::{Inside, InsideReader, InsideWriter};
+use super::{Inside, InsideReader, InsideWriter, Offloads};
 
 /// The driver's end: what it reads packets from and writes packets to.
 #[derive(Debug)]
 pub struct MemoryInside {
     outbound: mpsc::Receiver<Vec<u8>>,
     inbound: mpsc::Sender<Vec<u8>>,
+    offloads: Offloads,
 }
 
 /// The test's end: play the host's IP stack.
@@ -29,10 +35,20 @@ pub struct MemoryHost {
 
 /// A connected pair holding up to `capacity` packets each way.
 pub fn memory(capacity: usize) -> (MemoryInside, MemoryHost) {
+    memory_with_offloads(capacity, Offloads::OFF)
+}
+
+/// A connected pair whose packets carry a `virtio_net_hdr` when `offloads.vnet_hdr` is set
+/// (and, with `tso`/`uso`, may be TCP/UDP superpackets each way).
+pub fn memory_with_offloads(capacity: usize, offloads: Offloads) -> (MemoryInside, MemoryHost) {
     let (to_tunnel, outbound) = mpsc::channel(capacity);
     let (inbound, from_tunnel) = mpsc::channel(capacity);
     (
-        MemoryInside { outbound, inbound },
+        MemoryInside {
+            outbound,
+            inbound,
+            offloads,
+        },
         MemoryHost {
             to_tunnel,
             from_tunnel,
@@ -51,6 +67,10 @@ pub struct MemoryWriter(mpsc::Sender<Vec<u8>>);
 impl Inside for MemoryInside {
     type Reader = MemoryReader;
     type Writer = MemoryWriter;
+
+    fn offloads(&self) -> Offloads {
+        self.offloads
+    }
 
     fn split(self) -> (MemoryReader, MemoryWriter) {
         (MemoryReader(self.outbound), MemoryWriter(self.inbound))

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use ringway_proto::SessionConfig;
 
 use super::{Inside, InsideReader, InsideWriter};
-use crate::platform::{self, Offload, TunDevice, TunError};
+use crate::platform::{self, Offload, Offloads, TunDevice, TunError};
 
 /// An open TUN device; removed on [`close`](Tun::close) or drop.
 #[derive(Debug)]
@@ -24,8 +24,8 @@ pub struct Tun {
 
 impl Tun {
     /// Creates the TUN device `name`, without addresses and down. `offload` is the mode
-    /// asked for; see [`platform::DATA_PATH_HANDLES_VNET_HDR`] for what opens until the data
-    /// path handles the `virtio_net_hdr`.
+    /// asked for ([`Offload::Auto`]: `virtio_net_hdr`, TSO and USO where the kernel has
+    /// them; [`offloads`](Self::offloads) says what it got).
     ///
     /// Must be called within a tokio runtime (the device registers with its reactor).
     pub fn create(name: &str, offload: Offload) -> Result<Tun, TunError> {
@@ -40,6 +40,13 @@ impl Tun {
     /// The device's name, as the kernel gave it.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// What the device got: `virtio_net_hdr`, TSO, USO.
+    pub fn offloads(&self) -> Offloads {
+        self.device
+            .as_ref()
+            .map_or(Offloads::OFF, |device| device.offloads())
     }
 
     /// Gives the device the address, prefix and MTU the server assigned and
@@ -105,6 +112,10 @@ pub struct TunWriter(Arc<TunDevice>);
 impl Inside for TunInside {
     type Reader = TunReader;
     type Writer = TunWriter;
+
+    fn offloads(&self) -> Offloads {
+        self.0.offloads()
+    }
 
     fn split(self) -> (TunReader, TunWriter) {
         (TunReader(Arc::clone(&self.0)), TunWriter(self.0))

@@ -29,7 +29,26 @@
 //! the same session: the core sends a probe, and the server follows
 //! authenticated frames to their new source. The receiver switches to the new
 //! socket through a `watch` channel.
+//!
+//! # Batches
+//!
+//! A TUN with offload hands the driver superpackets, which it cuts into
+//! packets at a fixed stride in one buffer ([`ringway_offload::split`], with
+//! [`TunnelSender::segment_layout`]); [`TunnelSender::send_segments`] seals
+//! them all under one lock and sends them with one `UDP_SEGMENT` sendmsg per
+//! chunk the kernel allows (over TCP: one write of every prefixed frame).
+//! The other way, [`TunnelReceiver::recv_batch`] takes everything one receive
+//! brought (a GRO aggregate and more, or every whole frame a 64 KiB stream
+//! read holds), opens it all in place under one lock and hands back where the
+//! packets lie:
+//!
+//! ```text
+//!  UDP split:  | hdr | packet 0 | tag | hdr | packet 1 | tag | ... | hdr | last | tag |
+//!              |<------ stride ------>|        one sendmsg, UDP_SEGMENT = stride
+//!  TCP split:  | len | hdr | packet 0 | tag | len | hdr | packet 1 | tag | ...  one write
+//! ```
 
+mod batch;
 mod error;
 mod stream;
 mod tcp;
@@ -38,18 +57,20 @@ mod udp;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ring::rand::{SecureRandom, SystemRandom};
-use ringway_proto::wire::transport::{HEADER_LEN, MAX_FRAME_LEN};
+use ringway_offload::{Layout, Segments};
+use ringway_proto::wire::transport::{HEADER_LEN, MAX_FRAME_LEN, OVERHEAD, TAG_LEN};
 use ringway_proto::wire::STREAM_PREFIX_LEN;
 use ringway_proto::{Entropy, EntropyError, SessionConfig};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 pub use error::{ConnectError, RecvError, SendError};
+pub use udp::UdpOffload;
 
 use crate::config::ClientConfig;
 use crate::core::{
@@ -65,6 +86,12 @@ pub const HEADROOM: usize = STREAM_PREFIX_LEN + HEADER_LEN;
 /// A send buffer this long holds the largest packet a frame can carry, with
 /// its headroom and tag.
 pub const SEND_BUF_LEN: usize = STREAM_PREFIX_LEN + MAX_FRAME_LEN;
+
+/// Most frames [`TunnelReceiver::recv_batch`] opens per call. A receive holds
+/// at most this many over UDP (eight 64 KiB GRO aggregates of 1452-byte
+/// frames hold 360); a 64 KiB stream read of tiny frames may hold more, which
+/// wait for the next call.
+pub const MAX_RECV_BATCH: usize = 512;
 
 /// What a tunnel runs over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +158,10 @@ pub struct ConnectOptions {
     pub auto_udp_for: Duration,
     /// Probe and rekey-retry timers of the session.
     pub session: SessionOptions,
+    /// Over UDP, let the kernel batch datagrams where it can (Linux: `UDP_SEGMENT`
+    /// sends and `UDP_GRO` receives through quinn-udp, several receives per call);
+    /// `false` is one datagram per system call (`ringway up --offload off`).
+    pub udp_offload: bool,
 }
 
 impl Default for ConnectOptions {
@@ -141,6 +172,7 @@ impl Default for ConnectOptions {
             retry_interval: Duration::from_secs(1),
             auto_udp_for: Duration::from_secs(3),
             session: SessionOptions::default(),
+            udp_offload: true,
         }
     }
 }
@@ -235,7 +267,7 @@ pub struct Tunnel {
 /// The connection a session runs over, before it is split.
 #[derive(Debug)]
 enum Link {
-    Udp(UdpSocket),
+    Udp(udp::PathSocket),
     Tcp {
         reader: FrameReader<OwnedReadHalf>,
         writer: OwnedWriteHalf,
@@ -334,8 +366,16 @@ impl Tunnel {
     /// Our socket's local address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         match &self.link {
-            Link::Udp(socket) => socket.local_addr(),
+            Link::Udp(socket) => socket.socket().local_addr(),
             Link::Tcp { writer, .. } => writer.local_addr(),
+        }
+    }
+
+    /// Over UDP, what the socket batches (GSO segments per send, GRO); `None` over TCP.
+    pub fn udp_offload(&self) -> Option<UdpOffload> {
+        match &self.link {
+            Link::Udp(socket) => Some(socket.offload()),
+            Link::Tcp { .. } => None,
         }
     }
 
@@ -363,15 +403,29 @@ impl Tunnel {
         let core = Arc::new(Mutex::new(self.core));
         let (send, recv) = match self.link {
             Link::Udp(socket) => {
+                // Offload asked for: room for a recvmmsg of GRO aggregates, also on
+                // any fresh socket a rebind brings.
+                let offload = socket.batches_receives();
                 let socket = Arc::new(socket);
                 let (switch, switched) = watch::channel(Arc::clone(&socket));
-                let buf = vec![0u8; MAX_FRAME_LEN].into_boxed_slice();
+                let buf_len = if offload {
+                    udp::RECV_SLOTS * udp::RECV_SLOT_LEN
+                } else {
+                    MAX_FRAME_LEN
+                };
                 (
-                    SendLink::Udp(udp::UdpPath::new(Arc::clone(&socket), switch, self.server)),
+                    SendLink::Udp(udp::UdpPath::new(
+                        Arc::clone(&socket),
+                        switch,
+                        self.server,
+                        offload,
+                    )),
                     RecvLink::Udp {
                         socket,
                         switched: Some(switched),
-                        buf,
+                        buf: vec![0u8; buf_len].into_boxed_slice(),
+                        frames: Vec::with_capacity(MAX_RECV_BATCH),
+                        next: 0,
                     },
                 )
             }
@@ -388,6 +442,7 @@ impl Tunnel {
                 link: recv,
                 core,
                 stats,
+                packets: Vec::with_capacity(MAX_RECV_BATCH),
             },
         )
     }
@@ -457,14 +512,19 @@ impl SendLink {
         let end = STREAM_PREFIX_LEN + frame_len;
         match self {
             SendLink::Udp(path) => Ok(path.send(&buf[STREAM_PREFIX_LEN..end], stats).await?),
-            SendLink::Tcp(writer) => tcp::transmit(writer, &mut buf[..end]).await.map(|()| true),
+            SendLink::Tcp(writer) => {
+                tcp::transmit(writer, &mut buf[..end]).await?;
+                inc(&stats.tx.tcp_writes);
+                inc(&stats.tx.tcp_frames);
+                Ok(true)
+            }
         }
     }
 }
 
 impl TunnelSender {
     /// Seals and sends the `len`-byte IPv4 packet at `buf[HEADROOM..]`; `buf`
-    /// must have [`TAG_LEN`](ringway_proto::wire::transport::TAG_LEN) bytes
+    /// must have [`TAG_LEN`] bytes
     /// to spare after it. The packet is encrypted in place and the frame's
     /// prefix and header are written in front of it, so `buf` is scratch
     /// afterwards.
@@ -482,6 +542,117 @@ impl TunnelSender {
             bump(&self.stats.tx.bytes, len as u64);
         }
         Ok(())
+    }
+
+    /// Where [`send_segments`](Self::send_segments) wants a split superpacket's
+    /// packets: the transport header (and over TCP the length prefix) in front of
+    /// each, the tag behind, no packet longer than `max_packet_len`.
+    pub fn segment_layout(&self, max_packet_len: usize) -> Layout {
+        let headroom = match self.link {
+            SendLink::Udp(_) => HEADER_LEN,
+            SendLink::Tcp(_) => HEADROOM,
+        };
+        Layout {
+            headroom,
+            tailroom: TAG_LEN,
+            max_packet_len,
+        }
+    }
+
+    /// Seals every packet [`ringway_offload::split`] wrote into `out` (with
+    /// [`segment_layout`](Self::segment_layout)) under one lock of the core, and
+    /// sends them: over UDP the sealed frames lie back to back at the split's
+    /// stride, so they go out with one `UDP_SEGMENT` sendmsg per chunk the kernel
+    /// takes (one datagram per call without GSO); over TCP each frame's prefix
+    /// goes into the room in front of it and all of them out in one write.
+    ///
+    /// Packets sealed before one is refused are still sent; the refusal is the
+    /// error (the rest are dropped). `out` is scratch afterwards.
+    pub async fn send_segments(
+        &mut self,
+        out: &mut [u8],
+        segs: &Segments,
+    ) -> Result<(), SendError> {
+        let stride = segs.stride();
+        let (mut sealed, mut inner_bytes) = (0usize, 0u64);
+        let mut end = 0;
+        let mut refused = None;
+        {
+            let mut core = lock(&self.core);
+            let now = crate::now();
+            for packet in segs.packets() {
+                let (Some(start), Some(frame_end)) = (
+                    packet.start.checked_sub(HEADER_LEN),
+                    packet.end.checked_add(TAG_LEN),
+                ) else {
+                    refused = Some(Refused::BufferTooSmall);
+                    break;
+                };
+                let Some(frame) = out.get_mut(start..frame_end) else {
+                    refused = Some(Refused::BufferTooSmall);
+                    break;
+                };
+                match core.seal_packet(frame, packet.len(), now) {
+                    Ok(n) => {
+                        debug_assert_eq!(
+                            n,
+                            frame_end - start,
+                            "a data frame is header, packet, tag"
+                        );
+                        sealed += 1;
+                        inner_bytes += packet.len() as u64;
+                        end = frame_end;
+                    }
+                    Err(e) => {
+                        refused = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        if sealed > 0 {
+            match &mut self.link {
+                SendLink::Udp(path) => {
+                    let (frames, bytes) =
+                        path.send_frames(&out[..end], stride, &self.stats).await?;
+                    bump(&self.stats.tx.packets, frames as u64);
+                    bump(
+                        &self.stats.tx.bytes,
+                        (bytes as u64).saturating_sub((frames * OVERHEAD) as u64),
+                    );
+                }
+                SendLink::Tcp(writer) => {
+                    for i in 0..sealed {
+                        let at = i * stride;
+                        let frame_len = if i + 1 == sealed {
+                            end - at - STREAM_PREFIX_LEN
+                        } else {
+                            stride - STREAM_PREFIX_LEN
+                        };
+                        let prefix = ringway_proto::wire::stream::encode_prefix(frame_len)
+                            .map_err(|_| Refused::TooLarge)?;
+                        out[at..at + STREAM_PREFIX_LEN].copy_from_slice(&prefix);
+                    }
+                    tcp::write_frames(writer, &out[..end]).await?;
+                    inc(&self.stats.tx.tcp_writes);
+                    bump(&self.stats.tx.tcp_frames, sealed as u64);
+                    bump(&self.stats.tx.packets, sealed as u64);
+                    bump(&self.stats.tx.bytes, inner_bytes);
+                }
+            }
+        }
+        match refused {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Over UDP, what the socket batches now; `None` over TCP.
+    pub fn udp_offload(&self) -> Option<UdpOffload> {
+        match &self.link {
+            SendLink::Udp(path) => Some(path.offload()),
+            SendLink::Tcp(_) => None,
+        }
     }
 
     /// Sends every control frame the core owes the server, in turn.
@@ -621,33 +792,106 @@ pub struct TunnelReceiver {
     link: RecvLink,
     core: Arc<Mutex<Core>>,
     stats: Arc<Stats>,
+    /// Where the last batch's packets lie (allocated once).
+    packets: Vec<Range<usize>>,
 }
 
 #[derive(Debug)]
 enum RecvLink {
-    /// A datagram at a time into `buf` ([`MAX_FRAME_LEN`] bytes: a larger
-    /// datagram arrives truncated and fails to authenticate), from whichever
-    /// socket the sender uses now.
+    /// Datagrams into `buf`, from whichever socket the sender uses now: one
+    /// per receive ([`MAX_FRAME_LEN`] bytes: a larger datagram arrives
+    /// truncated and fails to authenticate), or with offload up to
+    /// [`udp::RECV_SLOTS`] receives of up to 64 KiB each. `frames` says where
+    /// the datagrams of the last receive lie; `next` is the first not yet
+    /// handed out.
     Udp {
-        socket: Arc<UdpSocket>,
+        socket: Arc<udp::PathSocket>,
         /// `None` once the sender is gone (no more switches).
-        switched: Option<watch::Receiver<Arc<UdpSocket>>>,
+        switched: Option<watch::Receiver<Arc<udp::PathSocket>>>,
         buf: Box<[u8]>,
+        frames: Vec<Range<usize>>,
+        next: usize,
     },
     Tcp(FrameReader<OwnedReadHalf>),
 }
 
 impl RecvLink {
-    /// The next frame, in place in the link's buffer. Cancel-safe.
-    async fn next_frame(&mut self, stats: &Stats) -> Result<&mut [u8], RecvError> {
+    /// Up to `max` frames (at least one), in place in the link's buffer: what
+    /// is left of the last receive, or what the next one brings. Cancel-safe.
+    async fn next_frames(
+        &mut self,
+        max: usize,
+        stats: &Stats,
+    ) -> Result<(&mut [u8], &[Range<usize>]), RecvError> {
         match self {
             RecvLink::Udp {
                 socket,
                 switched,
                 buf,
-            } => udp::recv_frame(socket, switched, buf, stats).await,
-            RecvLink::Tcp(reader) => reader.next_frame().await,
+                frames,
+                next,
+            } => {
+                while *next >= frames.len() {
+                    frames.clear();
+                    *next = 0;
+                    udp::recv_frames(socket, switched, buf, frames, stats).await?;
+                }
+                let start = *next;
+                *next = frames.len().min(start + max.max(1));
+                Ok((&mut buf[..], &frames[start..*next]))
+            }
+            RecvLink::Tcp(reader) => {
+                let (buf, frames) = reader.next_frames(max, stats).await?;
+                Ok((buf, frames))
+            }
         }
+    }
+}
+
+/// What one [`TunnelReceiver::recv_batch`] brought: the packets among the
+/// frames, decrypted in place in the receiver's buffer.
+///
+/// Each packet lies behind its frame's transport header, so the
+/// [`PACKET_HEADROOM`] bytes in front of it are free (a TUN writer puts the
+/// `virtio_net_hdr` there and writes from it).
+#[derive(Debug)]
+pub struct ReceivedBatch<'a> {
+    buf: &'a mut [u8],
+    packets: &'a [Range<usize>],
+    consumed: bool,
+    frames: usize,
+}
+
+/// Scratch bytes in front of every packet of a [`ReceivedBatch`]: its frame's
+/// transport header, consumed once the frame opened.
+pub const PACKET_HEADROOM: usize = HEADER_LEN;
+
+impl<'a> ReceivedBatch<'a> {
+    /// Where the packets lie in the receive buffer, in arrival order.
+    pub fn packets(&self) -> &[Range<usize>] {
+        self.packets
+    }
+
+    /// Packet `i`.
+    pub fn packet(&self, i: usize) -> Option<&[u8]> {
+        self.packets.get(i).and_then(|r| self.buf.get(r.clone()))
+    }
+
+    /// Whether a frame for the protocol arrived (a keepalive or probe echo, a
+    /// handshake answer, a disconnect): see [`TunnelReceiver::poll_event`].
+    pub fn consumed(&self) -> bool {
+        self.consumed
+    }
+
+    /// Frames received in this batch, whatever they were.
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+
+    /// The buffer and the packets' ranges in it, for writing them out (the
+    /// [`PACKET_HEADROOM`] in front of each may be overwritten).
+    pub fn into_parts(self) -> (&'a mut [u8], &'a [Range<usize>]) {
+        (self.buf, self.packets)
     }
 }
 
@@ -663,12 +907,48 @@ impl TunnelReceiver {
     /// Cancel-safe: the only await is the read from the socket, and nothing is
     /// changed before it completes, so this can sit in a `select!`.
     pub async fn recv(&mut self) -> Result<Received<'_>, RecvError> {
-        let frame = self.link.next_frame(&self.stats).await?;
+        let (buf, frames) = self.link.next_frames(1, &self.stats).await?;
+        let Some(range) = frames.first().cloned() else {
+            return Err(RecvError::Corrupt(ringway_proto::wire::Error::Truncated));
+        };
+        let frame = &mut buf[range];
         let inbound = lock(&self.core).handle_frame(frame, crate::now());
         Ok(match inbound {
             Inbound::Packet(range) => Received::Packet(&frame[range]),
             Inbound::Consumed => Received::Consumed,
             Inbound::Dropped(why) => Received::Dropped(why),
+        })
+    }
+
+    /// Waits for frames, then opens everything the receive brought (up to
+    /// [`MAX_RECV_BATCH`] frames) in place under one lock of the core, and says
+    /// where the packets lie. Frames that do not open are counted and left out;
+    /// whether any was for the protocol is [`ReceivedBatch::consumed`].
+    ///
+    /// Cancel-safe, as [`recv`](Self::recv) is.
+    pub async fn recv_batch(&mut self) -> Result<ReceivedBatch<'_>, RecvError> {
+        let (buf, frames) = self.link.next_frames(MAX_RECV_BATCH, &self.stats).await?;
+        self.packets.clear();
+        let mut consumed = false;
+        {
+            let mut core = lock(&self.core);
+            let now = crate::now();
+            for frame in frames {
+                match core.handle_frame(&mut buf[frame.clone()], now) {
+                    Inbound::Packet(p) => {
+                        self.packets
+                            .push(frame.start + p.start..frame.start + p.end);
+                    }
+                    Inbound::Consumed => consumed = true,
+                    Inbound::Dropped(_) => {}
+                }
+            }
+        }
+        Ok(ReceivedBatch {
+            buf,
+            packets: &self.packets,
+            consumed,
+            frames: frames.len(),
         })
     }
 

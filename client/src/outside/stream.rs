@@ -1,36 +1,57 @@
 //! Reading length-prefixed frames off a byte stream (the TCP outside).
 //!
-//! [`FrameReader`] reads into proto's [`FrameAssembler`] and hands out each
-//! whole frame where it lies, for the caller to open in place. It asks the
-//! assembler where the next frame is ([`FrameAssembler::peek_frame`]) before
-//! taking it, so its loop can choose between returning a frame and reading
-//! more; and how many bytes end the frame in progress
-//! ([`FrameAssembler::needed`]), so that an [`exact`](FrameReader::exact)
-//! reader never reads past them: after the handshake response nothing of the
-//! session is buffered yet, and the session's reader starts afresh with its
-//! frame limit taken from the MTU the response announced.
+//! [`FrameReader`] reads into its own buffer, up to [`STREAM_BUFFER`] bytes per
+//! read, and hands out every whole frame a read brought where it lies
+//! ([`FrameReader::next_frames`]), so the receiver opens a whole batch in
+//! place and writes its packets from there: the frames stay put until the
+//! next call, which first moves the partial frame at the end (if any) to the
+//! front and reads behind it.
+//!
+//! ```text
+//!  buf: | len | frame 0 | len | frame 1 | ... | len | partial frame ...|   free   |
+//!        ^start                                 ^ start after this batch  ^end
+//! ```
+//!
+//! The framing rules are proto's (`wire::stream`): a 2-byte big-endian length,
+//! never 0, never over the session's frame limit (refused as soon as the
+//! prefix arrives). The reader keeps its own buffer rather than proto's
+//! `FrameAssembler` because that hands out one frame at a time, and a batch
+//! needs them all at once. An [`exact`](FrameReader::exact) reader (the
+//! handshake's) never reads past the end of the frame in progress: after the
+//! handshake response nothing of the session is buffered yet, and the
+//! session's reader starts afresh with its frame limit taken from the MTU the
+//! response announced.
 //!
 //! Every await is a single `read` whose bytes are recorded only once it
-//! completes, so [`FrameReader::next_frame`] is cancel-safe.
+//! completes, so [`FrameReader::next_frames`] is cancel-safe.
 
 use std::io;
+use std::ops::Range;
 
-use ringway_proto::wire::{self, FrameAssembler};
+use ringway_proto::wire::{self, STREAM_PREFIX_LEN};
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 use super::RecvError;
+use crate::stats::{bump, inc, Stats};
 
 /// How many bytes a session's reader asks the socket for at most: many frames
 /// per read when the server sends a burst.
 pub(crate) const STREAM_BUFFER: usize = 64 << 10;
 
-/// Frames from a stream, each handed out in place.
+/// Frames from a stream, handed out in place, a batch at a time.
 #[derive(Debug)]
 pub(crate) struct FrameReader<R> {
     read: R,
-    frames: FrameAssembler,
+    buf: Box<[u8]>,
+    /// The first byte not yet handed out.
+    start: usize,
+    /// The end of what was read.
+    end: usize,
+    max_frame: usize,
     /// Never read past the end of the frame in progress.
     exact: bool,
+    /// The frames of the last batch (allocated once).
+    frames: Vec<Range<usize>>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -48,10 +69,17 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     fn with(read: R, capacity: usize, max_frame: usize, exact: bool) -> Self {
+        let max_frame = max_frame.clamp(1, usize::from(u16::MAX));
+        // Always room for one maximal frame with its prefix.
+        let capacity = capacity.max(STREAM_PREFIX_LEN + max_frame);
         FrameReader {
             read,
-            frames: FrameAssembler::new(capacity, max_frame),
+            buf: vec![0u8; capacity].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            max_frame,
             exact,
+            frames: Vec::new(),
         }
     }
 
@@ -60,8 +88,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Call it between frames, which an exact reader always is once it has
     /// handed out a frame: it buffers nothing beyond the frame in progress.
     pub(crate) fn into_session(self, max_frame: usize) -> Self {
-        debug_assert_eq!(self.frames.buffered(), 0, "switching readers mid-frame");
-        Self::new(self.read, max_frame)
+        debug_assert_eq!(self.buffered(), 0, "switching readers mid-frame");
+        let mut reader = Self::new(self.read, max_frame);
+        reader.frames = Vec::with_capacity(super::MAX_RECV_BATCH);
+        reader
     }
 
     /// Waits for the next whole frame and returns it, in place in the buffer.
@@ -71,40 +101,126 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// [`RecvError::Corrupt`] for a length prefix of zero or over the limit;
     /// after any error the stream is unusable. Cancel-safe.
     pub(crate) async fn next_frame(&mut self) -> Result<&mut [u8], RecvError> {
+        let (buf, frames) = self.next_frames(1, &Stats::default()).await?;
+        let frame = frames.first().cloned().unwrap_or_default();
+        Ok(&mut buf[frame])
+    }
+
+    /// Waits until at least one whole frame is buffered, then hands out up to
+    /// `max` of them (every one buffered, up to `max`): the buffer and where
+    /// each frame lies in it. Reads are counted in `stats`.
+    ///
+    /// Errors as [`next_frame`](Self::next_frame); a bad length after good
+    /// frames is reported by the call after the one that hands those out.
+    /// Cancel-safe.
+    pub(crate) async fn next_frames(
+        &mut self,
+        max: usize,
+        stats: &Stats,
+    ) -> Result<(&mut [u8], &[Range<usize>]), RecvError> {
         loop {
-            // A bad length stays at the front: asking again gives the same
-            // error instead of reading past it.
-            if let Some(frame) = self.frames.peek_frame().map_err(RecvError::Corrupt)? {
-                return self
-                    .frames
-                    .take_frame(frame)
-                    .ok_or(RecvError::Corrupt(wire::Error::Truncated));
+            self.frames.clear();
+            let mut at = self.start;
+            let mut bad = None;
+            while self.frames.len() < max.max(1) {
+                match self.frame_at(at) {
+                    Ok(Some(frame)) => {
+                        at = frame.end;
+                        self.frames.push(frame);
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        bad = Some(e);
+                        break;
+                    }
+                }
             }
-            let needed = self.frames.needed();
-            let spare = self.frames.spare_mut();
+            if !self.frames.is_empty() {
+                self.start = at;
+                bump(&stats.rx.tcp_frames, self.frames.len() as u64);
+                return Ok((&mut self.buf[..], &self.frames));
+            }
+            if let Some(e) = bad {
+                // The bad length stays at the front: asking again gives the
+                // same error instead of reading past it.
+                return Err(RecvError::Corrupt(e));
+            }
+            self.compact();
+            let spare = self.buf.len() - self.end;
             let want = if self.exact {
-                needed.min(spare.len())
+                self.needed().min(spare)
             } else {
-                spare.len()
+                spare
             };
             if want == 0 {
-                // The assembler always has room for a maximal frame, and
-                // refuses a longer length at once: cannot happen.
+                // The buffer always has room for a maximal frame, and a longer
+                // length is refused at once: cannot happen.
                 return Err(RecvError::Corrupt(wire::Error::TooLong));
             }
-            match self.read.read(&mut spare[..want]).await {
+            match self
+                .read
+                .read(&mut self.buf[self.end..self.end + want])
+                .await
+            {
                 Ok(0) => return Err(RecvError::Closed),
-                Ok(n) => self.frames.commit(n),
+                Ok(n) => {
+                    self.end += n.min(want);
+                    inc(&stats.rx.tcp_reads);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(RecvError::ConnectionLost(e)),
             }
         }
     }
 
+    /// The whole frame whose prefix starts at `at`, if all of it is buffered.
+    fn frame_at(&self, at: usize) -> Result<Option<Range<usize>>, wire::Error> {
+        let avail = &self.buf[at..self.end];
+        let Some(len) = self.prefix_len(avail)? else {
+            return Ok(None);
+        };
+        if avail.len() < STREAM_PREFIX_LEN + len {
+            return Ok(None);
+        }
+        let start = at + STREAM_PREFIX_LEN;
+        Ok(Some(start..start + len))
+    }
+
+    /// The length a complete prefix at the front of `avail` announces.
+    fn prefix_len(&self, avail: &[u8]) -> Result<Option<usize>, wire::Error> {
+        let Some(prefix) = avail.get(..STREAM_PREFIX_LEN) else {
+            return Ok(None);
+        };
+        match usize::from(u16::from_be_bytes([prefix[0], prefix[1]])) {
+            0 => Err(wire::Error::InvalidField),
+            len if len > self.max_frame => Err(wire::Error::TooLong),
+            len => Ok(Some(len)),
+        }
+    }
+
+    /// Bytes the frame in progress still needs: the rest of its prefix, then
+    /// the rest of its body.
+    fn needed(&self) -> usize {
+        let avail = &self.buf[self.start..self.end];
+        match self.prefix_len(avail) {
+            Ok(Some(len)) => (STREAM_PREFIX_LEN + len).saturating_sub(avail.len()),
+            Ok(None) => STREAM_PREFIX_LEN - avail.len(),
+            Err(_) => 0,
+        }
+    }
+
+    /// Moves the frame in progress to the front, so a maximal frame fits behind.
+    fn compact(&mut self) {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+    }
+
     /// Bytes read but not yet handed out as frames.
-    #[cfg(test)]
-    fn buffered(&self) -> usize {
-        self.frames.buffered()
+    pub(crate) fn buffered(&self) -> usize {
+        self.end - self.start
     }
 }
 

@@ -13,7 +13,8 @@
 //!
 //! Once established, each direction owns its half of the connection. The
 //! sender writes each frame with one `write_all` of prefix, header and packet,
-//! contiguous in the caller's buffer; the receiver reads with a
+//! contiguous in the caller's buffer (a split superpacket's frames, each with
+//! its prefix, all in one `write_all`); the receiver reads with a
 //! [`FrameReader`](super::stream::FrameReader) and opens each frame where it
 //! lies. There is no queue in between: while the connection is backed up the
 //! write waits, and so does the next read from the TUN, whose own bounded
@@ -175,6 +176,19 @@ async fn handshake_on(
             () = sleep_until(wake.into()) => core.handle_timeout(crate::now()),
         }
     }
+}
+
+/// Writes frames that already carry their length prefixes, lying back to back
+/// in `frames` (a split superpacket), with one `write_all`. Not cancel-safe, as
+/// [`transmit`] is not.
+pub(super) async fn write_frames(
+    writer: &mut OwnedWriteHalf,
+    frames: &[u8],
+) -> Result<(), SendError> {
+    writer
+        .write_all(frames)
+        .await
+        .map_err(SendError::ConnectionLost)
 }
 
 /// Writes the frame at `buf[STREAM_PREFIX_LEN..]` with its length prefix in

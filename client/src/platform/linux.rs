@@ -6,19 +6,21 @@
 //! device non-blocking; its `read`/`write` are plain `read(2)`/`write(2)` on the device file,
 //! which tokio's [`AsyncFd`] turns into readiness-driven async calls.
 //!
-//! The one unsafe call is registering that file with tokio's reactor: tokio cannot check that
-//! the descriptor stays open and the same while registered, so the caller promises it (see
-//! the `SAFETY` comment). No raw reads or writes.
+//! The unsafe calls are registering that file with tokio's reactor (tokio cannot check that
+//! the descriptor stays open and the same while registered, so the caller promises it) and one
+//! `setsockopt` that socket2 does not offer ([`keep_default_pmtu_discovery`]); each has its
+//! `SAFETY` comment. No raw reads or writes.
 #![allow(unsafe_code)]
 
 use std::io;
 use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
 
 use ringway_tun::{ip, Tun, TunOptions};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use super::{Offload, TunError, DATA_PATH_HANDLES_VNET_HDR};
+use super::{Offload, Offloads, TunError, DATA_PATH_HANDLES_VNET_HDR};
 use crate::routes::{OutsidePath, Route, RouteOps};
 
 /// An open, non-blocking TUN device registered with the tokio reactor.
@@ -31,9 +33,8 @@ impl TunDevice {
     /// Creates the TUN device `name` (down, no addresses). It exists until the returned
     /// value, the only holder of its file descriptor, is dropped.
     ///
-    /// `offload` is what `--offload` asked for; until the data path handles the
-    /// `virtio_net_hdr` ([`DATA_PATH_HANDLES_VNET_HDR`]) the device opens with offload off,
-    /// and the log line says so.
+    /// `offload` is what `--offload` asked for ([`DATA_PATH_HANDLES_VNET_HDR`]: the data path
+    /// handles the `virtio_net_hdr`); the log line says what the kernel gave.
     pub fn create(name: &str, offload: Offload) -> Result<TunDevice, TunError> {
         let tun = Tun::create(
             name,
@@ -67,6 +68,11 @@ impl TunDevice {
         self.fd.get_ref().name()
     }
 
+    /// What the device got: with `vnet_hdr`, every read and write starts with the header.
+    pub fn offloads(&self) -> Offloads {
+        *self.fd.get_ref().offloads()
+    }
+
     /// Reads one packet. Cancel-safe: a packet is only taken off the device by
     /// a `read` that returned it.
     ///
@@ -92,6 +98,57 @@ impl TunDevice {
                 Err(_would_block) => continue,
             }
         }
+    }
+}
+
+/// Puts a UDP socket's path-MTU behaviour back to the kernel's default (`IP_PMTUDISC_WANT`,
+/// and for IPv6 also `IPV6_PMTUDISC_WANT` without `IPV6_DONTFRAG`): quinn-udp sets
+/// `IP_PMTUDISC_PROBE` (DF always, the learned path MTU ignored), which suits QUIC's own MTU
+/// discovery but would turn a path narrower than our datagrams into a black hole where the
+/// kernel used to fragment. A `UDP_SEGMENT` send larger than the path MTU then fails with
+/// `EINVAL`, and the sender falls back to one datagram per call, fragmented as before.
+pub fn keep_default_pmtu_discovery(socket: &impl AsRawFd, ipv6: bool) -> io::Result<()> {
+    set_int(
+        socket,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_WANT,
+    )?;
+    if ipv6 {
+        set_int(
+            socket,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_WANT,
+        )?;
+        set_int(socket, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 0)?;
+    }
+    Ok(())
+}
+
+/// `setsockopt(level, name, &value, sizeof(int))`.
+fn set_int(
+    socket: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the kernel reads `size_of::<c_int>()` bytes from `&value`, a live local that
+    // outlives the call, and keeps no pointer to it; the descriptor is borrowed from a socket
+    // the caller holds for the duration, and a bad one is an error return, not UB.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -202,6 +259,51 @@ mod tests {
             name_gone(io::Error::from_raw_os_error(libc::EIO)).raw_os_error(),
             Some(libc::EIO)
         );
+    }
+
+    fn get_int(socket: &impl AsRawFd, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+        let mut value: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: the kernel writes at most `len` bytes into `value`, a live local, and the
+        // new length into `len`; the socket outlives the call.
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                level,
+                name,
+                std::ptr::from_mut(&mut value).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+        value
+    }
+
+    #[test]
+    fn pmtu_discovery_goes_back_to_the_kernels_default() {
+        let v4 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        // What quinn-udp sets.
+        set_int(
+            &v4,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_PROBE,
+        )
+        .unwrap();
+        keep_default_pmtu_discovery(&v4, false).unwrap();
+        assert_eq!(
+            get_int(&v4, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER),
+            libc::IP_PMTUDISC_WANT
+        );
+        if let Ok(v6) = std::net::UdpSocket::bind("[::1]:0") {
+            set_int(&v6, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 1).unwrap();
+            keep_default_pmtu_discovery(&v6, true).unwrap();
+            assert_eq!(get_int(&v6, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG), 0);
+            assert_eq!(
+                get_int(&v6, libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER),
+                libc::IPV6_PMTUDISC_WANT
+            );
+        }
     }
 
     #[test]

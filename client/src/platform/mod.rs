@@ -14,7 +14,7 @@
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
-pub use linux::{is_eio, is_no_buffer_space, SystemRoutes, TunDevice};
+pub use linux::{is_eio, is_no_buffer_space, keep_default_pmtu_discovery, SystemRoutes, TunDevice};
 
 #[cfg(not(target_os = "linux"))]
 mod unsupported;
@@ -29,9 +29,9 @@ pub use ringway_tun::{Offload, Offloads, TunError};
 /// packets with the 10-byte `virtio_net_hdr` in front, splits the superpackets a read may
 /// return, and completes the checksums the kernel leaves partial.
 ///
-/// It does not yet, so the TUN opens with offload off whatever `--offload` says, and the
-/// start-up line says so. The step of issue 8 that teaches the client the header flips this.
-pub const DATA_PATH_HANDLES_VNET_HDR: bool = false;
+/// It does ([`inside::offload`](crate::inside::offload)), so `--offload auto` opens the TUN
+/// with the header and whatever offloads the kernel has.
+pub const DATA_PATH_HANDLES_VNET_HDR: bool = true;
 
 /// Assigns the session's address and prefix to `name`, sets its MTU and brings it up. The
 /// kernel adds the route for the prefix, which is what sends the server's tunnel subnet into

@@ -58,6 +58,10 @@ pub struct Options {
     /// After the handshake, send nothing of its own: no keepalives, no probe
     /// echoes, no echoed packets (a server whose answers are all lost).
     pub mute: bool,
+    /// Batch UDP as an offloading server does (Linux): `UDP_GRO` on its socket,
+    /// so a client's `UDP_SEGMENT` send arrives as one receive that it splits by
+    /// the stride, and [`FakeServer::send_gso_burst`] sends with `UDP_SEGMENT`.
+    pub gso: bool,
 }
 
 impl Default for Options {
@@ -71,6 +75,7 @@ impl Default for Options {
             greeting: None,
             rejects: true,
             mute: false,
+            gso: false,
         }
     }
 }
@@ -123,6 +128,9 @@ enum Command {
     Disconnect,
     /// Close the session's TCP connection.
     CloseTcp,
+    /// Seal packets (all as long as the first, the last possibly shorter) and
+    /// send them over UDP with one `UDP_SEGMENT` sendmsg.
+    GsoBurst(Vec<Vec<u8>>),
 }
 
 pub struct FakeServer {
@@ -175,7 +183,12 @@ impl FakeServer {
         let seen = Arc::new(Seen::default());
         let silent = Arc::new(AtomicBool::new(false));
         let (commands, rx) = mpsc::unbounded_channel();
+        let gso = match (&udp, opts.gso) {
+            (Some(socket), true) => Some(Gso::new(socket)),
+            _ => None,
+        };
         let state = State {
+            gso,
             sessions: Sessions::new(&opts.settings),
             ids: Ids::default(),
             opts,
@@ -230,6 +243,12 @@ impl FakeServer {
         let _ = self.commands.send(Command::PacketTwice(packet));
     }
 
+    /// Seals `packets` and sends them over UDP as one `UDP_SEGMENT` sendmsg
+    /// (needs [`Options::gso`]); all but the last must be as long as the first.
+    pub fn send_gso_burst(&self, packets: Vec<Vec<u8>>) {
+        let _ = self.commands.send(Command::GsoBurst(packets));
+    }
+
     /// Seals `packets` and sends them at once: over TCP, packed in one write.
     pub fn send_burst(&self, packets: Vec<Vec<u8>>) {
         let _ = self.commands.send(Command::Burst(packets));
@@ -259,6 +278,8 @@ impl Drop for Conn {
 }
 
 struct State {
+    /// UDP batching ([`Options::gso`]).
+    gso: Option<Gso>,
     opts: Options,
     seen: Arc<Seen>,
     silent: Arc<AtomicBool>,
@@ -294,9 +315,15 @@ async fn serve(
     loop {
         let timer = state.next_timer;
         tokio::select! {
-            received = recv_udp(state.udp.as_ref(), &mut buf) => {
-                let Ok((n, from)) = received else { continue };
-                state.handle_frame(&mut buf[..n], Outside::Udp(from)).await;
+            received = recv_udp(state.udp.as_ref(), state.gso.as_ref(), &mut buf) => {
+                let Ok((n, stride, from)) = received else { continue };
+                let stride = if stride == 0 { n.max(1) } else { stride };
+                let mut at = 0;
+                while at < n {
+                    let end = (at + stride).min(n);
+                    state.handle_frame(&mut buf[at..end], Outside::Udp(from)).await;
+                    at = end;
+                }
             }
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
@@ -322,12 +349,84 @@ async fn serve(
     }
 }
 
-/// A datagram from the UDP socket, or never if there is none.
-async fn recv_udp(udp: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
-    match udp {
-        Some(socket) => socket.recv_from(buf).await,
-        None => std::future::pending().await,
+/// A datagram (or with GRO, datagrams `stride` bytes apart) from the UDP
+/// socket, or never if there is none.
+async fn recv_udp(
+    udp: Option<&UdpSocket>,
+    gso: Option<&Gso>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, usize, SocketAddr)> {
+    match (udp, gso) {
+        (Some(socket), Some(gso)) => gso.recv(socket, buf).await,
+        (Some(socket), None) => {
+            let (n, from) = socket.recv_from(buf).await?;
+            Ok((n, n, from))
+        }
+        (None, _) => std::future::pending().await,
     }
+}
+
+/// quinn-udp's state for the fake server's socket: `UDP_GRO` on, `UDP_SEGMENT` sends.
+#[cfg(target_os = "linux")]
+struct Gso(quinn_udp::UdpSocketState);
+
+#[cfg(target_os = "linux")]
+impl Gso {
+    fn new(socket: &UdpSocket) -> Gso {
+        Gso(quinn_udp::UdpSocketState::new(socket.into()).unwrap())
+    }
+
+    async fn recv(
+        &self,
+        socket: &UdpSocket,
+        buf: &mut [u8],
+    ) -> std::io::Result<(usize, usize, SocketAddr)> {
+        let mut meta = [quinn_udp::RecvMeta::default()];
+        let mut iov = [std::io::IoSliceMut::new(buf)];
+        socket
+            .async_io(tokio::io::Interest::READABLE, || {
+                self.0.recv(socket.into(), &mut iov, &mut meta)
+            })
+            .await?;
+        Ok((meta[0].len, meta[0].stride, meta[0].addr))
+    }
+
+    async fn send(&self, socket: &UdpSocket, to: SocketAddr, frames: &[u8], stride: usize) {
+        let transmit = quinn_udp::Transmit {
+            destination: to,
+            ecn: None,
+            contents: frames,
+            segment_size: Some(stride),
+            src_ip: None,
+        };
+        socket
+            .async_io(tokio::io::Interest::WRITABLE, || {
+                self.0.try_send(socket.into(), &transmit)
+            })
+            .await
+            .expect("a UDP_SEGMENT send on loopback");
+    }
+}
+
+/// Elsewhere there is no UDP batching to test.
+#[cfg(not(target_os = "linux"))]
+struct Gso;
+
+#[cfg(not(target_os = "linux"))]
+impl Gso {
+    fn new(_socket: &UdpSocket) -> Gso {
+        panic!("UDP GSO tests run on Linux only")
+    }
+
+    async fn recv(
+        &self,
+        _socket: &UdpSocket,
+        _buf: &mut [u8],
+    ) -> std::io::Result<(usize, usize, SocketAddr)> {
+        std::future::pending().await
+    }
+
+    async fn send(&self, _socket: &UdpSocket, _to: SocketAddr, _frames: &[u8], _stride: usize) {}
 }
 
 impl State {
@@ -498,6 +597,21 @@ impl State {
                 if let Outside::Tcp(conn) = to {
                     self.close_conn(u64::from(conn.index));
                 }
+                return;
+            }
+            Command::GsoBurst(packets) => {
+                let frames: Vec<Vec<u8>> = packets.iter().filter_map(|p| self.seal(p)).collect();
+                let (Outside::Udp(addr), Some(gso), Some(udp), Some(first)) =
+                    (to, &self.gso, &self.udp, frames.first())
+                else {
+                    panic!("a GSO burst needs Options::gso and a client over UDP");
+                };
+                let stride = first.len();
+                assert!(
+                    frames.iter().rev().skip(1).all(|f| f.len() == stride),
+                    "a GSO burst's frames are all as long as the first but the last"
+                );
+                gso.send(udp, addr, &frames.concat(), stride).await;
                 return;
             }
         };
