@@ -9,7 +9,7 @@ mod support;
 use std::future::pending;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ringway_client::inside::memory::memory;
 use ringway_client::outside::{TunnelReceiver, HEADROOM, SEND_BUF_LEN};
@@ -232,7 +232,17 @@ async fn reconnects_when_the_server_drops_the_handshake() {
         ..Options::default()
     })
     .await;
-    let tunnel = connected(&server, TransportChoice::Tcp).await;
+    // A resend on the third connection would be answered with a second
+    // session, so the retry interval is far longer than a loaded machine
+    // needs for one loopback round trip: only the closes may cause retries.
+    let opts = ConnectOptions {
+        retry_interval: HANG_GUARD,
+        deadline: HANG_GUARD * 2,
+        ..tcp(0)
+    };
+    let started = Instant::now();
+    let tunnel = connected_with(&server, &opts).await;
+    assert!(started.elapsed() < HANG_GUARD, "a close is retried at once");
     assert_eq!(tunnel.session_id(), SESSION_ID);
     assert_eq!(server.seen.tcp_connections.load(Relaxed), 3);
     assert_eq!(server.seen.accepted.load(Relaxed), 1);
