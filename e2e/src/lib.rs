@@ -48,6 +48,7 @@ pub mod harness;
 pub mod icmp;
 pub mod interrupt;
 pub mod iperf;
+pub mod netdev;
 pub mod netns;
 pub mod netstate;
 pub mod path;

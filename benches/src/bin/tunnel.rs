@@ -39,6 +39,14 @@ struct Args {
     /// Same as --build; a bare DIR is labelled build1, build2, ... by position.
     #[arg(long = "ringway-bin-dir", value_name = "[LABEL=]DIR")]
     bin_dirs: Vec<String>,
+    /// Extra `ringway-server run` arguments for one build, as LABEL=ARGS (split on spaces),
+    /// e.g. `--build fq=target/release --build nofq=target/release --server-args
+    /// 'nofq=--fair-queue off'` measures a feature on and off with the same binaries.
+    #[arg(long = "server-args", value_name = "LABEL=ARGS")]
+    server_args: Vec<String>,
+    /// Extra `ringway up` arguments for one build, as LABEL=ARGS.
+    #[arg(long = "client-args", value_name = "LABEL=ARGS")]
+    client_args: Vec<String>,
     /// Systems to compare, comma-separated: raw-veth, ringway-udp, ringway-tcp.
     #[arg(long, value_delimiter = ',', default_values_t = KNOWN_SYSTEMS.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())]
     systems: Vec<String>,
@@ -115,6 +123,25 @@ fn resolve(args: &Args) -> Result<Setup> {
     for (i, b) in builds.iter().enumerate() {
         if builds[..i].iter().any(|a| a.label == b.label) {
             bail!("two builds are labelled {:?}", b.label);
+        }
+    }
+    for (flag, specs, server) in [
+        ("--server-args", &args.server_args, true),
+        ("--client-args", &args.client_args, false),
+    ] {
+        for spec in specs {
+            let Some((label, extra)) = spec.split_once('=') else {
+                bail!("{flag} takes LABEL=ARGS, got {spec:?}");
+            };
+            let Some(build) = builds.iter_mut().find(|b| b.label == label) else {
+                bail!("{flag} {spec:?}: no build is labelled {label:?}");
+            };
+            let list = if server {
+                &mut build.server_args
+            } else {
+                &mut build.client_args
+            };
+            list.extend(extra.split_whitespace().map(str::to_owned));
         }
     }
     let systems = system::expand(&args.systems, &builds)?;

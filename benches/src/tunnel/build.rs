@@ -23,6 +23,11 @@ pub struct Build {
     pub commit: Option<String>,
     /// Its executables.
     pub binaries: Binaries,
+    /// Extra arguments for `ringway-server run` (e.g. `--fair-queue off`), so one set of
+    /// binaries can run as two builds with a feature on and off.
+    pub server_args: Vec<String>,
+    /// Extra arguments for `ringway up`.
+    pub client_args: Vec<String>,
 }
 
 impl Build {
@@ -46,6 +51,8 @@ impl Build {
             commit: commit_of(&dir),
             dir,
             binaries,
+            server_args: Vec::new(),
+            client_args: Vec::new(),
         })
     }
 

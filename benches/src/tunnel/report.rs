@@ -86,6 +86,31 @@ pub const METRICS: &[Metric] = &[
         label: "bulk retr",
         decimals: 0,
     },
+    Metric {
+        key: "bulk_retrans_pct",
+        label: "retr %",
+        decimals: 2,
+    },
+    Metric {
+        key: "drops_tun_client",
+        label: "TUN drops client",
+        decimals: 0,
+    },
+    Metric {
+        key: "drops_tun_server",
+        label: "TUN drops server",
+        decimals: 0,
+    },
+    Metric {
+        key: "drops_rcvbuf_client",
+        label: "rcvbuf drops client",
+        decimals: 0,
+    },
+    Metric {
+        key: "drops_rcvbuf_server",
+        label: "rcvbuf drops server",
+        decimals: 0,
+    },
 ];
 
 /// Decimal places of packets-per-call ratios.

@@ -138,7 +138,10 @@ impl System for Ringway {
     }
 
     fn start(&self) -> Result<Box<dyn Running>> {
-        let opts = TestbedOptions::new(self.transport).binaries(self.build.binaries.clone());
+        let opts = TestbedOptions::new(self.transport)
+            .binaries(self.build.binaries.clone())
+            .server_args(self.build.server_args.iter().cloned())
+            .client_args(self.build.client_args.iter().cloned());
         let bed = Testbed::start(opts).with_context(|| format!("starting {}", self.name()))?;
         Ok(Box::new(RunningRingway { bed }))
     }

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use ringway_e2e::cpu::CpuTime;
 use ringway_e2e::iperf::{self, IperfReport, IperfSpec};
+use ringway_e2e::netdev::NetDev;
+use ringway_e2e::path::TunnelPath;
 use ringway_e2e::ping::{self, PingSample};
 use ringway_e2e::snmp::Snmp;
 
@@ -275,6 +277,7 @@ fn ping_under_load(
         reverse,
     };
     let before = Snmp::read(sender)?;
+    let queues = Queues::read(&path)?;
     let (sample, bulk) = std::thread::scope(|s| {
         let bulk = s.spawn(move || iperf::run_spec(&path, &spec, log_dir));
         let deadline = Instant::now() + LOAD_START_LIMIT;
@@ -306,7 +309,52 @@ fn ping_under_load(
     if let Some(r) = bulk.retransmits {
         m.insert("bulk_retransmits".into(), r as f64);
     }
+    Queues::read(&path)?.since(&queues, reverse, &mut m);
     Ok(m)
+}
+
+/// The counters that say where a run's packets were lost: each namespace's TCP senders,
+/// UDP receive buffers and TUN transmit queues.
+struct Queues {
+    server: (Snmp, NetDev),
+    client: (Snmp, NetDev),
+}
+
+impl Queues {
+    fn read(path: &TunnelPath<'_>) -> Result<Self> {
+        Ok(Self {
+            server: (Snmp::read(path.server_ns)?, NetDev::read(path.server_ns)?),
+            client: (Snmp::read(path.client_ns)?, NetDev::read(path.client_ns)?),
+        })
+    }
+
+    /// Adds what grew since `earlier`: the bulk sender's retransmits as a share of its
+    /// segments (`reverse`: the server's namespace sends), and drops per queue and side.
+    fn since(&self, earlier: &Self, reverse: bool, m: &mut Metrics) {
+        let sender = if reverse { &self.server } else { &self.client };
+        let sender_before = if reverse {
+            &earlier.server
+        } else {
+            &earlier.client
+        };
+        let out = sender.0.delta(&sender_before.0, "Tcp.OutSegs");
+        let retrans = sender.0.delta(&sender_before.0, "Tcp.RetransSegs");
+        if out > 0 {
+            m.insert(
+                "bulk_retrans_pct".into(),
+                100.0 * retrans as f64 / out as f64,
+            );
+        }
+        for (side, now, then) in [
+            ("server", &self.server, &earlier.server),
+            ("client", &self.client, &earlier.client),
+        ] {
+            let tun = now.1.tx_drops().saturating_sub(then.1.tx_drops());
+            m.insert(format!("drops_tun_{side}"), tun as f64);
+            let rcvbuf = now.0.delta(&then.0, "Udp.RcvbufErrors");
+            m.insert(format!("drops_rcvbuf_{side}"), rcvbuf as f64);
+        }
+    }
 }
 
 #[cfg(test)]
