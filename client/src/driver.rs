@@ -63,11 +63,13 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::{sleep_until, timeout};
 
+use crate::backlog::{InBacklog, OutBacklog, QueueOptions, DRAIN_BURST};
 use crate::core::{Event, Lost, Refused};
 use crate::inside::offload::{lone_packet, Gro, Outbound, Segmenter};
 use crate::inside::{Inside, InsideReader, InsideWriter, Offloads};
 use crate::outside::{
-    RecvError, SendError, Tunnel, TunnelReceiver, TunnelSender, HEADROOM, SEND_BUF_LEN,
+    RecvError, SendError, Tunnel, TunnelReceiver, TunnelSender, HEADROOM, MAX_RECV_BATCH,
+    SEND_BUF_LEN,
 };
 use crate::stats::{bump, inc, Stats};
 
@@ -224,8 +226,20 @@ enum ReportKind {
 }
 
 impl Driver {
-    /// Starts both tasks on `inside`, with no session yet; counters go to `stats`.
+    /// Starts both tasks on `inside`, with no session yet, each with its fair
+    /// queue ([`QueueOptions::default`]); counters go to `stats`.
     pub fn start<I: Inside>(inside: I, stats: Arc<Stats>) -> Driver {
+        Self::start_with(inside, stats, Some(QueueOptions::default()))
+    }
+
+    /// [`start`](Self::start) with the queues `queue` says (`None`: none, each
+    /// read sent and each packet written at once, so waiting happens in the
+    /// kernel's FIFOs).
+    pub fn start_with<I: Inside>(
+        inside: I,
+        stats: Arc<Stats>,
+        queue: Option<QueueOptions>,
+    ) -> Driver {
         let offloads = inside.offloads();
         let (reader, writer) = inside.split();
         let (to_outbound, out_rx) = mpsc::unbounded_channel();
@@ -237,6 +251,7 @@ impl Driver {
         let outbound = tokio::spawn(outbound(
             reader,
             offloads,
+            queue.clone(),
             out_rx,
             report_tx.clone(),
             Arc::clone(&stats),
@@ -245,6 +260,7 @@ impl Driver {
         let inbound = tokio::spawn(inbound(
             writer,
             offloads,
+            queue,
             in_rx,
             report_tx,
             Arc::clone(&stats),
@@ -514,9 +530,15 @@ impl OutSession {
 /// With `offloads.vnet_hdr` each read is `[header][packet]`, landing so that
 /// the packet starts at [`HEADROOM`] as a bare read does; a superpacket is cut
 /// by the [`Segmenter`] and its packets sealed and sent as one batch.
+///
+/// With a `queue`, reads go into an [`OutBacklog`] first (up to [`DRAIN_BURST`]
+/// in a row while the inside has more) and are sealed and sent from there, sparse
+/// flows first: the TUN's own FIFO stays short, so a ping never waits behind a
+/// bulk upload's backlog.
 async fn outbound<R: InsideReader>(
     mut reader: R,
     offloads: Offloads,
+    queue: Option<QueueOptions>,
     mut commands: mpsc::UnboundedReceiver<OutCommand>,
     reports: mpsc::UnboundedSender<Report>,
     stats: Arc<Stats>,
@@ -530,6 +552,15 @@ async fn outbound<R: InsideReader>(
     } else {
         (vec![0u8; SEND_BUF_LEN], HEADROOM, SEND_BUF_LEN - TAG_LEN)
     };
+    let mut backlog = queue.and_then(|q| match OutBacklog::new(&q, buf.len()) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            // Options are validated before the driver starts: a bug if it shows.
+            tracing::warn!(error = %e, "outbound queue off");
+            None
+        }
+    });
+    let mut reads_in_a_row = 0u32;
     let mut segmenter = vnet.then(Segmenter::new);
     let mut session: Option<OutSession> = None;
     let report = |generation, kind| {
@@ -538,6 +569,7 @@ async fn outbound<R: InsideReader>(
     let timer = sleep_until(tokio::time::Instant::now());
     tokio::pin!(timer);
     loop {
+        let queued = backlog.as_ref().is_some_and(|b| !b.is_empty()) && session.is_some();
         // What happened to the session in this round, if it needs settling.
         let settled = tokio::select! {
             biased;
@@ -558,6 +590,9 @@ async fn outbound<R: InsideReader>(
                     continue;
                 }
                 Some(OutCommand::Detach { goodbye }) => {
+                    if let Some(b) = backlog.as_mut() {
+                        b.clear(&stats);
+                    }
                     if let Some(mut s) = session.take() {
                         if goodbye {
                             say_goodbye(&mut s.sender).await;
@@ -590,6 +625,14 @@ async fn outbound<R: InsideReader>(
                     Err(e) => Err(e),
                 }
             }
+            // The queue has had its share of reads: send one.
+            () = std::future::ready(()), if queued && reads_in_a_row >= DRAIN_BURST => {
+                reads_in_a_row = 0;
+                match send_queued(&mut backlog, &mut session, &mut segmenter, read_at, &stats, &reports).await {
+                    None => continue,
+                    Some(settled) => settled,
+                }
+            }
             read = reader.read_packet(&mut buf[read_at..read_end]) => {
                 let n = match read {
                     Ok(n) => n,
@@ -607,44 +650,23 @@ async fn outbound<R: InsideReader>(
                     inc(&stats.tx.dropped_no_session);
                     continue;
                 };
-                let sent = match segmenter.as_mut() {
-                    None => {
-                        inc(&stats.tx.tun_packets);
-                        s.sender.send_packet(&mut buf, n).await
-                    }
-                    Some(segmenter) => {
-                        let layout = s.sender.segment_layout(s.mtu);
-                        match segmenter.prepare(&mut buf[read_at..read_at + n], &layout) {
-                            Ok(Outbound::Ready) => {
-                                inc(&stats.tx.tun_packets);
-                                s.sender.send_packet(&mut buf, n - VNET_HDR_LEN).await
-                            }
-                            Ok(Outbound::Split(segs)) => {
-                                bump(&stats.tx.tun_packets, segs.count() as u64);
-                                s.sender.send_segments(segmenter.out(), &segs).await
-                            }
-                            Err(e) => {
-                                inc(&stats.tx.tun_packets);
-                                inc(&stats.tx.dropped_offload);
-                                if e.is_misuse() {
-                                    tracing::warn!(error = %e, "cannot segment a read (a bug)");
-                                } else {
-                                    tracing::debug!(error = %e, n, "dropped a read that cannot be segmented");
-                                }
-                                continue;
-                            }
-                        }
-                    }
-                };
-                match sent {
-                    Ok(()) => continue,
-                    // The session ended under us: the core says why.
-                    Err(SendError::Refused(Refused::NoSession)) => s.settle(&reports).await,
-                    Err(e) if e.is_fatal() => Err(e),
-                    Err(e) => {
-                        tracing::debug!(error = %e, n, "dropped an outbound packet");
-                        continue;
-                    }
+                if let Some(b) = backlog.as_mut() {
+                    let packet = HEADROOM..read_at + n;
+                    b.push(&mut buf, n, packet, crate::now(), &stats);
+                    reads_in_a_row += 1;
+                    continue;
+                }
+                match send_read(s, &mut buf, n, read_at, segmenter.as_mut(), &stats, &reports).await {
+                    None => continue,
+                    Some(settled) => settled,
+                }
+            }
+            // Nothing more to read right now: send what waits.
+            () = std::future::ready(()), if queued => {
+                reads_in_a_row = 0;
+                match send_queued(&mut backlog, &mut session, &mut segmenter, read_at, &stats, &reports).await {
+                    None => continue,
+                    Some(settled) => settled,
                 }
             }
         };
@@ -655,8 +677,92 @@ async fn outbound<R: InsideReader>(
             Ok(false) => timer.as_mut().reset(s.next_path_check.into()),
             Err(e) => {
                 report(s.generation, ReportKind::Ended(DriverError::Send(e)));
+                if let Some(b) = backlog.as_mut() {
+                    b.clear(&stats);
+                }
                 session = None;
             }
+        }
+    }
+}
+
+/// Sends the next read the queue gives up (see [`outbound`] and [`send_read`]).
+async fn send_queued(
+    backlog: &mut Option<OutBacklog>,
+    session: &mut Option<OutSession>,
+    segmenter: &mut Option<Segmenter>,
+    read_at: usize,
+    stats: &Stats,
+    reports: &mpsc::UnboundedSender<Report>,
+) -> Option<Result<bool, SendError>> {
+    let (Some(b), Some(s)) = (backlog.as_mut(), session.as_mut()) else {
+        return None;
+    };
+    let popped = b.pop(crate::now(), HEADROOM, stats)?;
+    let sent = send_read(
+        s,
+        b.buf(popped.idx),
+        popped.len,
+        read_at,
+        segmenter.as_mut(),
+        stats,
+        reports,
+    )
+    .await;
+    b.release(popped.idx);
+    sent
+}
+
+/// Seals and sends one read of `n` bytes at `buf[read_at..]` (with the
+/// segmenter: cut first). Errors about the packet are counted and dropped
+/// (`None`: nothing to settle, so the per-packet path touches no timer); when
+/// the session ended or failed, what [`OutSession::settle`] says.
+async fn send_read(
+    s: &mut OutSession,
+    buf: &mut [u8],
+    n: usize,
+    read_at: usize,
+    segmenter: Option<&mut Segmenter>,
+    stats: &Stats,
+    reports: &mpsc::UnboundedSender<Report>,
+) -> Option<Result<bool, SendError>> {
+    let sent = match segmenter {
+        None => {
+            inc(&stats.tx.tun_packets);
+            s.sender.send_packet(buf, n).await
+        }
+        Some(segmenter) => {
+            let layout = s.sender.segment_layout(s.mtu);
+            match segmenter.prepare(&mut buf[read_at..read_at + n], &layout) {
+                Ok(Outbound::Ready) => {
+                    inc(&stats.tx.tun_packets);
+                    s.sender.send_packet(buf, n - VNET_HDR_LEN).await
+                }
+                Ok(Outbound::Split(segs)) => {
+                    bump(&stats.tx.tun_packets, segs.count() as u64);
+                    s.sender.send_segments(segmenter.out(), &segs).await
+                }
+                Err(e) => {
+                    inc(&stats.tx.tun_packets);
+                    inc(&stats.tx.dropped_offload);
+                    if e.is_misuse() {
+                        tracing::warn!(error = %e, "cannot segment a read (a bug)");
+                    } else {
+                        tracing::debug!(error = %e, n, "dropped a read that cannot be segmented");
+                    }
+                    return None;
+                }
+            }
+        }
+    };
+    match sent {
+        Ok(()) => None,
+        // The session ended under us: the core says why.
+        Err(SendError::Refused(Refused::NoSession)) => Some(s.settle(reports).await),
+        Err(e) if e.is_fatal() => Some(Err(e)),
+        Err(e) => {
+            tracing::debug!(error = %e, n, "dropped an outbound packet");
+            None
         }
     }
 }
@@ -686,9 +792,15 @@ enum Next {
 
 /// Outside to inside: receive a batch of frames, let the core open them in
 /// place, write the packets (coalesced, with `offloads.vnet_hdr`).
+///
+/// With a `queue`, opened packets go into an [`InBacklog`] first (up to
+/// [`DRAIN_BURST`] receives in a row while the socket has more) and are written
+/// from there in bursts, sparse flows first: the socket's receive buffer, a FIFO,
+/// stays short, so a ping's echo never waits behind a bulk download's backlog.
 async fn inbound<W: InsideWriter>(
     writer: W,
     offloads: Offloads,
+    queue: Option<QueueOptions>,
     mut commands: mpsc::UnboundedReceiver<InCommand>,
     reports: mpsc::UnboundedSender<Report>,
     stats: Arc<Stats>,
@@ -700,6 +812,15 @@ async fn inbound<W: InsideWriter>(
         stats,
         warned: false,
     };
+    let mut backlog = queue.and_then(|q| match InBacklog::new(&q, MAX_RECV_BATCH) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            // Options are validated before the driver starts: a bug if it shows.
+            tracing::warn!(error = %e, "inbound queue off");
+            None
+        }
+    });
+    let mut recvs_in_a_row = 0u32;
     let mut session: Option<InSession> = None;
     loop {
         let Some(s) = session.as_mut() else {
@@ -720,6 +841,7 @@ async fn inbound<W: InsideWriter>(
             continue;
         };
         let generation = s.generation;
+        let queued = backlog.as_ref().is_some_and(|b| !b.is_empty());
         let next = tokio::select! {
             biased;
             command = commands.recv() => match command {
@@ -732,17 +854,32 @@ async fn inbound<W: InsideWriter>(
                     Next::Carry
                 }
                 Some(InCommand::Detach) => {
+                    if let Some(b) = backlog.as_mut() {
+                        b.clear(&out.stats);
+                    }
                     session = None;
                     Next::Carry
                 }
                 None => return,
             },
+            // The queue has had its share of receives: write a burst.
+            () = std::future::ready(()), if queued && recvs_in_a_row >= DRAIN_BURST => {
+                recvs_in_a_row = 0;
+                out.write_queued(&mut backlog).await
+            }
             received = s.receiver.recv_batch() => match received {
                 Err(e) => Next::End(DriverError::Recv(e)),
                 Ok(batch) => {
                     let consumed = batch.consumed();
                     let (buf, packets) = batch.into_parts();
-                    match out.write_batch(buf, packets).await {
+                    let written = match backlog.as_mut() {
+                        None => out.write_batch(buf, packets).await,
+                        Some(b) => {
+                            recvs_in_a_row += 1;
+                            out.queue_batch(b, buf, packets).await
+                        }
+                    };
+                    match written {
                         Err(e) => Next::Fail(e),
                         Ok(()) if consumed => {
                             let receiver = &s.receiver;
@@ -759,6 +896,11 @@ async fn inbound<W: InsideWriter>(
                     }
                 }
             },
+            // Nothing more to receive right now: write what waits.
+            () = std::future::ready(()), if queued => {
+                recvs_in_a_row = 0;
+                out.write_queued(&mut backlog).await
+            }
         };
         match next {
             Next::Carry => {}
@@ -777,6 +919,11 @@ async fn inbound<W: InsideWriter>(
                 return;
             }
         }
+        if session.is_none() {
+            if let Some(b) = backlog.as_mut() {
+                b.clear(&out.stats);
+            }
+        }
     }
 }
 
@@ -791,6 +938,36 @@ struct InsideOut<W> {
 }
 
 impl<W: InsideWriter> InsideOut<W> {
+    /// Queues a batch's packets; one too long for the queue's slots is written at once.
+    async fn queue_batch(
+        &mut self,
+        backlog: &mut InBacklog,
+        buf: &mut [u8],
+        packets: &[std::ops::Range<usize>],
+    ) -> Result<(), DriverError> {
+        let now = crate::now();
+        for packet in packets {
+            if !backlog.push(&buf[packet.clone()], now, &self.stats) {
+                self.write_batch(buf, std::slice::from_ref(packet)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the next burst the queue gives up.
+    async fn write_queued(&mut self, backlog: &mut Option<InBacklog>) -> Next {
+        let Some(b) = backlog.as_mut() else {
+            return Next::Carry;
+        };
+        let (arena, burst) = b.pop_burst(crate::now(), MAX_RECV_BATCH, &self.stats);
+        let written = self.write_batch(arena, burst).await;
+        b.release_burst();
+        match written {
+            Ok(()) => Next::Carry,
+            Err(e) => Next::Fail(e),
+        }
+    }
+
     /// Writes a batch's packets (ranges into `buf`, each with scratch room in
     /// front): one write per packet without the header; with it, one per
     /// superpacket the coalescer makes, and the rest where they lie behind a

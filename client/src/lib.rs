@@ -74,6 +74,7 @@
 //! directly on the halves of [`Tunnel::split`] works too (see
 //! [`TunnelSender::send_packet`] for the buffer layout).
 
+pub mod backlog;
 pub mod backoff;
 pub mod config;
 pub mod core;

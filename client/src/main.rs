@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use ringway_client::backlog::QueueOptions;
 use ringway_client::inside::tun::Tun;
 use ringway_client::platform::{self, Offload, SystemRoutes, TunError};
 use ringway_client::routes::{RoutePlan, RouteTable};
@@ -120,6 +121,27 @@ enum Command {
         /// The log line `offload: ...` says what is on.
         #[arg(long, value_name = "auto|off", default_value_t = Offload::Auto)]
         offload: Offload,
+        /// Per-flow fair queueing with CoDel in each direction: packets are taken from the
+        /// TUN and the socket as soon as they arrive and wait in Ringway's own queue, where
+        /// a ping or an SSH keystroke goes ahead of a bulk transfer and a bulk flow's
+        /// standing queue is held near --fq-target-ms. `off`: packets wait in the kernel's
+        /// first-in first-out queues, as before.
+        #[arg(long, value_name = "on|off", default_value_t = OnOff::On)]
+        fair_queue: OnOff,
+        /// CoDel's target: the standing delay a flow may keep in the queue before it loses
+        /// (or gets CE-marked on) packets.
+        #[arg(long, value_name = "MS", default_value_t = 5,
+              value_parser = clap::value_parser!(u64).range(1..=1000))]
+        fq_target_ms: u64,
+        /// CoDel's interval: about the round-trip time of the flows through the tunnel.
+        #[arg(long, value_name = "MS", default_value_t = 100,
+              value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        fq_interval_ms: u64,
+        /// Bytes each direction's queue holds at most (it drops from the fattest flow
+        /// beyond that); outbound, also what its buffers take.
+        #[arg(long, value_name = "BYTES", default_value_t = 4 << 20,
+              value_parser = clap::value_parser!(u32).range(65_536..=(256 << 20)))]
+        fq_limit_bytes: u32,
     },
     /// Show how a running client is doing: session, counters, round-trip time.
     ///
@@ -266,6 +288,10 @@ fn main() -> ExitCode {
             no_reconnect,
             status_socket,
             offload,
+            fair_queue,
+            fq_target_ms,
+            fq_interval_ms,
+            fq_limit_bytes,
         } => run_up(UpArgs {
             config,
             connect: ConnectOptions {
@@ -284,6 +310,14 @@ fn main() -> ExitCode {
             reconnect: !no_reconnect,
             status_socket,
             offload,
+            queue: (fair_queue == OnOff::On).then(|| QueueOptions {
+                fq: ringway_fq::Config {
+                    target: Duration::from_millis(fq_target_ms),
+                    interval: Duration::from_millis(fq_interval_ms),
+                    limit_bytes: fq_limit_bytes,
+                    ..ringway_fq::Config::default()
+                },
+            }),
         }),
         Command::Status { tun, json, socket } => run_status(tun, json, socket),
     };
@@ -315,9 +349,30 @@ struct UpArgs {
     reconnect: bool,
     status_socket: Option<PathBuf>,
     offload: Offload,
+    queue: Option<QueueOptions>,
+}
+
+/// A feature switched on or off on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+impl std::fmt::Display for OnOff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OnOff::On => "on",
+            OnOff::Off => "off",
+        })
+    }
 }
 
 fn run_up(args: UpArgs) -> Result<(), Failure> {
+    if let Some(q) = &args.queue {
+        q.validate()
+            .map_err(|e| Failure::new(Exit::Config, format!("{e} (check the --fq-* flags)")))?;
+    }
     let client_config = ClientConfig::load(&args.config)?;
     warn_if_exposed(&args.config);
     // Two directions, two tasks, and `ip` runs in place on a worker
@@ -407,6 +462,7 @@ async fn up(config: ClientConfig, args: UpArgs) -> Result<(), Failure> {
             connect: args.connect.clone(),
             re_resolve: !args.full_tunnel,
             interface: Some(tun.name().to_owned()),
+            queue: args.queue.clone(),
             ..SupervisorOptions::default()
         },
     );

@@ -16,6 +16,57 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+/// What one direction's queue ([`crate::backlog`]) did, written by that direction's task.
+#[derive(Debug, Default)]
+pub struct QueueCounters {
+    /// Packets (outbound: reads, each one packet or superpacket) queued.
+    pub enqueued: AtomicU64,
+    /// Taken from the queue to be sent or written.
+    pub dequeued: AtomicU64,
+    /// Of those, taken from a sparse flow (one that had sent less than a quantum).
+    pub sparse: AtomicU64,
+    /// Dropped by CoDel from the head of a flow with a standing queue.
+    pub dropped_codel: AtomicU64,
+    /// Dropped from the fattest flow because the queue was full.
+    pub dropped_overflow: AtomicU64,
+    /// ECN-capable packets marked CE instead of dropped.
+    pub marked_ce: AtomicU64,
+    /// Dropped because the session ended while they waited.
+    pub flushed: AtomicU64,
+    /// The most items queued at once.
+    pub peak_items: AtomicU64,
+}
+
+impl QueueCounters {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> QueueSnapshot {
+        QueueSnapshot {
+            enqueued: self.enqueued.load(Relaxed),
+            dequeued: self.dequeued.load(Relaxed),
+            sparse: self.sparse.load(Relaxed),
+            dropped_codel: self.dropped_codel.load(Relaxed),
+            dropped_overflow: self.dropped_overflow.load(Relaxed),
+            marked_ce: self.marked_ce.load(Relaxed),
+            flushed: self.flushed.load(Relaxed),
+            peak_items: self.peak_items.load(Relaxed),
+        }
+    }
+}
+
+/// A queue's counters at one moment (see [`QueueCounters`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[allow(missing_docs)] // Each mirrors the counter of the same name in `QueueCounters`.
+pub struct QueueSnapshot {
+    pub enqueued: u64,
+    pub dequeued: u64,
+    pub sparse: u64,
+    pub dropped_codel: u64,
+    pub dropped_overflow: u64,
+    pub marked_ce: u64,
+    pub flushed: u64,
+    pub peak_items: u64,
+}
+
 /// Counters written by the sending side (inside to outside).
 #[derive(Debug, Default)]
 #[repr(align(64))]
@@ -52,6 +103,8 @@ pub struct TxCounters {
     pub tcp_writes: AtomicU64,
     /// Frames those writes carried.
     pub tcp_frames: AtomicU64,
+    /// The outbound queue (reads waiting to be sealed and sent).
+    pub queue: QueueCounters,
 }
 
 /// Counters written by the receiving side (outside to inside).
@@ -93,6 +146,8 @@ pub struct RxCounters {
     pub tun_writes: AtomicU64,
     /// Packets those writes carried (a superpacket counts its segments).
     pub tun_packets: AtomicU64,
+    /// The inbound queue (opened packets waiting to be written).
+    pub queue: QueueCounters,
 }
 
 /// Both directions' counters; held in an `Arc` by the tunnel halves.
@@ -160,6 +215,10 @@ pub struct StatsSnapshot {
     /// ...and writes to the TUN.
     pub tun_tx_writes: u64,
     pub tun_tx_packets: u64,
+    /// The outbound queue (reads waiting to be sent).
+    pub tx_queue: QueueSnapshot,
+    /// The inbound queue (opened packets waiting to be written).
+    pub rx_queue: QueueSnapshot,
     /// The latest round-trip sample, if any probe was answered.
     pub rtt: Option<Duration>,
     /// The smoothed round-trip time (7/8 old + 1/8 new, as TCP does).
@@ -208,6 +267,8 @@ impl Stats {
             tcp_rx_frames: r.tcp_frames.load(Relaxed),
             tun_tx_writes: r.tun_writes.load(Relaxed),
             tun_tx_packets: r.tun_packets.load(Relaxed),
+            tx_queue: t.queue.snapshot(),
+            rx_queue: r.queue.snapshot(),
             rtt,
             srtt,
         }

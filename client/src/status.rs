@@ -40,7 +40,7 @@ use ringway_proto::SessionConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::outside::Transport;
-use crate::stats::{Millis, Stats};
+use crate::stats::{Millis, QueueSnapshot, Stats};
 
 /// The version of [`StatusReport`]'s JSON.
 pub const REPORT_VERSION: u32 = 1;
@@ -216,6 +216,8 @@ impl LiveStatus {
                 tun_tx_writes: s.tun_tx_writes,
                 tun_tx_packets: s.tun_tx_packets,
             },
+            queue_out: s.tx_queue,
+            queue_in: s.rx_queue,
             rtt_ms: s.rtt.map(as_ms),
             srtt_ms: s.srtt.map(as_ms),
         }
@@ -265,6 +267,13 @@ pub struct StatusReport {
     /// System calls per path and the packets they moved.
     #[serde(default)]
     pub io: ReportIo,
+    /// The outbound fair queue: reads from the TUN waiting to be sent, and what it
+    /// dropped or marked (all zero with `--fair-queue off`).
+    #[serde(default)]
+    pub queue_out: QueueSnapshot,
+    /// The inbound fair queue: opened packets waiting to be written to the TUN.
+    #[serde(default)]
+    pub queue_in: QueueSnapshot,
     /// The latest round-trip time, in milliseconds.
     #[serde(default)]
     pub rtt_ms: Option<f64>,

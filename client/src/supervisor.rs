@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use ringway_proto::{Entropy as _, SessionConfig};
 use tokio::time::sleep_until;
 
+use crate::backlog::QueueOptions;
 use crate::backoff::{Backoff, BackoffPolicy, Rng};
 use crate::config::ClientConfig;
 use crate::driver::{Driver, DriverError, DriverEvent};
@@ -54,6 +55,8 @@ pub struct SupervisorOptions {
     pub re_resolve: bool,
     /// The TUN's name, for the status report.
     pub interface: Option<String>,
+    /// Each direction's fair queue (`None`: none; see [`crate::backlog`]).
+    pub queue: Option<QueueOptions>,
 }
 
 impl Default for SupervisorOptions {
@@ -63,6 +66,7 @@ impl Default for SupervisorOptions {
             backoff: BackoffPolicy::default(),
             re_resolve: true,
             interface: None,
+            queue: Some(QueueOptions::default()),
         }
     }
 }
@@ -142,7 +146,7 @@ impl Supervisor {
             tunnel.session_id(),
             session,
         ));
-        let mut driver = Driver::start(inside, stats);
+        let mut driver = Driver::start_with(inside, stats, opts.queue.clone());
         driver.attach(tunnel);
         Supervisor {
             driver,
