@@ -100,29 +100,50 @@ pub struct Popped {
 }
 
 /// Outbound: reads from the inside wait here until the send path takes them.
+///
+/// A read lands in a buffer large enough for a superpacket. A short read (a lone packet:
+/// an ACK, a ping, a DNS query) is copied into a small buffer, so many of them can wait
+/// without each holding 64 KiB; a long one trades places with a free large buffer, uncopied.
 #[derive(Debug)]
 pub struct OutBacklog {
     fq: FlowQueue<Read>,
+    /// Large buffers first (`0..large`), then small ones.
     bufs: Vec<Vec<u8>>,
-    free: Vec<u32>,
+    large: usize,
+    free_large: Vec<u32>,
+    free_small: Vec<u32>,
     seed: FlowSeed,
 }
 
+/// Bytes of a small outbound buffer past the read offset: a full-size packet, its
+/// `virtio_net_hdr` and the tag sealing appends.
+const SMALL_READ_LEN: usize = 2048;
+
 impl OutBacklog {
-    /// A queue for reads into buffers of `buf_len` bytes (the read buffer's size), whose IP
-    /// packet starts at `packet_at`. `limit_items` is capped by what `limit_bytes` of such
-    /// buffers take, so memory stays near `limit_bytes` whatever the read size.
-    pub fn new(opts: &QueueOptions, buf_len: usize) -> Result<Self, ConfigError> {
+    /// A queue for reads into buffers of `buf_len` bytes (the read buffer's size) at
+    /// `read_at`. Large buffers: as many as `limit_bytes` of them take (at least 8);
+    /// small ones: `limit_items`.
+    pub fn new(opts: &QueueOptions, buf_len: usize, read_at: usize) -> Result<Self, ConfigError> {
         let mut config = opts.fq.clone();
-        let by_bytes = (config.limit_bytes as usize / buf_len.max(1)).max(8);
-        config.limit_items = config.limit_items.min(by_bytes as u32);
+        let large = (config.limit_bytes as usize / buf_len.max(1)).max(8);
+        let small_len = (read_at + SMALL_READ_LEN).min(buf_len);
+        let small = if small_len < buf_len {
+            config.limit_items as usize
+        } else {
+            0
+        };
+        config.limit_items = (large + small) as u32;
         let fq = FlowQueue::new(config)?;
-        // One more than the queue may hold: a read always has a buffer to swap in.
-        let n = fq.config().limit_items as usize + 1;
+        let bufs = (0..large)
+            .map(|_| vec![0u8; buf_len])
+            .chain((0..small).map(|_| vec![0u8; small_len]))
+            .collect();
         Ok(OutBacklog {
             fq,
-            bufs: (0..n).map(|_| vec![0u8; buf_len]).collect(),
-            free: (0..n as u32).rev().collect(),
+            bufs,
+            large,
+            free_large: (0..large as u32).rev().collect(),
+            free_small: (large as u32..(large + small) as u32).rev().collect(),
             seed: seed(),
         })
     }
@@ -132,33 +153,53 @@ impl OutBacklog {
         self.fq.is_empty()
     }
 
-    /// Queues the read of `len` bytes in `read` (its IP packet at `packet`): `read` is
-    /// swapped for a free buffer, so the caller reads on into that one.
+    /// Whether a read can be queued whatever its length: a large buffer is free to take
+    /// the read buffer's place. While none is, reads wait (the queue holds `limit_bytes`
+    /// of superpackets) and sends go on.
+    pub fn can_take(&self) -> bool {
+        !self.free_large.is_empty()
+    }
+
+    /// Queues the read of `len` bytes at `read_at` in `read` (its IP packet at `packet`):
+    /// copied into a small buffer if it fits one, else `read` is swapped for a free large
+    /// buffer, so the caller reads on into that one.
     pub fn push(
         &mut self,
         read: &mut Vec<u8>,
+        read_at: usize,
         len: usize,
         packet: Range<usize>,
         now: Instant,
         stats: &Stats,
     ) {
         let c = &stats.tx.queue;
-        let Some(idx) = self.free.pop() else {
-            // Cannot happen: the queue holds at most one buffer fewer than there are.
-            debug_assert!(false, "no free buffer behind a read");
+        let meta = inner::meta(read.get(packet).unwrap_or_default(), &self.seed);
+        let end = read_at + len;
+        let small = self.free_small.last().filter(|&&i| {
+            end + ringway_proto::wire::transport::TAG_LEN <= self.bufs[i as usize].len()
+        });
+        let idx = if let Some(&i) = small {
+            self.free_small.pop();
+            self.bufs[i as usize][read_at..end].copy_from_slice(&read[read_at..end]);
+            i
+        } else if let Some(i) = self.free_large.pop() {
+            std::mem::swap(read, &mut self.bufs[i as usize]);
+            i
+        } else {
+            // The caller checks `can_take` first.
+            debug_assert!(false, "no large buffer behind a read");
             count_drop(c, DropReason::Overflow);
             return;
         };
-        let meta = inner::meta(read.get(packet).unwrap_or_default(), &self.seed);
-        std::mem::swap(read, &mut self.bufs[idx as usize]);
         crate::stats::inc(&c.enqueued);
-        let free = &mut self.free;
+        let (large, free_large, free_small) =
+            (self.large, &mut self.free_large, &mut self.free_small);
         let item = Read {
             buf: idx,
             len: len as u32,
         };
         self.fq.enqueue(now, item, meta, |r, why| {
-            free.push(r.buf);
+            give_back(large, free_large, free_small, r.buf);
             count_drop(c, why);
         });
         publish_peak(&self.fq, c);
@@ -168,9 +209,10 @@ impl OutBacklog {
     /// asks for it; `None` when nothing waits.
     pub fn pop(&mut self, now: Instant, packet_at: usize, stats: &Stats) -> Option<Popped> {
         let c = &stats.tx.queue;
-        let free = &mut self.free;
+        let (large, free_large, free_small) =
+            (self.large, &mut self.free_large, &mut self.free_small);
         let d = self.fq.dequeue(now, |r, why| {
-            free.push(r.buf);
+            give_back(large, free_large, free_small, r.buf);
             count_drop(c, why);
         })?;
         let idx = d.item.buf as usize;
@@ -198,16 +240,31 @@ impl OutBacklog {
 
     /// Gives a popped read's buffer back.
     pub fn release(&mut self, idx: usize) {
-        self.free.push(idx as u32);
+        give_back(
+            self.large,
+            &mut self.free_large,
+            &mut self.free_small,
+            idx as u32,
+        );
     }
 
     /// Drops everything queued (the session ended); counted as flushed.
     pub fn clear(&mut self, stats: &Stats) {
-        let free = &mut self.free;
+        let (large, free_large, free_small) =
+            (self.large, &mut self.free_large, &mut self.free_small);
         self.fq.clear(|r| {
-            free.push(r.buf);
+            give_back(large, free_large, free_small, r.buf);
             crate::stats::inc(&stats.tx.queue.flushed);
         });
+    }
+}
+
+/// Returns buffer `idx` to the free list it came from.
+fn give_back(large: usize, free_large: &mut Vec<u32>, free_small: &mut Vec<u32>, idx: u32) {
+    if (idx as usize) < large {
+        free_large.push(idx);
+    } else {
+        free_small.push(idx);
     }
 }
 
@@ -371,15 +428,15 @@ mod tests {
     #[test]
     fn outbound_sparse_read_overtakes_a_bulk_backlog() {
         let stats = Stats::default();
-        let mut q = OutBacklog::new(&QueueOptions::default(), 2048).unwrap();
-        let mut buf = vec![0u8; 2048];
+        let mut q = OutBacklog::new(&QueueOptions::default(), 8 << 10, AT).unwrap();
+        let mut buf = vec![0u8; 8 << 10];
         let now = Instant::now();
         for _ in 0..100 {
             let n = read_into(&mut buf, &udp(1000, 1400, false));
-            q.push(&mut buf, n, AT..AT + n, now, &stats);
+            q.push(&mut buf, AT, n, AT..AT + n, now, &stats);
         }
         let n = read_into(&mut buf, &udp(2000, 84, false));
-        q.push(&mut buf, n, AT..AT + n, now, &stats);
+        q.push(&mut buf, AT, n, AT..AT + n, now, &stats);
         // The bulk flow came first and spends its quantum (two reads, 1500 bytes a
         // round), then the sparse one goes, ahead of the other 98.
         for _ in 0..2 {
@@ -402,32 +459,44 @@ mod tests {
     }
 
     #[test]
-    fn outbound_memory_is_bounded_by_bytes_and_reads_never_lack_a_buffer() {
+    fn outbound_memory_is_bounded_and_short_reads_do_not_hold_large_buffers() {
         let stats = Stats::default();
         let opts = QueueOptions {
             fq: Config {
+                limit_items: 100,
                 limit_bytes: 64 << 10,
                 ..Config::default()
             },
         };
-        let mut q = OutBacklog::new(&opts, 8 << 10).unwrap();
-        // 64 KiB of 8 KiB buffers: at least 8 items, plus one to read into.
-        assert_eq!(q.bufs.len(), 9);
+        let mut q = OutBacklog::new(&opts, 8 << 10, AT).unwrap();
+        // 64 KiB of 8 KiB buffers, and one small buffer per item of the limit.
+        assert_eq!((q.large, q.bufs.len()), (8, 108));
         let mut buf = vec![0u8; 8 << 10];
         let now = Instant::now();
         for i in 0..10_000u32 {
             let n = read_into(&mut buf, &udp(i as u16, 1400, false));
-            q.push(&mut buf, n, AT..AT + n, now, &stats);
-            assert!(!q.free.is_empty(), "a read has a buffer after push {i}");
+            q.push(&mut buf, AT, n, AT..AT + n, now, &stats);
+            assert!(q.can_take(), "short reads took a large buffer (push {i})");
         }
-        let dropped = stats
-            .tx
-            .queue
-            .dropped_overflow
-            .load(std::sync::atomic::Ordering::Relaxed);
-        assert!(dropped >= 10_000 - 9, "dropped {dropped}");
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(load(&stats.tx.queue.dropped_overflow) >= 10_000 - 108);
         q.clear(&stats);
-        assert_eq!(q.free.len(), q.bufs.len());
+        // Long reads swap large buffers in until none is left; a send frees one.
+        let mut taken = 0;
+        while q.can_take() {
+            let n = read_into(&mut buf, &udp(7, 6000, false));
+            q.push(&mut buf, AT, n, AT..AT + n, now, &stats);
+            taken += 1;
+            assert!(taken <= 100, "large buffers never ran out");
+        }
+        assert!(taken >= 8);
+        let p = q.pop(now, AT, &stats).unwrap();
+        assert_eq!(p.len, 6000);
+        assert!(p.idx < q.large);
+        q.release(p.idx);
+        assert!(q.can_take());
+        q.clear(&stats);
+        assert_eq!(q.free_large.len() + q.free_small.len(), q.bufs.len());
     }
 
     #[test]

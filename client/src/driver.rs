@@ -552,7 +552,7 @@ async fn outbound<R: InsideReader>(
     } else {
         (vec![0u8; SEND_BUF_LEN], HEADROOM, SEND_BUF_LEN - TAG_LEN)
     };
-    let mut backlog = queue.and_then(|q| match OutBacklog::new(&q, buf.len()) {
+    let mut backlog = queue.and_then(|q| match OutBacklog::new(&q, buf.len(), read_at) {
         Ok(b) => Some(b),
         Err(e) => {
             // Options are validated before the driver starts: a bug if it shows.
@@ -633,7 +633,7 @@ async fn outbound<R: InsideReader>(
                     Some(settled) => settled,
                 }
             }
-            read = reader.read_packet(&mut buf[read_at..read_end]) => {
+            read = reader.read_packet(&mut buf[read_at..read_end]), if backlog.as_ref().is_none_or(OutBacklog::can_take) => {
                 let n = match read {
                     Ok(n) => n,
                     Err(e) => {
@@ -652,7 +652,7 @@ async fn outbound<R: InsideReader>(
                 };
                 if let Some(b) = backlog.as_mut() {
                     let packet = HEADROOM..read_at + n;
-                    b.push(&mut buf, n, packet, crate::now(), &stats);
+                    b.push(&mut buf, read_at, n, packet, crate::now(), &stats);
                     reads_in_a_row += 1;
                     continue;
                 }
