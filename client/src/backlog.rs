@@ -12,8 +12,9 @@
 //!
 //! - [`OutBacklog`]: reads from the inside, one buffer per read (a 64 KiB superpacket
 //!   with offload), swapped in so the read buffer is never copied.
-//! - [`InBacklog`]: opened packets from the outside, each copied once into a fixed slot
-//!   of one arena, written out in bursts through the coalescer as before.
+//! - [`InBacklog`]: what the coalescer makes of a receive batch: superpackets, kept in
+//!   the buffers it built them in (swapped for free ones), and lone packets, copied into
+//!   small slots; each written with one TUN write.
 //!
 //! Memory is allocated once per task: buffers for `limit_items` items (outbound: as many
 //! as `limit_bytes` of reads take). Nothing is allocated per packet.
@@ -22,19 +23,17 @@ use std::ops::Range;
 use std::time::Instant;
 
 use ring::rand::{SecureRandom, SystemRandom};
-use ringway_fq::inner::{self, FlowSeed};
-use ringway_fq::{Config, ConfigError, DropReason, FlowQueue};
-use ringway_offload::VNET_HDR_LEN;
+use ringway_fq::inner::{self, FlowHasher, FlowSeed};
+use ringway_fq::{Config, ConfigError, DropReason, FlowQueue, Meta};
+use ringway_offload::{Output, VnetHdr, VNET_HDR_LEN};
+
+use crate::inside::offload::{Gro, GRO_BUF_LEN, GRO_RUNS};
 
 use crate::stats::{QueueCounters, Stats};
 
 /// Reads (or receives) taken in a row before a send (or write) must go: the queue drains
 /// the kernel's FIFO promptly, and still sends while the FIFO never empties.
 pub const DRAIN_BURST: u32 = 8;
-
-/// Bytes one inbound write burst takes from the queue: one superpacket's worth, so a
-/// sparse packet that arrives meanwhile waits for at most that.
-const WRITE_BURST_BYTES: usize = 64 << 10;
 
 /// The largest inner packet an inbound slot holds; a longer one (a server MTU above
 /// Ethernet's) bypasses the queue.
@@ -112,7 +111,7 @@ pub struct OutBacklog {
     large: usize,
     free_large: Vec<u32>,
     free_small: Vec<u32>,
-    seed: FlowSeed,
+    hasher: FlowHasher,
 }
 
 /// Bytes of a small outbound buffer past the read offset: a full-size packet, its
@@ -144,7 +143,7 @@ impl OutBacklog {
             large,
             free_large: (0..large as u32).rev().collect(),
             free_small: (large as u32..(large + small) as u32).rev().collect(),
-            seed: seed(),
+            hasher: FlowHasher::new(seed()),
         })
     }
 
@@ -173,7 +172,7 @@ impl OutBacklog {
         stats: &Stats,
     ) {
         let c = &stats.tx.queue;
-        let meta = inner::meta(read.get(packet).unwrap_or_default(), &self.seed);
+        let meta = self.hasher.meta(read.get(packet).unwrap_or_default());
         let end = read_at + len;
         let small = self.free_small.last().filter(|&&i| {
             end + ringway_proto::wire::transport::TAG_LEN <= self.bufs[i as usize].len()
@@ -268,44 +267,65 @@ fn give_back(large: usize, free_large: &mut Vec<u32>, free_small: &mut Vec<u32>,
     }
 }
 
-/// Inbound: opened packets wait here, each in a slot of one arena, until written.
+/// Inbound: what a receive batch becomes, waiting here to be written.
+///
+/// With `virtio_net_hdr` the batch goes through the coalescer first, as it always did: a
+/// superpacket it builds trades places with a free large buffer (no copy), and a packet
+/// that joined nothing is copied into a small slot behind a zero header. Without it every
+/// packet is copied into a small slot. Either way an item is one TUN write, so the queue
+/// works per superpacket where the traffic allows, and costs little per packet.
 #[derive(Debug)]
 pub struct InBacklog {
     fq: FlowQueue<u32>,
-    /// `slots` slots of [`InBacklog::SLOT`] bytes: a packet at [`VNET_HDR_LEN`] into its
-    /// slot, the bytes in front scratch for the zero header a lone write puts there.
-    arena: Vec<u8>,
-    lens: Vec<u16>,
-    free: Vec<u32>,
-    seed: FlowSeed,
-    /// The burst being written: ranges into the arena, and their slots.
-    burst: Vec<Range<usize>>,
-    burst_slots: Vec<u32>,
+    /// Superpacket buffers ([`GRO_BUF_LEN`] each), indices `0..large.len()`.
+    large: Vec<Box<[u8]>>,
+    free_large: Vec<u32>,
+    /// Small slots of [`InBacklog::SLOT`] bytes: the header's room, then a packet.
+    /// Index `large.len() + i` is slot `i`.
+    small: Vec<u8>,
+    free_small: Vec<u32>,
+    /// Per index: bytes to write (header included with `vnet`), and packets they hold.
+    lens: Vec<u32>,
+    segments: Vec<u16>,
+    /// The inside takes a `virtio_net_hdr` in front of each write.
+    vnet: bool,
+    hasher: FlowHasher,
 }
 
 impl InBacklog {
-    /// Bytes per slot.
+    /// Bytes per small slot.
     const SLOT: usize = VNET_HDR_LEN + SLOT_PACKET_LEN;
 
-    /// A queue with room for a whole receive batch of `batch` packets beyond its limit,
-    /// so a receive never lacks slots.
-    pub fn new(opts: &QueueOptions, batch: usize) -> Result<Self, ConfigError> {
-        // Items are single packets here: let `limit_bytes` of full-size ones fit, so a
-        // bulk flow's backlog is bounded by bytes (and CoDel), not cut off by a count.
+    /// A queue with small slots for `limit_items` packets plus a whole receive batch of
+    /// `batch`, and (with `vnet`) large buffers for as many superpackets as `limit_bytes`
+    /// take.
+    pub fn new(opts: &QueueOptions, batch: usize, vnet: bool) -> Result<Self, ConfigError> {
         let mut config = opts.fq.clone();
+        // Items are often single packets here: let `limit_bytes` of full-size ones fit,
+        // so a bulk flow's backlog is bounded by bytes (and CoDel), not cut off by a count.
         config.limit_items = config
             .limit_items
             .max(config.limit_bytes / MIN_COUNTED_PACKET);
+        let large = if vnet {
+            (config.limit_bytes as usize / GRO_BUF_LEN).max(GRO_RUNS)
+        } else {
+            0
+        };
+        let small = config.limit_items as usize + batch;
         let fq = FlowQueue::new(config)?;
-        let n = fq.config().limit_items as usize + batch;
+        let n = large + small;
         Ok(InBacklog {
             fq,
-            arena: vec![0u8; n * Self::SLOT],
+            large: (0..large)
+                .map(|_| vec![0u8; GRO_BUF_LEN].into_boxed_slice())
+                .collect(),
+            free_large: (0..large as u32).rev().collect(),
+            small: vec![0u8; small * Self::SLOT],
+            free_small: (large as u32..n as u32).rev().collect(),
             lens: vec![0; n],
-            free: (0..n as u32).rev().collect(),
-            seed: seed(),
-            burst: Vec::with_capacity(batch),
-            burst_slots: Vec::with_capacity(batch),
+            segments: vec![0; n],
+            vnet,
+            hasher: FlowHasher::new(seed()),
         })
     }
 
@@ -314,82 +334,218 @@ impl InBacklog {
         self.fq.is_empty()
     }
 
-    /// Copies `packet` into a slot and queues it; `false` if it is too long for a slot (the
-    /// caller writes it straight away).
-    pub fn push(&mut self, packet: &[u8], now: Instant, stats: &Stats) -> bool {
-        let c = &stats.rx.queue;
-        if packet.len() > SLOT_PACKET_LEN {
-            return false;
-        }
-        let Some(slot) = self.free.pop() else {
-            // Cannot happen: a batch's worth of slots is always free before a receive.
-            count_drop(c, DropReason::Overflow);
-            return true;
+    /// Queues a receive batch's `packets` (ranges into `buf`, each with scratch room in
+    /// front), coalesced through `gro` if the inside takes superpackets. If the queue's
+    /// buffers run out before its limits do, the fattest flow pays, as at the limits.
+    pub fn push_batch(
+        &mut self,
+        gro: Option<&mut Gro>,
+        buf: &[u8],
+        packets: &[Range<usize>],
+        now: Instant,
+        stats: &Stats,
+    ) {
+        let Some(gro) = gro else {
+            for p in packets {
+                if let Some(packet) = buf.get(p.clone()) {
+                    self.push_small(packet, now, stats);
+                }
+            }
+            return;
         };
-        let start = slot as usize * Self::SLOT + VNET_HDR_LEN;
-        self.arena[start..start + packet.len()].copy_from_slice(packet);
-        self.lens[slot as usize] = packet.len() as u16;
-        let meta = inner::meta(packet, &self.seed);
+        let mut at = 0;
+        while at < packets.len() {
+            let taken = gro.push(buf, &packets[at..], at);
+            gro.flush();
+            for i in 0..gro.writes().len() {
+                match gro.writes()[i] {
+                    Output::Buffer {
+                        slot,
+                        len,
+                        segments,
+                    } => self.push_large(gro, slot, len, segments, now, stats),
+                    Output::Input { tag } => {
+                        let packet = usize::try_from(tag)
+                            .ok()
+                            .and_then(|t| packets.get(t))
+                            .and_then(|p| buf.get(p.clone()));
+                        match packet {
+                            Some(packet) => self.push_small(packet, now, stats),
+                            None => debug_assert!(false, "a tag we never gave: {tag}"),
+                        }
+                    }
+                }
+            }
+            if taken == 0 {
+                // A flushed batch takes at least one packet: cannot happen.
+                debug_assert!(false, "the coalescer took nothing after a flush");
+                break;
+            }
+            at += taken;
+        }
+    }
+
+    /// Drops from the fattest flow until `free` has a buffer; false if the queue emptied
+    /// without one coming back (cannot happen: every buffer not free is queued).
+    fn make_room(&mut self, large: bool, stats: &Stats) -> bool {
+        let c = &stats.rx.queue;
+        loop {
+            let free = if large {
+                &self.free_large
+            } else {
+                &self.free_small
+            };
+            if !free.is_empty() {
+                return true;
+            }
+            let (n_large, free_large, free_small) =
+                (self.large.len(), &mut self.free_large, &mut self.free_small);
+            let dropped = self.fq.drop_fattest(|i, why| {
+                give_back(n_large, free_large, free_small, i);
+                count_drop(c, why);
+            });
+            if dropped == 0 {
+                debug_assert!(false, "no free buffer and nothing queued");
+                return false;
+            }
+        }
+    }
+
+    /// Queues superpacket `slot` of the coalescer's last flush, trading buffers with it.
+    fn push_large(
+        &mut self,
+        gro: &mut Gro,
+        slot: usize,
+        len: usize,
+        segments: usize,
+        now: Instant,
+        stats: &Stats,
+    ) {
+        if !self.make_room(true, stats) {
+            return;
+        }
+        let Some(idx) = self.free_large.pop() else {
+            return;
+        };
+        gro.swap_buffer(slot, &mut self.large[idx as usize]);
+        let packet = self.large[idx as usize]
+            .get(VNET_HDR_LEN..len)
+            .unwrap_or_default();
+        let meta = self.hasher.meta(packet);
+        self.lens[idx as usize] = len as u32;
+        self.segments[idx as usize] = segments as u16;
+        self.enqueue(idx, meta, now, stats);
+    }
+
+    /// Copies one packet into a small slot (behind a zero header with `vnet`) and queues
+    /// it; a packet too long for a slot is dropped and counted.
+    fn push_small(&mut self, packet: &[u8], now: Instant, stats: &Stats) {
+        if packet.len() > SLOT_PACKET_LEN {
+            // Only a server MTU above Ethernet's makes these; the slots would need to grow.
+            count_drop(&stats.rx.queue, DropReason::Overflow);
+            return;
+        }
+        if !self.make_room(false, stats) {
+            return;
+        }
+        let Some(idx) = self.free_small.pop() else {
+            return;
+        };
+        let start = (idx as usize - self.large.len()) * Self::SLOT;
+        let slot = &mut self.small[start..start + Self::SLOT];
+        let len = if self.vnet {
+            if VnetHdr::NONE.emit(&mut slot[..VNET_HDR_LEN]).is_err() {
+                return;
+            }
+            slot[VNET_HDR_LEN..VNET_HDR_LEN + packet.len()].copy_from_slice(packet);
+            VNET_HDR_LEN + packet.len()
+        } else {
+            slot[..packet.len()].copy_from_slice(packet);
+            packet.len()
+        };
+        let meta = self.hasher.meta(packet);
+        self.lens[idx as usize] = len as u32;
+        self.segments[idx as usize] = 1;
+        self.enqueue(idx, meta, now, stats);
+    }
+
+    fn enqueue(&mut self, idx: u32, meta: Meta, now: Instant, stats: &Stats) {
+        let c = &stats.rx.queue;
         crate::stats::inc(&c.enqueued);
-        let free = &mut self.free;
-        self.fq.enqueue(now, slot, meta, |s, why| {
-            free.push(s);
+        let (n_large, free_large, free_small) =
+            (self.large.len(), &mut self.free_large, &mut self.free_small);
+        self.fq.enqueue(now, idx, meta, |i, why| {
+            give_back(n_large, free_large, free_small, i);
             count_drop(c, why);
         });
         publish_peak(&self.fq, c);
-        true
     }
 
-    /// Takes the next burst to write (sparse flows first, up to [`WRITE_BURST_BYTES`] or
-    /// `max` packets): the arena and the packets' ranges in it. Call
-    /// [`release_burst`](Self::release_burst) once they are written.
-    pub fn pop_burst(
-        &mut self,
-        now: Instant,
-        max: usize,
-        stats: &Stats,
-    ) -> (&mut [u8], &[Range<usize>]) {
+    /// The next write (sparse flows first): its index, for [`bytes`](Self::bytes) and
+    /// [`release`](Self::release), and the packets it carries. CE-marked if CoDel asks.
+    pub fn pop(&mut self, now: Instant, stats: &Stats) -> Option<(u32, usize)> {
         let c = &stats.rx.queue;
-        self.burst.clear();
-        self.burst_slots.clear();
-        let mut bytes = 0;
-        while bytes < WRITE_BURST_BYTES && self.burst.len() < max {
-            let free = &mut self.free;
-            let Some(d) = self.fq.dequeue(now, |s, why| {
-                free.push(s);
-                count_drop(c, why);
-            }) else {
-                break;
-            };
-            crate::stats::inc(&c.dequeued);
-            if d.sparse {
-                crate::stats::inc(&c.sparse);
-            }
-            let slot = d.item as usize;
-            let start = slot * Self::SLOT + VNET_HDR_LEN;
-            let range = start..start + usize::from(self.lens[slot]);
-            if d.mark_ce && inner::mark_ce(&mut self.arena[range.clone()]) {
-                crate::stats::inc(&c.marked_ce);
-            }
-            bytes += range.len();
-            self.burst.push(range);
-            self.burst_slots.push(d.item);
+        let (n_large, free_large, free_small) =
+            (self.large.len(), &mut self.free_large, &mut self.free_small);
+        let d = self.fq.dequeue(now, |i, why| {
+            give_back(n_large, free_large, free_small, i);
+            count_drop(c, why);
+        })?;
+        crate::stats::inc(&c.dequeued);
+        if d.sparse {
+            crate::stats::inc(&c.sparse);
         }
-        (&mut self.arena, &self.burst)
+        if d.mark_ce {
+            let header = if self.vnet { VNET_HDR_LEN } else { 0 };
+            if let Some(packet) = self.bytes_mut(d.item).get_mut(header..) {
+                if inner::mark_ce(packet) {
+                    crate::stats::inc(&c.marked_ce);
+                }
+            }
+        }
+        Some((d.item, usize::from(self.segments[d.item as usize])))
     }
 
-    /// Frees the slots of the burst just written.
-    pub fn release_burst(&mut self) {
-        self.free.append(&mut self.burst_slots);
-        self.burst.clear();
+    /// What to write for a popped index.
+    pub fn bytes(&self, idx: u32) -> &[u8] {
+        let len = self.lens[idx as usize] as usize;
+        match self.large.get(idx as usize) {
+            Some(b) => &b[..len],
+            None => {
+                let start = (idx as usize - self.large.len()) * Self::SLOT;
+                &self.small[start..start + len]
+            }
+        }
+    }
+
+    fn bytes_mut(&mut self, idx: u32) -> &mut [u8] {
+        let len = self.lens[idx as usize] as usize;
+        let n_large = self.large.len();
+        match self.large.get_mut(idx as usize) {
+            Some(b) => &mut b[..len],
+            None => {
+                let start = (idx as usize - n_large) * Self::SLOT;
+                &mut self.small[start..start + len]
+            }
+        }
+    }
+
+    /// Gives a popped index's buffer back once it is written.
+    pub fn release(&mut self, idx: u32) {
+        give_back(
+            self.large.len(),
+            &mut self.free_large,
+            &mut self.free_small,
+            idx,
+        );
     }
 
     /// Drops everything queued (the session ended); counted as flushed.
     pub fn clear(&mut self, stats: &Stats) {
-        self.release_burst();
-        let free = &mut self.free;
-        self.fq.clear(|s| {
-            free.push(s);
+        let (n_large, free_large, free_small) =
+            (self.large.len(), &mut self.free_large, &mut self.free_small);
+        self.fq.clear(|i| {
+            give_back(n_large, free_large, free_small, i);
             crate::stats::inc(&stats.rx.queue.flushed);
         });
     }
@@ -398,6 +554,7 @@ impl InBacklog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inside::offload::test_packets::tcp_packet;
     use ringway_offload::checksum::Checksum;
     use std::time::Duration;
 
@@ -499,58 +656,134 @@ mod tests {
         assert_eq!(q.free_large.len() + q.free_small.len(), q.bufs.len());
     }
 
+    /// `packets` laid out as a receive batch does: each behind 16 bytes of scratch.
+    fn batch(packets: &[Vec<u8>]) -> (Vec<u8>, Vec<Range<usize>>) {
+        let mut buf = Vec::new();
+        let mut ranges = Vec::new();
+        for p in packets {
+            buf.extend_from_slice(&[0u8; 16]);
+            ranges.push(buf.len()..buf.len() + p.len());
+            buf.extend_from_slice(p);
+        }
+        (buf, ranges)
+    }
+
+    fn load(c: &std::sync::atomic::AtomicU64) -> u64 {
+        c.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     #[test]
     fn inbound_codel_marks_ect_and_drops_the_rest_under_a_standing_queue() {
         let stats = Stats::default();
-        let mut q = InBacklog::new(&QueueOptions::default(), 64).unwrap();
+        let mut q = InBacklog::new(&QueueOptions::default(), 64, false).unwrap();
         let t0 = Instant::now();
-        // A standing queue: 200 packets of each flow, dequeued slowly over 400 ms.
+        // A standing queue: 200 packets of each flow, written slowly over 800 ms.
+        let (buf, ranges) = batch(&[udp(1, 1400, true), udp(2, 1400, false)]);
         for _ in 0..200 {
-            assert!(q.push(&udp(1, 1400, true), t0, &stats));
-            assert!(q.push(&udp(2, 1400, false), t0, &stats));
+            q.push_batch(None, &buf, &ranges, t0, &stats);
         }
         let mut marked = 0;
         let mut now = t0;
-        while !q.is_empty() {
+        while let Some((idx, segments)) = q.pop(now, &stats) {
             now += Duration::from_millis(2);
-            let (arena, burst) = q.pop_burst(now, 1, &stats);
-            for r in burst {
-                let p = &arena[r.clone()];
-                if p[1] & 3 == 3 {
-                    marked += 1;
-                    assert_eq!(p[20..22], 1u16.to_be_bytes(), "only the ECT flow is marked");
-                    assert!(
-                        Checksum::new().add_bytes(&p[..20]).is_valid(),
-                        "the IPv4 checksum still adds up"
-                    );
-                }
+            assert_eq!(segments, 1);
+            let p = q.bytes(idx);
+            assert_eq!(p.len(), 1400, "bare: the packet alone");
+            if p[1] & 3 == 3 {
+                marked += 1;
+                assert_eq!(p[20..22], 1u16.to_be_bytes(), "only the ECT flow is marked");
+                assert!(
+                    Checksum::new().add_bytes(&p[..20]).is_valid(),
+                    "the IPv4 checksum still adds up"
+                );
             }
-            q.release_burst();
+            q.release(idx);
         }
-        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
         assert!(marked > 0);
         assert_eq!(load(&stats.rx.queue.marked_ce), marked);
         assert!(
             load(&stats.rx.queue.dropped_codel) > 0,
             "the non-ECT flow loses packets"
         );
-        assert_eq!(q.free.len(), q.lens.len());
+        assert_eq!(q.free_small.len(), q.lens.len());
     }
 
     #[test]
-    fn inbound_burst_is_bounded_and_oversized_packets_bypass() {
+    fn inbound_coalesces_into_queued_superpackets_and_a_lone_ping_overtakes_them() {
         let stats = Stats::default();
-        let mut q = InBacklog::new(&QueueOptions::default(), 64).unwrap();
+        let offloads = crate::inside::Offloads {
+            vnet_hdr: true,
+            tso: true,
+            uso: false,
+            refused: None,
+        };
+        let mut gro = Gro::new(&offloads).unwrap();
+        let mut q = InBacklog::new(&QueueOptions::default(), 64, true).unwrap();
         let now = Instant::now();
-        assert!(!q.push(&vec![0x45; SLOT_PACKET_LEN + 1], now, &stats));
-        for _ in 0..100 {
-            q.push(&udp(7, 1400, false), now, &stats);
+        let payload = [7u8; 1000];
+        // Two batches of 20 segments of one TCP flow, then a ping (ICMP: joins nothing).
+        for first in [0u32, 20] {
+            let segs: Vec<Vec<u8>> = (first..first + 20)
+                .map(|i| tcp_packet(1 + i * 1000, &payload))
+                .collect();
+            let (buf, ranges) = batch(&segs);
+            q.push_batch(Some(&mut gro), &buf, &ranges, now, &stats);
         }
-        let (_, burst) = q.pop_burst(now, 512, &stats);
-        let bytes: usize = burst.iter().map(|r| r.len()).sum();
-        assert!((WRITE_BURST_BYTES..WRITE_BURST_BYTES + 1400).contains(&bytes));
-        q.release_burst();
+        let mut ping = udp(9, 84, false);
+        ping[9] = 1;
+        let (buf, ranges) = batch(&[ping.clone()]);
+        q.push_batch(Some(&mut gro), &buf, &ranges, now, &stats);
+        assert_eq!(
+            load(&stats.rx.queue.enqueued),
+            3,
+            "two superpackets and a ping"
+        );
+        // The flow that came first writes one superpacket (more than its quantum), then
+        // the ping goes ahead of its second.
+        let order: Vec<(usize, usize)> = std::iter::from_fn(|| {
+            let (idx, segments) = q.pop(now, &stats)?;
+            let len = q.bytes(idx).len();
+            if segments == 1 {
+                assert!(
+                    q.bytes(idx)[..VNET_HDR_LEN].iter().all(|&b| b == 0),
+                    "zero header"
+                );
+                assert_eq!(&q.bytes(idx)[VNET_HDR_LEN..], &ping[..]);
+            }
+            q.release(idx);
+            Some((segments, len))
+        })
+        .collect();
+        let sp = VNET_HDR_LEN + 40 + 20 * 1000;
+        assert_eq!(order, [(20, sp), (1, VNET_HDR_LEN + 84), (20, sp)]);
+        assert_eq!(q.free_large.len() + q.free_small.len(), q.lens.len());
+    }
+
+    #[test]
+    fn inbound_memory_is_bounded_when_its_own_buffers_run_out() {
+        let stats = Stats::default();
+        let opts = QueueOptions {
+            fq: Config {
+                limit_items: 64,
+                limit_bytes: 64 << 10,
+                ..Config::default()
+            },
+        };
+        // 64 + 16 small slots; packets of distinct flows, far more than fit.
+        let mut q = InBacklog::new(&opts, 16, false).unwrap();
+        let now = Instant::now();
+        for i in 0..1000u16 {
+            let (buf, ranges) = batch(&[udp(i, 200, false)]);
+            q.push_batch(None, &buf, &ranges, now, &stats);
+        }
+        assert!(q.fq.len() <= 80);
+        assert!(load(&stats.rx.queue.dropped_overflow) >= 1000 - 80);
+        // A packet too long for a slot is dropped and counted, not written past it.
+        let before = load(&stats.rx.queue.dropped_overflow);
+        let (buf, ranges) = batch(&[vec![0x45; SLOT_PACKET_LEN + 1]]);
+        q.push_batch(None, &buf, &ranges, now, &stats);
+        assert_eq!(load(&stats.rx.queue.dropped_overflow), before + 1);
         q.clear(&stats);
-        assert_eq!(q.free.len(), q.lens.len());
+        assert_eq!(q.free_small.len(), q.lens.len());
     }
 }

@@ -812,7 +812,8 @@ async fn inbound<W: InsideWriter>(
         stats,
         warned: false,
     };
-    let mut backlog = queue.and_then(|q| match InBacklog::new(&q, MAX_RECV_BATCH) {
+    let vnet = out.gro.is_some();
+    let mut backlog = queue.and_then(|q| match InBacklog::new(&q, MAX_RECV_BATCH, vnet) {
         Ok(b) => Some(b),
         Err(e) => {
             // Options are validated before the driver starts: a bug if it shows.
@@ -876,7 +877,8 @@ async fn inbound<W: InsideWriter>(
                         None => out.write_batch(buf, packets).await,
                         Some(b) => {
                             recvs_in_a_row += 1;
-                            out.queue_batch(b, buf, packets).await
+                            b.push_batch(out.gro.as_mut(), buf, packets, crate::now(), &out.stats);
+                            Ok(())
                         }
                     };
                     match written {
@@ -938,30 +940,23 @@ struct InsideOut<W> {
 }
 
 impl<W: InsideWriter> InsideOut<W> {
-    /// Queues a batch's packets; one too long for the queue's slots is written at once.
-    async fn queue_batch(
-        &mut self,
-        backlog: &mut InBacklog,
-        buf: &mut [u8],
-        packets: &[std::ops::Range<usize>],
-    ) -> Result<(), DriverError> {
-        let now = crate::now();
-        for packet in packets {
-            if !backlog.push(&buf[packet.clone()], now, &self.stats) {
-                self.write_batch(buf, std::slice::from_ref(packet)).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes the next burst the queue gives up.
+    /// Writes the next item the queue gives up: a superpacket or one packet.
     async fn write_queued(&mut self, backlog: &mut Option<InBacklog>) -> Next {
         let Some(b) = backlog.as_mut() else {
             return Next::Carry;
         };
-        let (arena, burst) = b.pop_burst(crate::now(), MAX_RECV_BATCH, &self.stats);
-        let written = self.write_batch(arena, burst).await;
-        b.release_burst();
+        let Some((idx, segments)) = b.pop(crate::now(), &self.stats) else {
+            return Next::Carry;
+        };
+        let written = write_one(
+            &mut self.writer,
+            b.bytes(idx),
+            segments,
+            &self.stats,
+            &mut self.warned,
+        )
+        .await;
+        b.release(idx);
         match written {
             Ok(()) => Next::Carry,
             Err(e) => Next::Fail(e),

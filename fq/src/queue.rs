@@ -402,6 +402,14 @@ impl<T> FlowQueue<T> {
         }
     }
 
+    /// Drops a batch from the head of the fattest flow into `sink`, as an enqueue over the
+    /// limits does: for a caller whose own buffers ran out before the queue's limits did
+    /// (items of different sizes from different pools). Returns how many went; 0 only when
+    /// the queue is empty.
+    pub fn drop_fattest(&mut self, mut sink: impl FnMut(T, DropReason)) -> u32 {
+        self.drop_from_fattest(&mut sink)
+    }
+
     /// Hands every queued item to `f` (flow by flow, each in FIFO order) and resets all
     /// flows: for a session that ends or a driver that stops.
     pub fn clear(&mut self, mut f: impl FnMut(T)) {

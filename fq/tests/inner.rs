@@ -6,7 +6,7 @@ mod common;
 
 use common::{ipv4, ipv6, ports, textbook_checksum};
 use proptest::prelude::*;
-use ringway_fq::inner::{ecn, flow_hash, mark_ce, meta, Ecn, FlowSeed};
+use ringway_fq::inner::{ecn, flow_hash, mark_ce, meta, Ecn, FlowHasher, FlowSeed};
 
 const TCP: u8 = 6;
 const UDP: u8 = 17;
@@ -283,5 +283,23 @@ proptest! {
         let a = ipv4(0, UDP, src, dst, &ports(sport, dport, tail_a));
         let b = ipv4(tos, UDP, src, dst, &ports(sport, dport, tail_b));
         prop_assert_eq!(flow_hash(&a, &s), flow_hash(&b, &s));
+    }
+}
+
+#[test]
+fn the_memoised_hasher_agrees_with_meta_across_flow_changes() {
+    let s = seed();
+    let mut hasher = FlowHasher::new(s.clone());
+    let packets = [
+        ipv4(0, TCP, A, B, &ports(40000, 443, 1400)),
+        ipv4(0x02, TCP, A, B, &ports(40000, 443, 100)),
+        ipv4(0, TCP, A, B, &ports(40001, 443, 100)),
+        ipv4(0, TCP, A, B, &ports(40000, 443, 100)),
+        ipv6(0, UDP, A6, B6, &[], &ports(53, 5353, 40)),
+        ipv4(0, ICMP, A, B, &[8, 0, 0, 0]),
+        vec![0xff; 3],
+    ];
+    for p in packets.iter().chain(packets.iter().rev()) {
+        assert_eq!(hasher.meta(p), meta(p, &s));
     }
 }

@@ -180,3 +180,22 @@ fn the_byte_limit_holds_and_an_item_too_big_for_it_is_refused() {
     assert!(matches!(out, Enqueued::QueuedAfterDrop { .. }));
     assert!(q.bytes() <= 10_000);
 }
+
+#[test]
+fn a_caller_out_of_its_own_buffers_can_make_room_from_the_fattest_flow() {
+    let clock = Clock::new();
+    let mut q = FlowQueue::new(Config::default()).expect("config");
+    let mut drops = Drops::default();
+    assert_eq!(q.drop_fattest(drops.sink()), 0, "nothing to drop");
+    for id in 0..10 {
+        q.enqueue(clock.now(), Token(id), meta(1, 1000), drops.sink());
+    }
+    q.enqueue(clock.now(), Token(10), meta(2, 100), drops.sink());
+    // Half the fat flow's bytes go, oldest first; the thin flow keeps its item.
+    assert_eq!(q.drop_fattest(drops.sink()), 5);
+    let ids: Vec<u32> = drops.0.iter().map(|d| d.0).collect();
+    assert_eq!(ids, [0, 1, 2, 3, 4]);
+    assert_eq!(drops.count(DropReason::Overflow), 5);
+    assert_eq!(q.stats().dropped_overflow, 5);
+    assert_eq!(q.len(), 6);
+}

@@ -39,7 +39,10 @@ const SPLIT_BUF: usize = 160 << 10;
 const MAX_SPLIT_BUF: usize = 4 << 20;
 
 /// Superpackets in progress per write batch, each with a 64 KiB buffer.
-const GRO_RUNS: usize = 16;
+pub const GRO_RUNS: usize = 16;
+
+/// Bytes of a coalesced superpacket's buffer: its header and the largest IP packet.
+pub const GRO_BUF_LEN: usize = VNET_HDR_LEN + u16::MAX as usize;
 
 /// Segments per coalesced superpacket: Linux's `UDP_MAX_SEGMENTS` floor, and a bound on
 /// the work the kernel does resegmenting a superpacket it forwards.
@@ -146,7 +149,7 @@ impl Gro {
         Some(Gro {
             coalescer,
             bufs: (0..runs)
-                .map(|_| vec![0u8; VNET_HDR_LEN + usize::from(u16::MAX)].into_boxed_slice())
+                .map(|_| vec![0u8; GRO_BUF_LEN].into_boxed_slice())
                 .collect(),
             writes: Vec::with_capacity(max_outputs),
         })
@@ -182,6 +185,16 @@ impl Gro {
         &self.writes
     }
 
+    /// Trades output buffer `slot` (a superpacket of the last flush) for `other`, an
+    /// empty one of the same size ([`GRO_BUF_LEN`]): the caller keeps the superpacket
+    /// without a copy, and the coalescer fills `other` next time.
+    pub fn swap_buffer(&mut self, slot: usize, other: &mut Box<[u8]>) {
+        if let Some(b) = self.bufs.get_mut(slot) {
+            debug_assert_eq!(b.len(), other.len(), "GRO buffers are all one size");
+            std::mem::swap(b, other);
+        }
+    }
+
     /// A superpacket (its header included) to write.
     pub fn buffer(&self, slot: usize, len: usize) -> &[u8] {
         self.bufs
@@ -201,14 +214,12 @@ pub fn lone_packet(buf: &mut [u8], packet: Range<usize>) -> Option<&[u8]> {
     Some(bytes)
 }
 
+/// Test packets for this module's tests and the queue's.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use ringway_offload::GsoType;
-
+pub(crate) mod test_packets {
     /// A TCP/IPv4 packet from 198.18.0.1:5201 to 198.18.0.2:40000 with `payload`, sequence
     /// `seq`, flags ACK, valid checksums.
-    fn tcp_packet(seq: u32, payload: &[u8]) -> Vec<u8> {
+    pub(crate) fn tcp_packet(seq: u32, payload: &[u8]) -> Vec<u8> {
         let len = 40 + payload.len();
         let mut p = vec![0u8; len];
         p[0] = 0x45;
@@ -241,6 +252,13 @@ mod tests {
         p[36..38].copy_from_slice(&sum.to_be_bytes());
         p
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_packets::tcp_packet;
+    use super::*;
+    use ringway_offload::GsoType;
 
     fn offloads(uso: bool) -> Offloads {
         Offloads {
