@@ -23,12 +23,18 @@
 //!  "io":{"tun_rx_reads":4,"tun_rx_packets":10,"udp_tx_sends":2,"udp_tx_datagrams":10,
 //!        "udp_rx_recvs":1,"udp_rx_datagrams":9,"tcp_tx_writes":0,"tcp_tx_frames":0,
 //!        "tcp_rx_reads":0,"tcp_rx_frames":0,"tun_tx_writes":2,"tun_tx_packets":9},
+//!  "queue_out":{"enqueued":4,"dequeued":4,"sparse":3,"dropped_codel":0,
+//!               "dropped_overflow":0,"marked_ce":0,"flushed":0,"peak_items":2},
+//!  "queue_in":{...the same for the inbound queue...},
 //!  "rtt_ms":1.21,"srtt_ms":1.3}
 //! ```
 //!
 //! `io` counts system calls per path and the packets they moved (a superpacket
 //! read from the TUN counts the packets it was cut into), so packets per call
 //! show how well offload batches; reports from clients before it lack `io`.
+//! `queue_out` and `queue_in` are the fair queues' counters ([`crate::backlog`]): what
+//! waited, what left as a sparse flow, what CoDel dropped or marked and what a full queue
+//! dropped; all zero with `--fair-queue off`.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -406,6 +412,25 @@ impl fmt::Display for StatusReport {
             .collect();
         if !per_call.is_empty() {
             writeln!(f, "  per call  {} packets", per_call.join(", "))?;
+        }
+        for (what, q) in [
+            ("queue out", &self.queue_out),
+            ("queue in ", &self.queue_in),
+        ] {
+            if q.enqueued > 0 {
+                writeln!(
+                    f,
+                    "  {what} {} queued, {} sparse first, peak {}; dropped {} by CoDel, {} \
+                     full, {} at session end; {} marked CE",
+                    q.enqueued,
+                    q.sparse,
+                    q.peak_items,
+                    q.dropped_codel,
+                    q.dropped_overflow,
+                    q.flushed,
+                    q.marked_ce
+                )?;
+            }
         }
         match (self.rtt_ms, self.srtt_ms) {
             (Some(rtt), Some(srtt)) => writeln!(
