@@ -46,6 +46,7 @@ fn settings() -> Settings {
         cipher: Cipher::Aes256Gcm,
         rekey_after_secs: 0,
         uring: UringSection::default(),
+        fair_queue: None,
         tcp: TcpSection::default(),
         peers: Vec::new(),
     }
@@ -62,6 +63,7 @@ fn rig() -> Rig {
         tx_slots: TX_SLOTS,
         sqpoll_idle_ms: 0,
         offload_buffers: 0,
+        fair_queue: None,
     };
     let limits = TcpLimits {
         max_connections: 1,
