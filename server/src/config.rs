@@ -751,16 +751,16 @@ impl Settings {
             reason,
         })?;
         let offload: Offload = s.offload.parse().map_err(ConfigError::Offload)?;
+        file.uring.tunables().check()?;
+        // `[fq]` is checked even while the queue is off, so turning it on later cannot
+        // turn up a mistake made now.
+        let fq = file.fq.fair_queue();
+        fq.check(file.uring.tx_slots)?;
         let fair_queue = match s.fair_queue.as_str() {
-            "on" => Some(file.fq.fair_queue()),
+            "on" => Some(fq),
             "off" => None,
             other => return Err(ConfigError::FairQueueMode(other.to_owned())),
         };
-        Tunables {
-            fair_queue: fair_queue.clone(),
-            ..file.uring.tunables()
-        }
-        .check()?;
         let t = &file.tcp;
         if s.listen_tcp.is_some() && t.max_connections == 0 {
             return Err(ConfigError::NoConnections);
@@ -899,6 +899,72 @@ mod tests {
         assert_eq!(s.tcp.max_connections, 1024);
         assert_eq!(s.peers.len(), 1);
         assert_eq!(s.offload, Offload::Auto);
+        assert_eq!(s.fair_queue, Some(FairQueue::default()));
+        assert_eq!(s.tunables().fair_queue, Some(FairQueue::default()));
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn the_fair_queue_is_on_by_default_and_tunable_from_file_and_command_line() {
+        let d = tempdir("fq");
+        write_key(&d);
+        let path = d.join("server.toml");
+        std::fs::write(
+            &path,
+            base("[fq]\ntarget_ms = 2\ninterval_ms = 20\necn = false"),
+        )
+        .unwrap();
+        let over = |o: Overrides| Settings::load(&path, &o).unwrap();
+        let s = over(Overrides {
+            fq_limit_packets: Some(512),
+            fq_tun_writes_in_flight: Some(2),
+            ..Default::default()
+        });
+        let fq = s.fair_queue.expect("on by default");
+        assert_eq!(fq.queue.target, Duration::from_millis(2));
+        assert_eq!(fq.queue.interval, Duration::from_millis(20));
+        assert!(!fq.queue.ecn);
+        assert_eq!(fq.queue.limit_items, 512);
+        assert_eq!(fq.queue.limit_bytes, 4 << 20);
+        assert_eq!(fq.tun_writes_in_flight, 2);
+        let s = over(Overrides {
+            fair_queue: Some("off".into()),
+            ..Default::default()
+        });
+        assert_eq!(s.fair_queue, None);
+        assert_eq!(s.tunables().fair_queue, None);
+        // `[fq]` is checked while off too.
+        let e = Settings::load(
+            &path,
+            &Overrides {
+                fair_queue: Some("off".into()),
+                fq_target_ms: Some(0),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Fq {
+                    key: "target_ms",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = Settings::load(
+            &path,
+            &Overrides {
+                fair_queue: Some("yes".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "server.fair_queue: unknown mode \"yes\" (use \"on\" or \"off\")"
+        );
         std::fs::remove_dir_all(d).unwrap();
     }
 
@@ -929,6 +995,8 @@ mod tests {
             )
         );
         assert_eq!(f.server.offload, default_offload());
+        assert_eq!(f.server.fair_queue, default_fair_queue());
+        assert_eq!(f.fq.fair_queue(), FairQueue::default());
     }
 
     fn base(extra: &str) -> String {
@@ -955,6 +1023,18 @@ mod tests {
             ("[uring]\ntx_slots = 0", "uring.tx_slots"),
             ("[uring]\ntun_rx_slots = 0", "uring.tun_rx_slots"),
             ("[uring]\nudp_rx_slots = 0", "uring.udp_rx_slots"),
+            ("fair_queue = \"maybe\"", "server.fair_queue"),
+            ("[fq]\ntarget_ms = 0", "fq.target_ms"),
+            ("[fq]\ntarget_ms = 100", "fq.target_ms"),
+            ("[fq]\ninterval_ms = 60000", "fq.interval_ms"),
+            ("[fq]\nlimit_packets = 0", "fq.limit_packets"),
+            ("[fq]\nlimit_packets = 100000", "fq.limit_packets"),
+            ("[fq]\nlimit_bytes = 1500", "fq.limit_bytes"),
+            ("[fq]\ntun_writes_in_flight = 0", "fq.tun_writes_in_flight"),
+            (
+                "[fq]\ntun_writes_in_flight = 513",
+                "fq.tun_writes_in_flight",
+            ),
             ("[tcp]\nrx_buffer_bytes = 100", "tcp.rx_buffer_bytes"),
             ("[tcp]\nsend_queue_bytes = 100", "tcp.send_queue_bytes"),
             (
