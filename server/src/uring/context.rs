@@ -14,10 +14,11 @@ use std::os::fd::RawFd;
 use std::time::Instant;
 
 use ring::rand::{SecureRandom, SystemRandom};
+use ringway_offload::VNET_HDR_LEN;
 
 use super::buffers::{BufferPool, PacketBuf, Pools};
 use super::driver::DataPath;
-use super::fq::{InsideQueue, TunWrite};
+use super::fq::{InsideQueue, OutsideQueue, TunWrite};
 use super::gro::Gro;
 use super::queue::Queue;
 use super::slots::Completion;
@@ -77,6 +78,9 @@ pub(super) struct Io {
     pub gso: bool,
     /// With `fair_queue` on: where TUN writes wait for their turn (see `fq`).
     pub inside_queue: Option<InsideQueue>,
+    /// With `fair_queue` on: where packets read from the TUN for UDP peers wait to be
+    /// sealed and sent (see `fq`).
+    pub outside_queue: Option<OutsideQueue>,
     /// When this round's completions were reaped: the arrival time of what the round
     /// queues.
     pub now: Instant,
@@ -201,10 +205,12 @@ impl Io {
         packet: Range<usize>,
         packets: u32,
     ) {
+        let header = if self.path.vnet_hdr { VNET_HDR_LEN } else { 0 };
         let w = TunWrite {
             buf,
             packet,
             packets,
+            header,
         };
         match &mut self.inside_queue {
             Some(q) => {

@@ -19,19 +19,18 @@ use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, types, IoUring};
 use ring::rand::{SecureRandom, SystemRandom};
-use ringway_offload::VNET_HDR_LEN;
 use ringway_proto::wire::transport::TAG_LEN;
 
 use super::buf_ring::{BufRing, Region, RING_ENTRIES};
 use super::buffers::{BufferPool, Pools};
 use super::context::{Context, Io, OsRandom};
-use super::fq::InsideQueue;
+use super::fq::{InsideQueue, OutsideQueue};
 use super::gro::{Gro, MAX_RUNS};
 use super::msg::MultishotLayout;
 use super::paths::signal::SignalRead;
 use super::paths::tcp::{TcpLimits, TcpPath};
 use super::paths::timer::Timer;
-use super::paths::tun::{frames_per_send, multishot_region, TunPath};
+use super::paths::tun::{frames_per_send, multishot_region, send_queued, TunPath};
 use super::paths::udp::UdpPath;
 use super::queue::Queue;
 use super::slots::Completion;
@@ -269,16 +268,20 @@ impl Driver {
         } else {
             (rx_slots + t.tx_slots as usize, 0)
         };
-        // A queued TUN write holds a buffer but no tx slot: one more small buffer per
-        // queue slot keeps a small buffer free for every free tx slot. With offload,
-        // queued superpackets hold large buffers too: room for the queue's byte limit
-        // of them, so coalescing goes on while a backlog stands (lone packets fall back
-        // to small buffers when large ones run short, as they do without the queue).
+        // A queued packet holds a buffer but no tx slot: one more small buffer per slot
+        // of each direction's queue keeps a small buffer free for every free tx slot.
+        // With offload, queued superpackets hold large buffers too: room for each
+        // queue's byte limit of them, so coalescing and reading go on while a backlog
+        // stands (past that, packets to the TUN fall back to small buffers, as they do
+        // without the queue, and superpackets from it are sent at once).
+        let mut queue_large = 0;
         if let Some(fq) = &t.fair_queue {
-            small += fq.queue.limit_items as usize;
+            small += 2 * fq.queue.limit_items as usize;
             if path.vnet_hdr {
-                let superpackets = (fq.queue.limit_bytes as usize).div_ceil(LARGE_BUF_SIZE);
-                large += superpackets.min(fq.queue.limit_items as usize);
+                queue_large = (fq.queue.limit_bytes as usize)
+                    .div_ceil(LARGE_BUF_SIZE)
+                    .min(fq.queue.limit_items as usize);
+                large += 2 * queue_large;
             }
         }
         let requests = rx_slots + t.tx_slots as usize + FIXED_REQUESTS as usize;
@@ -291,24 +294,22 @@ impl Driver {
             Gro::new(runs, t.tx_slots as usize, path.uso, reserve)
         });
         let rng = SystemRandom::new();
-        let inside_queue = match &t.fair_queue {
+        let queue_error = |e: ringway_fq::ConfigError| {
+            DriverError::Config(ConfigError::Fq {
+                key: "limit_packets",
+                reason: e.to_string(),
+            })
+        };
+        let (inside_queue, outside_queue) = match &t.fair_queue {
             Some(fq) => {
-                let header = if path.vnet_hdr { VNET_HDR_LEN } else { 0 };
-                let q = InsideQueue::new(
-                    fq.queue.clone(),
-                    fq.tun_writes_in_flight,
-                    header,
-                    flow_seed(&rng),
-                )
-                .map_err(|e| {
-                    DriverError::Config(ConfigError::Fq {
-                        key: "limit_packets",
-                        reason: e.to_string(),
-                    })
-                })?;
-                Some(q)
+                let inside =
+                    InsideQueue::new(fq.queue.clone(), fq.tun_writes_in_flight, flow_seed(&rng))
+                        .map_err(queue_error)?;
+                let outside = OutsideQueue::new(fq.queue.clone(), queue_large, flow_seed(&rng))
+                    .map_err(queue_error)?;
+                (Some(inside), Some(outside))
             }
-            None => None,
+            None => (None, None),
         };
         let mut ctx = Context {
             sessions,
@@ -326,6 +327,7 @@ impl Driver {
                 path,
                 gso: path.udp_gso,
                 inside_queue,
+                outside_queue,
                 now: Instant::now(),
             },
             gro,
@@ -460,6 +462,10 @@ impl Driver {
             q.clear(&mut io.bufs);
             io.counters.fq_inside.update(q.stats());
         }
+        if let Some(q) = &mut io.outside_queue {
+            q.clear(&mut io.bufs);
+            io.counters.fq_outside.update(q.stats());
+        }
         if self.ctx.io.queue.in_kernel() > 0 {
             // A request may still pick from the rings: they are leaked on drop instead.
             return;
@@ -504,6 +510,8 @@ impl Driver {
         // Then, with the flow queue, the few TUN writes whose turn it is: everything
         // the round received is queued by now, so a sparse flow's packet goes first.
         self.ctx.io.pump_inside();
+        // And what the round read from the TUN for UDP peers, sealed as it goes out.
+        send_queued(&mut self.ctx);
         if now.duration_since(self.stats_at) >= STATS_EVERY {
             self.stats_at = now;
             tracing::debug!(sessions = self.ctx.sessions.len(), tcp = self.tcp.live(), counters = %self.ctx.sessions.counters, io = %self.ctx.io.counters, "stats");

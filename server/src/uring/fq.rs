@@ -29,8 +29,17 @@ use std::ops::Range;
 use std::time::Instant;
 
 use ringway_fq::{inner, Config, ConfigError, FlowQueue, Stats};
+use ringway_offload::{Plan, VnetHdr};
 
 use super::buffers::{PacketBuf, Pools};
+
+/// A queued packet: a buffer token and where the IP packet lies in the buffer.
+pub(super) trait Queued {
+    /// The buffer, and the range of its IP packet (header and all).
+    fn ip(&mut self) -> (&mut PacketBuf, Range<usize>);
+    /// The buffer, given back.
+    fn into_buf(self) -> PacketBuf;
+}
 
 /// One TUN write waiting for its turn: what `Send::Tun` will carry.
 #[derive(Debug)]
@@ -41,32 +50,141 @@ pub(super) struct TunWrite {
     pub packet: Range<usize>,
     /// Inner packets it carries (a coalesced superpacket's segments; else 1).
     pub packets: u32,
+    /// Bytes in front of the IP header: the virtio_net_hdr with offload.
+    pub header: usize,
+}
+
+impl Queued for TunWrite {
+    fn ip(&mut self) -> (&mut PacketBuf, Range<usize>) {
+        let start = self.packet.start.saturating_add(self.header);
+        (&mut self.buf, start..self.packet.end)
+    }
+    fn into_buf(self) -> PacketBuf {
+        self.buf
+    }
+}
+
+/// A packet read from the TUN, routed to a UDP peer, waiting to be sealed and sent.
+#[derive(Debug)]
+pub(super) struct PeerSend {
+    /// The buffer: a small one holding a plain packet, or the large read buffer of a
+    /// superpacket.
+    pub buf: PacketBuf,
+    /// The IP packet in it, at `PAYLOAD_OFFSET`, with room for a tag behind it.
+    pub packet: Range<usize>,
+    /// A superpacket: its header and how it is cut, as `prepare` found them at the read.
+    pub split: Option<(VnetHdr, Plan)>,
+}
+
+impl Queued for PeerSend {
+    fn ip(&mut self) -> (&mut PacketBuf, Range<usize>) {
+        (&mut self.buf, self.packet.clone())
+    }
+    fn into_buf(self) -> PacketBuf {
+        self.buf
+    }
+}
+
+/// A flow queue of packets in pool buffers: dropped packets' buffers go back to the
+/// pools, and a dequeued packet comes out CE-marked if CoDel asked.
+#[derive(Debug)]
+pub(super) struct PacketQueue<T> {
+    queue: FlowQueue<T>,
+    seed: inner::FlowSeed,
+}
+
+impl<T: Queued> PacketQueue<T> {
+    /// A queue with all its memory.
+    pub fn new(config: Config, seed: inner::FlowSeed) -> Result<Self, ConfigError> {
+        Ok(PacketQueue {
+            queue: FlowQueue::new(config)?,
+            seed,
+        })
+    }
+
+    /// Queues `item` at the tail of its inner flow (dropping from the fattest flow's
+    /// head if the queue is full). Returns the large buffers dropped on the way.
+    pub fn enqueue(&mut self, now: Instant, bufs: &mut Pools, mut item: T) -> usize {
+        let meta = {
+            let (buf, range) = item.ip();
+            let bytes = bufs.of(buf).bytes_mut(buf);
+            inner::meta(bytes.get(range).unwrap_or_default(), &self.seed)
+        };
+        let mut large = 0;
+        self.queue.enqueue(now, item, meta, |dropped, _why| {
+            large += usize::from(put(bufs, dropped.into_buf()));
+        });
+        large
+    }
+
+    /// The next packet by DRR, CE-marked if CoDel asked, and the large buffers CoDel
+    /// dropped on the way.
+    pub fn dequeue(&mut self, now: Instant, bufs: &mut Pools) -> (Option<T>, usize) {
+        let mut large = 0;
+        let d = self.queue.dequeue(now, |dropped, _why| {
+            large += usize::from(put(bufs, dropped.into_buf()));
+        });
+        let item = d.map(|mut d| {
+            if d.mark_ce {
+                let (buf, range) = d.item.ip();
+                let bytes = bufs.of(buf).bytes_mut(buf);
+                if let Some(ip) = bytes.get_mut(range) {
+                    inner::mark_ce(ip);
+                }
+            }
+            d.item
+        });
+        (item, large)
+    }
+
+    /// Packets queued now.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Nothing queued.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Gives every queued buffer back (the loop is over).
+    pub fn clear(&mut self, bufs: &mut Pools) {
+        self.queue.clear(|item| {
+            put(bufs, item.into_buf());
+        });
+    }
+
+    /// What the queue did.
+    pub fn stats(&self) -> &Stats {
+        self.queue.stats()
+    }
+}
+
+/// Returns `buf` to its pool; whether it was a large one.
+fn put(bufs: &mut Pools, buf: PacketBuf) -> bool {
+    let large = bufs.large.owns(&buf);
+    bufs.put(buf);
+    large
 }
 
 /// The flow queue in front of the TUN, and how many of its writes are in flight.
 #[derive(Debug)]
 pub(super) struct InsideQueue {
-    queue: FlowQueue<TunWrite>,
-    seed: inner::FlowSeed,
-    /// Bytes in front of the IP header in a write: the virtio_net_hdr with offload.
-    header: usize,
+    queue: PacketQueue<TunWrite>,
     in_flight: u32,
     max_in_flight: u32,
 }
 
 impl InsideQueue {
-    /// A queue with all its memory, letting `max_in_flight` writes out at once; each
-    /// write's IP header starts `header` bytes into it.
+    /// A queue with all its memory, letting `max_in_flight` writes out at once.
     pub fn new(
         config: Config,
         max_in_flight: u32,
-        header: usize,
         seed: inner::FlowSeed,
     ) -> Result<Self, ConfigError> {
         Ok(InsideQueue {
-            queue: FlowQueue::new(config)?,
-            seed,
-            header,
+            queue: PacketQueue::new(config, seed)?,
             in_flight: 0,
             max_in_flight: max_in_flight.max(1),
         })
@@ -74,13 +192,8 @@ impl InsideQueue {
 
     /// Queues `w` at the tail of its inner flow (dropping from the fattest flow's head
     /// if the queue is full; dropped buffers go back to `bufs`).
-    pub fn enqueue(&mut self, now: Instant, bufs: &mut Pools, mut w: TunWrite) {
-        let meta = {
-            let bytes = bufs.of(&w.buf).bytes_mut(&mut w.buf);
-            inner::meta(ip(bytes, &w.packet, self.header), &self.seed)
-        };
-        self.queue
-            .enqueue(now, w, meta, |dropped, _why| bufs.put(dropped.buf));
+    pub fn enqueue(&mut self, now: Instant, bufs: &mut Pools, w: TunWrite) {
+        self.queue.enqueue(now, bufs, w);
     }
 
     /// Whether a write may start now (fewer than the limit are in flight).
@@ -94,15 +207,9 @@ impl InsideQueue {
         if self.in_flight >= self.max_in_flight {
             return None;
         }
-        let mut d = self
-            .queue
-            .dequeue(now, |dropped, _why| bufs.put(dropped.buf))?;
-        if d.mark_ce {
-            let bytes = bufs.of(&d.item.buf).bytes_mut(&mut d.item.buf);
-            inner::mark_ce(ip_mut(bytes, &d.item.packet, self.header));
-        }
+        let w = self.queue.dequeue(now, bufs).0?;
         self.in_flight += 1;
-        Some(d.item)
+        Some(w)
     }
 
     /// A TUN write completed (or failed): another may start.
@@ -128,7 +235,7 @@ impl InsideQueue {
 
     /// Gives every queued buffer back (the loop is over).
     pub fn clear(&mut self, bufs: &mut Pools) {
-        self.queue.clear(|w| bufs.put(w.buf));
+        self.queue.clear(bufs);
     }
 
     /// What the queue did.
@@ -137,19 +244,81 @@ impl InsideQueue {
     }
 }
 
-/// The IP packet of a write: `packet` past its `header` bytes (empty if too short, which
-/// the queue treats as a flow of its own).
-fn ip<'a>(bytes: &'a [u8], packet: &Range<usize>, header: usize) -> &'a [u8] {
-    bytes
-        .get(packet.start.saturating_add(header)..packet.end)
-        .unwrap_or(&[])
+/// The flow queue in front of the sends to UDP peers, and the large buffers it holds.
+///
+/// A plain packet waits in a small buffer (copied out of its read, as it would be to be
+/// sealed), a superpacket in its own large read buffer, whose place in the read's
+/// buffer ring a fresh one takes. Large buffers held are capped (`max_large`, the ones
+/// the driver added for this queue), so reads and the other direction never run short:
+/// past the cap a superpacket is sent at once, as without the queue.
+#[derive(Debug)]
+pub(super) struct OutsideQueue {
+    queue: PacketQueue<PeerSend>,
+    large: usize,
+    max_large: usize,
 }
 
-/// The same, to set CE in.
-fn ip_mut<'a>(bytes: &'a mut [u8], packet: &Range<usize>, header: usize) -> &'a mut [u8] {
-    bytes
-        .get_mut(packet.start.saturating_add(header)..packet.end)
-        .unwrap_or(&mut [])
+impl OutsideQueue {
+    /// A queue with all its memory, holding at most `max_large` large buffers.
+    pub fn new(
+        config: Config,
+        max_large: usize,
+        seed: inner::FlowSeed,
+    ) -> Result<Self, ConfigError> {
+        Ok(OutsideQueue {
+            queue: PacketQueue::new(config, seed)?,
+            large: 0,
+            max_large,
+        })
+    }
+
+    /// Whether a superpacket may wait here in its large buffer.
+    pub fn has_large_room(&self) -> bool {
+        self.large < self.max_large
+    }
+
+    /// Queues `p` at the tail of its inner flow.
+    pub fn enqueue(&mut self, now: Instant, bufs: &mut Pools, p: PeerSend) {
+        if bufs.large.owns(&p.buf) {
+            self.large += 1;
+        }
+        let dropped = self.queue.enqueue(now, bufs, p);
+        self.large -= dropped;
+    }
+
+    /// The next packet to seal and send, CE-marked if CoDel asked.
+    pub fn dequeue(&mut self, now: Instant, bufs: &mut Pools) -> Option<PeerSend> {
+        let (p, dropped) = self.queue.dequeue(now, bufs);
+        self.large -= dropped;
+        if let Some(p) = &p {
+            if bufs.large.owns(&p.buf) {
+                self.large -= 1;
+            }
+        }
+        p
+    }
+
+    /// Nothing queued.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Packets queued now.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Gives every queued buffer back (the loop is over).
+    pub fn clear(&mut self, bufs: &mut Pools) {
+        self.queue.clear(bufs);
+        self.large = 0;
+    }
+
+    /// What the queue did.
+    pub fn stats(&self) -> &Stats {
+        self.queue.stats()
+    }
 }
 
 #[cfg(test)]
@@ -184,6 +353,7 @@ mod tests {
             buf,
             packet: 16..1416,
             packets: 1,
+            header: 0,
         }
     }
 
@@ -196,7 +366,7 @@ mod tests {
     fn writes_in_flight_are_bounded_and_a_sparse_flow_goes_first() {
         let mut bufs = pools();
         let seed = inner::FlowSeed::from_bytes([9; 16]);
-        let mut q = InsideQueue::new(Config::default(), 3, 0, seed).unwrap();
+        let mut q = InsideQueue::new(Config::default(), 3, seed).unwrap();
         let t = Instant::now();
         for _ in 0..20 {
             let w = packet(&mut bufs, 1000, 0);
@@ -240,7 +410,7 @@ mod tests {
             interval: Duration::from_millis(10),
             ..Config::default()
         };
-        let mut q = InsideQueue::new(config, 64, 0, seed).unwrap();
+        let mut q = InsideQueue::new(config, 64, seed).unwrap();
         let t0 = Instant::now();
         for _ in 0..60 {
             let w = packet(&mut bufs, 1000, 0b10);
@@ -261,5 +431,56 @@ mod tests {
         assert_eq!(q.stats().marked_ce, marked);
         assert_eq!(q.stats().dropped_codel, 0);
         assert_eq!(bufs.small.available(), 64);
+    }
+
+    #[test]
+    fn the_outside_queue_holds_no_more_large_buffers_than_it_was_given() {
+        let mut bufs = Pools {
+            small: BufferPool::new(8, 2048),
+            large: BufferPool::new(4, 4096),
+        };
+        let seed = inner::FlowSeed::from_bytes([9; 16]);
+        let config = Config {
+            limit_items: 3,
+            ..Config::default()
+        };
+        let mut q = OutsideQueue::new(config, 2, seed).unwrap();
+        let t = Instant::now();
+        let large = |bufs: &mut Pools| {
+            let mut buf = bufs.large.take().unwrap();
+            bufs.large.bytes_mut(&mut buf)[..20].copy_from_slice(&[
+                0x45, 0, 0, 20, 0, 0, 0, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+            ]);
+            PeerSend {
+                buf,
+                packet: 0..3000,
+                split: None,
+            }
+        };
+        assert!(q.has_large_room());
+        let p = large(&mut bufs);
+        q.enqueue(t, &mut bufs, p);
+        let p = large(&mut bufs);
+        q.enqueue(t, &mut bufs, p);
+        assert!(!q.has_large_room());
+        // Small ones still fit; at the item limit the fattest flow pays, large buffer
+        // and all.
+        for _ in 0..2 {
+            let w = packet(&mut bufs, 7, 0);
+            let p = PeerSend {
+                buf: w.buf,
+                packet: w.packet,
+                split: None,
+            };
+            q.enqueue(t, &mut bufs, p);
+        }
+        assert_eq!(q.len(), 3);
+        assert!(q.has_large_room(), "a dropped large buffer still counted");
+        while let Some(p) = q.dequeue(t, &mut bufs) {
+            bufs.put(p.buf);
+        }
+        assert!(q.is_empty());
+        assert!(q.has_large_room());
+        assert_eq!((bufs.small.available(), bufs.large.available()), (8, 4));
     }
 }

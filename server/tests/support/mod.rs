@@ -269,9 +269,10 @@ impl Server {
             ((2 * RX_SLOTS + TX_SLOTS) as usize, 0)
         };
         if let Some(packets) = self.fq_packets {
-            // One small buffer per queue slot, and with offload some large ones for
-            // queued superpackets (however many: all back in the pool).
-            buffers += packets as usize;
+            // One small buffer per slot of each direction's queue, and with offload
+            // some large ones for queued superpackets (however many: all back in the
+            // pool).
+            buffers += 2 * packets as usize;
             if self.offload {
                 assert!(
                     s.usage.large_buffers > large,
