@@ -1,29 +1,39 @@
-//! The flow queue in front of the TUN writes: where packets from peers wait for the
-//! inside, with `server.fair_queue = "on"`.
+//! The flow queues, with `server.fair_queue = "on"`: one in front of the TUN writes
+//! (packets from peers, bound for the inside) and one in front of the sends to UDP peers
+//! (packets read from the TUN).
 //!
-//! Why here: the TUN write is the expensive step of the upload direction (the kernel runs
-//! the inner TCP receive inside it). Written as soon as they are opened, a bulk upload's
-//! packets made the loop alternate receives and long rows of writes, and the backlog
-//! stood, FIFO, in the UDP socket's receive buffer, where a ping waited behind megabytes
-//! of it. With this queue every opened packet (or coalesced superpacket) is queued, at
-//! most `tun_writes_in_flight` writes are in flight, and the receives keep draining the
-//! socket: the backlog stands here instead, where a sparse flow (ping, ACKs) goes first
-//! and CoDel drops (or CE-marks) from the head of the bulk flow that built it.
+//! Why in front of the TUN: the TUN write is the expensive step of the upload direction
+//! (the kernel runs the inner TCP receive inside it). Written as soon as they were
+//! opened, a bulk upload's packets made the loop alternate receives and long rows of
+//! writes, and the backlog stood, FIFO, in the UDP socket's receive buffer, where a ping
+//! waited behind megabytes of it. With [`InsideQueue`] every opened packet (or coalesced
+//! superpacket) is queued, at most `tun_writes_in_flight` writes are in flight, and the
+//! receives keep draining the socket: the backlog stands here instead, where a sparse
+//! flow (ping, ACKs) goes first and CoDel drops (or CE-marks) from the head of the bulk
+//! flow that built it.
+//!
+//! Why in front of the sends: reading the TUN is cheap and sealing is not, so the TUN is
+//! read eagerly into [`OutsideQueue`] (routed, not sealed), and packets are sealed and
+//! sent when they leave it, while a tx slot is free: a ping reply overtakes a download's
+//! backlog, and what CoDel drops costs no AEAD work. Peers on TCP are not queued here:
+//! their connection's send queue already bounds them (`tcp.send_queue_bytes`).
 //!
 //! ```text
-//!  receive ─▶ open ─▶ coalesce (gro) ─▶ Io::write_tun ─▶ InsideQueue ─┐
-//!                                                                     │ end of each round:
-//!  TUN write completes ─▶ on_written ─────────────────────────────────┤ Io::pump_inside,
-//!                                                                     ▼ while < max in flight
-//!                                              dequeue (DRR + CoDel) ─▶ mark CE? ─▶ TUN write
+//!  UDP/TCP receive ─▶ open ─▶ coalesce (gro) ─▶ Io::write_tun ─▶ InsideQueue ─┐
+//!  TUN write completes ─▶ on_written ─────────────────────────────────────────┤ end of round:
+//!                                              TUN write ◀─ mark CE? ◀─ DRR+CoDel ◀┘ pump_inside
+//!
+//!  TUN read ─▶ route (UDP peer) ─▶ OutsideQueue ─┐ end of round, while a tx slot is free:
+//!                       UDP send ◀─ seal ◀─ route again ◀─ mark CE? ◀─ DRR+CoDel ◀┘ send_queued
 //! ```
 //!
-//! Ownership: a queued packet is a [`TunWrite`] holding its buffer's token, so nothing else
-//! can touch the bytes while it waits; dropped and flushed packets give their tokens back
-//! to the pools. A queued packet holds **no** tx slot (a standing queue would otherwise
-//! starve the sends to peers): its permit goes back at enqueue and the pump reserves one
-//! at dequeue. The driver gives the small pool one extra buffer per queue slot
-//! (`limit_items`), so a free tx slot still always finds a free small buffer.
+//! Ownership: a queued packet holds its buffer's token, so nothing else can touch the
+//! bytes while it waits; dropped and flushed packets give their tokens back to the
+//! pools. A queued packet holds **no** tx slot (a standing queue would otherwise starve
+//! every send): the slot is reserved when it leaves. The driver gives the small pool one
+//! extra buffer per queue slot of each queue (`limit_items`), so a free tx slot still
+//! always finds a free small buffer, and (with offload) each queue some large buffers for
+//! queued superpackets.
 
 use std::ops::Range;
 use std::time::Instant;

@@ -30,6 +30,12 @@
 //! [`READ_OFFSET`]), and the buffer goes back to the ring once its packet is
 //! sent. A row of single reads is woken together by every packet and all but
 //! one re-arm their poll, a tenth of the server's CPU at one packet per read.
+//!
+//! With the flow queue (`fair_queue` on), a packet routed to a UDP peer is not sealed
+//! at the read: it waits in `Io::outside_queue` (a plain packet in its small read buffer,
+//! or copied into one with offload; a superpacket in its large read buffer, the read
+//! going on with a fresh one), and [`send_queued`] seals and sends what the queue lets
+//! out at the end of each round. Packets for TCP peers take the direct path above.
 #![allow(unsafe_code)]
 
 use std::ops::Range;
