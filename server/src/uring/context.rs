@@ -236,26 +236,24 @@ impl Io {
     /// is free: called once a round's completions are all handled, so the round's
     /// receives were all drained into the queue first.
     pub fn pump_inside(&mut self) {
-        let Some(q) = &mut self.inside_queue else {
+        // Out of `self` while it drains: a write is submitted through all of `Io`.
+        let Some(mut q) = self.inside_queue.take() else {
             return;
         };
         while q.can_write() {
             let Some(permit) = self.tx.reserve() else {
                 break;
             };
-            let Some(w) = q.dequeue(self.now, &mut self.bufs) else {
-                self.tx.release(permit);
-                break;
-            };
-            let send = Send::Tun {
-                fd: self.tun_fd,
-                buf: w.buf,
-                packet: w.packet,
-                packets: w.packets,
-            };
-            self.tx.submit(&mut self.queue, &self.bufs, permit, send);
+            match q.dequeue(self.now, &mut self.bufs) {
+                Some(w) => self.submit_tun(permit, w),
+                None => {
+                    self.tx.release(permit);
+                    break;
+                }
+            }
         }
         self.counters.fq_inside.update(q.stats());
+        self.inside_queue = Some(q);
         self.check_pool();
     }
 
