@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ringway_proto::handshake::{key_from_base64, KeyParseError, PublicKey, SecretKey};
 use ringway_proto::Cipher;
@@ -24,6 +25,12 @@ pub const FIXED_REQUESTS: u32 = 4;
 pub const MAX_RING_ENTRIES: u32 = 32768;
 /// The most 64 KiB offload buffers the server allocates (256 MiB).
 pub const MAX_OFFLOAD_BUFFERS: u32 = 4096;
+/// The most packets a flow queue may hold: each queued packet keeps a packet buffer
+/// (about 1.5 KiB at the default MTU), so 16384 is ~25 MiB per direction.
+pub const MAX_FQ_PACKETS: u32 = 16384;
+/// The most bytes a flow queue may hold (64 MiB): past this the queue is no longer a
+/// latency tool.
+pub const MAX_FQ_BYTES: u32 = 64 << 20;
 
 /// A config value the server cannot run with. Each message names the key
 /// (as `section.key`) and, where it helps, the fix.
@@ -77,6 +84,17 @@ pub enum ConfigError {
     /// `server.offload` is neither `auto` nor `off`.
     #[error("server.offload: {0}")]
     Offload(ringway_tun::UnknownOffload),
+    /// `server.fair_queue` is neither `on` nor `off`.
+    #[error("server.fair_queue: unknown mode {0:?} (use \"on\" or \"off\")")]
+    FairQueueMode(String),
+    /// A `[fq]` value out of range.
+    #[error("fq.{key}: {reason}")]
+    Fq {
+        /// The key, without its section.
+        key: &'static str,
+        /// The range it must lie in.
+        reason: String,
+    },
     /// The key file could not be read.
     #[error("server.private_key_file: cannot read {}: {source}", path.display())]
     KeyFile {
@@ -179,6 +197,9 @@ pub struct ConfigFile {
     /// TCP transport settings.
     #[serde(default)]
     pub tcp: TcpSection,
+    /// Flow queue tunables (used while `server.fair_queue` is on).
+    #[serde(default)]
+    pub fq: FqSection,
     /// Authorised clients.
     #[serde(default, rename = "peer")]
     pub peers: Vec<PeerSection>,
@@ -206,6 +227,14 @@ pub struct ServerSection {
     /// Checked by [`Settings::validate`], so a command-line value is checked the same way.
     #[serde(default = "default_offload")]
     pub offload: String,
+    /// Flow queueing of inner packets, `on` (default) or `off`: with it, packets bound for
+    /// the TUN wait in a fair queue (per inner flow, CoDel at each flow's head) in front of
+    /// a few TUN writes in flight, instead of in the UDP socket's receive buffer, so a
+    /// sparse flow (ping, ACKs, DNS) overtakes a bulk upload's backlog and the bulk flow's
+    /// standing queue stays near `fq.target_ms`. `off`: every opened packet is written at
+    /// once, as before. Checked by [`Settings::validate`].
+    #[serde(default = "default_fair_queue")]
+    pub fair_queue: String,
     /// MTU of the TUN devices on both ends.
     #[serde(default = "default_mtu")]
     pub mtu: u16,
@@ -294,6 +323,130 @@ impl Default for TcpSection {
     }
 }
 
+/// `[fq]`: the flow queue's tunables (with `server.fair_queue = "on"`).
+///
+/// Checked by [`Tunables::check`], through [`Settings::validate`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FqSection {
+    /// CoDel's acceptable standing delay per flow, in milliseconds: a bulk flow whose
+    /// packets wait longer than this for a whole `interval_ms` starts losing (or, if
+    /// ECN-capable, CE-marking) packets at its head. 5, as RFC 8289 recommends.
+    pub target_ms: u32,
+    /// CoDel's window in milliseconds: about the RTT of the flows it controls (the
+    /// time a sender needs to react to a drop). 100, the Internet default.
+    pub interval_ms: u32,
+    /// Packets queued at most (per direction); at the limit the fattest flow loses
+    /// from its head. Each queued packet keeps a packet buffer, allocated at start.
+    pub limit_packets: u32,
+    /// Bytes queued at most (per direction), enforced like `limit_packets`.
+    pub limit_bytes: u32,
+    /// Mark ECN-capable packets CE instead of dropping them.
+    pub ecn: bool,
+    /// TUN writes in flight at once. Small, so that the TUN write (where the kernel
+    /// runs the inner TCP receive) never delays the socket receives behind a long
+    /// row of writes, and the waiting happens in the flow queue, where a sparse flow
+    /// can go first.
+    pub tun_writes_in_flight: u32,
+}
+
+impl Default for FqSection {
+    fn default() -> Self {
+        FqSection {
+            target_ms: 5,
+            interval_ms: 100,
+            limit_packets: 1024,
+            limit_bytes: 4 << 20,
+            ecn: true,
+            tun_writes_in_flight: 4,
+        }
+    }
+}
+
+impl FqSection {
+    /// The queue settings in this section.
+    pub fn fair_queue(&self) -> FairQueue {
+        FairQueue {
+            queue: ringway_fq::Config {
+                target: Duration::from_millis(u64::from(self.target_ms)),
+                interval: Duration::from_millis(u64::from(self.interval_ms)),
+                limit_items: self.limit_packets,
+                limit_bytes: self.limit_bytes,
+                ecn: self.ecn,
+                ..ringway_fq::Config::default()
+            },
+            tun_writes_in_flight: self.tun_writes_in_flight,
+        }
+    }
+}
+
+/// The flow queues the driver runs with (`server.fair_queue = "on"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FairQueue {
+    /// Each direction's queue.
+    pub queue: ringway_fq::Config,
+    /// TUN writes in flight at once.
+    pub tun_writes_in_flight: u32,
+}
+
+impl Default for FairQueue {
+    fn default() -> Self {
+        FqSection::default().fair_queue()
+    }
+}
+
+impl FairQueue {
+    /// Refuses values the queue cannot run with, naming the `[fq]` key.
+    pub fn check(&self, tx_slots: u32) -> Result<(), ConfigError> {
+        let q = &self.queue;
+        let bad = |key, reason: String| Err(ConfigError::Fq { key, reason });
+        let ms = |d: Duration| d.as_millis();
+        if q.target.is_zero() || q.target >= q.interval {
+            return bad(
+                "target_ms",
+                format!(
+                    "{} must be at least 1 and below interval_ms ({})",
+                    ms(q.target),
+                    ms(q.interval)
+                ),
+            );
+        }
+        if q.interval > Duration::from_secs(10) {
+            return bad(
+                "interval_ms",
+                format!("{} is more than 10000", ms(q.interval)),
+            );
+        }
+        if q.limit_items == 0 || q.limit_items > MAX_FQ_PACKETS {
+            return bad(
+                "limit_packets",
+                format!("{} is outside 1..={MAX_FQ_PACKETS}", q.limit_items),
+            );
+        }
+        if q.limit_bytes < 65536 || q.limit_bytes > MAX_FQ_BYTES {
+            return bad(
+                "limit_bytes",
+                format!(
+                    "{} is outside 65536..={MAX_FQ_BYTES} (it must hold a 64 KiB superpacket)",
+                    q.limit_bytes
+                ),
+            );
+        }
+        if self.tun_writes_in_flight == 0 || self.tun_writes_in_flight > tx_slots {
+            return bad(
+                "tun_writes_in_flight",
+                format!(
+                    "{} is outside 1..=uring.tx_slots ({tx_slots})",
+                    self.tun_writes_in_flight
+                ),
+            );
+        }
+        // Anything left is the queue's own rule; name it as the queue does.
+        q.validate()
+            .or_else(|e| bad("limit_packets", e.to_string()))
+    }
+}
+
 /// One `[[peer]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -314,6 +467,9 @@ fn default_tun_name() -> String {
 }
 fn default_offload() -> String {
     Offload::default().as_str().into()
+}
+fn default_fair_queue() -> String {
+    "on".into()
 }
 fn default_mtu() -> u16 {
     1420
@@ -346,6 +502,9 @@ pub struct Tunables {
     pub sqpoll_idle_ms: u32,
     /// With offload: 64 KiB buffers beyond the receive slots' own.
     pub offload_buffers: u32,
+    /// Flow queues in front of the TUN writes, or `None` (`server.fair_queue = "off"`):
+    /// every packet written at once.
+    pub fair_queue: Option<FairQueue>,
 }
 
 impl Tunables {
@@ -375,6 +534,9 @@ impl Tunables {
         if self.offload_buffers > MAX_OFFLOAD_BUFFERS {
             return Err(ConfigError::OffloadBuffers(self.offload_buffers));
         }
+        if let Some(fq) = &self.fair_queue {
+            fq.check(self.tx_slots)?;
+        }
         let min = self.min_ring_entries();
         if u64::from(self.ring_entries) < min {
             return Err(ConfigError::RingTooSmall {
@@ -399,6 +561,7 @@ impl UringSection {
             tx_slots: self.tx_slots,
             sqpoll_idle_ms: self.sqpoll_idle_ms,
             offload_buffers: self.offload_buffers,
+            fair_queue: None,
         }
     }
 }
@@ -425,6 +588,20 @@ pub struct Overrides {
     pub udp_socket_buffer: Option<usize>,
     /// `server.offload`, as given (validated with the file's values).
     pub offload: Option<String>,
+    /// `server.fair_queue`, as given (validated with the file's values).
+    pub fair_queue: Option<String>,
+    /// `fq.target_ms`.
+    pub fq_target_ms: Option<u32>,
+    /// `fq.interval_ms`.
+    pub fq_interval_ms: Option<u32>,
+    /// `fq.limit_packets`.
+    pub fq_limit_packets: Option<u32>,
+    /// `fq.limit_bytes`.
+    pub fq_limit_bytes: Option<u32>,
+    /// `fq.ecn`.
+    pub fq_ecn: Option<bool>,
+    /// `fq.tun_writes_in_flight`.
+    pub fq_tun_writes_in_flight: Option<u32>,
     /// `tcp.max_connections`.
     pub max_tcp_connections: Option<u32>,
     /// `tcp.handshake_timeout_secs`.
@@ -457,6 +634,16 @@ impl Overrides {
         if let Some(offload) = &self.offload {
             file.server.offload.clone_from(offload);
         }
+        if let Some(mode) = &self.fair_queue {
+            file.server.fair_queue.clone_from(mode);
+        }
+        let q = &mut file.fq;
+        set(&mut q.target_ms, self.fq_target_ms);
+        set(&mut q.interval_ms, self.fq_interval_ms);
+        set(&mut q.limit_packets, self.fq_limit_packets);
+        set(&mut q.limit_bytes, self.fq_limit_bytes);
+        set(&mut q.ecn, self.fq_ecn);
+        set(&mut q.tun_writes_in_flight, self.fq_tun_writes_in_flight);
         let t = &mut file.tcp;
         set(&mut t.max_connections, self.max_tcp_connections);
         set(
@@ -509,6 +696,8 @@ pub struct Settings {
     pub rekey_after_secs: u16,
     /// io_uring tunables.
     pub uring: UringSection,
+    /// Flow queues, or `None` with `server.fair_queue = "off"`.
+    pub fair_queue: Option<FairQueue>,
     /// TCP settings.
     pub tcp: TcpSection,
     /// Authorised peers.
@@ -563,6 +752,15 @@ impl Settings {
         })?;
         let offload: Offload = s.offload.parse().map_err(ConfigError::Offload)?;
         file.uring.tunables().check()?;
+        // `[fq]` is checked even while the queue is off, so turning it on later cannot
+        // turn up a mistake made now.
+        let fq = file.fq.fair_queue();
+        fq.check(file.uring.tx_slots)?;
+        let fair_queue = match s.fair_queue.as_str() {
+            "on" => Some(fq),
+            "off" => None,
+            other => return Err(ConfigError::FairQueueMode(other.to_owned())),
+        };
         let t = &file.tcp;
         if s.listen_tcp.is_some() && t.max_connections == 0 {
             return Err(ConfigError::NoConnections);
@@ -640,9 +838,18 @@ impl Settings {
             cipher,
             rekey_after_secs: s.rekey_after_secs,
             uring: file.uring,
+            fair_queue,
             tcp: file.tcp,
             peers,
         })
+    }
+
+    /// The ring settings the driver runs with: `[uring]` and the flow queues.
+    pub fn tunables(&self) -> Tunables {
+        Tunables {
+            fair_queue: self.fair_queue.clone(),
+            ..self.uring.tunables()
+        }
     }
 }
 
@@ -692,6 +899,72 @@ mod tests {
         assert_eq!(s.tcp.max_connections, 1024);
         assert_eq!(s.peers.len(), 1);
         assert_eq!(s.offload, Offload::Auto);
+        assert_eq!(s.fair_queue, Some(FairQueue::default()));
+        assert_eq!(s.tunables().fair_queue, Some(FairQueue::default()));
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn the_fair_queue_is_on_by_default_and_tunable_from_file_and_command_line() {
+        let d = tempdir("fq");
+        write_key(&d);
+        let path = d.join("server.toml");
+        std::fs::write(
+            &path,
+            base("[fq]\ntarget_ms = 2\ninterval_ms = 20\necn = false"),
+        )
+        .unwrap();
+        let over = |o: Overrides| Settings::load(&path, &o).unwrap();
+        let s = over(Overrides {
+            fq_limit_packets: Some(512),
+            fq_tun_writes_in_flight: Some(2),
+            ..Default::default()
+        });
+        let fq = s.fair_queue.expect("on by default");
+        assert_eq!(fq.queue.target, Duration::from_millis(2));
+        assert_eq!(fq.queue.interval, Duration::from_millis(20));
+        assert!(!fq.queue.ecn);
+        assert_eq!(fq.queue.limit_items, 512);
+        assert_eq!(fq.queue.limit_bytes, 4 << 20);
+        assert_eq!(fq.tun_writes_in_flight, 2);
+        let s = over(Overrides {
+            fair_queue: Some("off".into()),
+            ..Default::default()
+        });
+        assert_eq!(s.fair_queue, None);
+        assert_eq!(s.tunables().fair_queue, None);
+        // `[fq]` is checked while off too.
+        let e = Settings::load(
+            &path,
+            &Overrides {
+                fair_queue: Some("off".into()),
+                fq_target_ms: Some(0),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Fq {
+                    key: "target_ms",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = Settings::load(
+            &path,
+            &Overrides {
+                fair_queue: Some("yes".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "server.fair_queue: unknown mode \"yes\" (use \"on\" or \"off\")"
+        );
         std::fs::remove_dir_all(d).unwrap();
     }
 
@@ -722,6 +995,8 @@ mod tests {
             )
         );
         assert_eq!(f.server.offload, default_offload());
+        assert_eq!(f.server.fair_queue, default_fair_queue());
+        assert_eq!(f.fq.fair_queue(), FairQueue::default());
     }
 
     fn base(extra: &str) -> String {
@@ -748,6 +1023,18 @@ mod tests {
             ("[uring]\ntx_slots = 0", "uring.tx_slots"),
             ("[uring]\ntun_rx_slots = 0", "uring.tun_rx_slots"),
             ("[uring]\nudp_rx_slots = 0", "uring.udp_rx_slots"),
+            ("fair_queue = \"maybe\"", "server.fair_queue"),
+            ("[fq]\ntarget_ms = 0", "fq.target_ms"),
+            ("[fq]\ntarget_ms = 100", "fq.target_ms"),
+            ("[fq]\ninterval_ms = 60000", "fq.interval_ms"),
+            ("[fq]\nlimit_packets = 0", "fq.limit_packets"),
+            ("[fq]\nlimit_packets = 100000", "fq.limit_packets"),
+            ("[fq]\nlimit_bytes = 1500", "fq.limit_bytes"),
+            ("[fq]\ntun_writes_in_flight = 0", "fq.tun_writes_in_flight"),
+            (
+                "[fq]\ntun_writes_in_flight = 513",
+                "fq.tun_writes_in_flight",
+            ),
             ("[tcp]\nrx_buffer_bytes = 100", "tcp.rx_buffer_bytes"),
             ("[tcp]\nsend_queue_bytes = 100", "tcp.send_queue_bytes"),
             (
@@ -884,6 +1171,7 @@ mod tests {
             tx_slots: 28,
             sqpoll_idle_ms: 0,
             offload_buffers: 48,
+            fair_queue: None,
         };
         assert_eq!(t.min_ring_entries(), 128);
         assert!(t.check().is_ok());

@@ -82,6 +82,27 @@ struct RunArgs {
     /// Override server.offload: `auto` or `off` (TUN virtio_net_hdr, TSO, USO).
     #[arg(long, value_name = "auto|off")]
     offload: Option<String>,
+    /// Override server.fair_queue: `on` or `off` (flow queueing in front of TUN writes).
+    #[arg(long, value_name = "on|off")]
+    fair_queue: Option<String>,
+    /// Override fq.target_ms (CoDel target, milliseconds).
+    #[arg(long)]
+    fq_target_ms: Option<u32>,
+    /// Override fq.interval_ms (CoDel interval, milliseconds).
+    #[arg(long)]
+    fq_interval_ms: Option<u32>,
+    /// Override fq.limit_packets (packets queued at most per direction).
+    #[arg(long)]
+    fq_limit_packets: Option<u32>,
+    /// Override fq.limit_bytes (bytes queued at most per direction).
+    #[arg(long)]
+    fq_limit_bytes: Option<u32>,
+    /// Override fq.ecn (CE-mark ECN-capable packets instead of dropping them).
+    #[arg(long)]
+    fq_ecn: Option<bool>,
+    /// Override fq.tun_writes_in_flight.
+    #[arg(long)]
+    fq_tun_writes_in_flight: Option<u32>,
     /// Override tcp.max_connections.
     #[arg(long)]
     max_tcp_connections: Option<u32>,
@@ -168,6 +189,13 @@ fn run(args: RunArgs) -> Result<()> {
         offload_buffers: args.offload_buffers,
         udp_socket_buffer: args.udp_socket_buffer,
         offload: args.offload,
+        fair_queue: args.fair_queue,
+        fq_target_ms: args.fq_target_ms,
+        fq_interval_ms: args.fq_interval_ms,
+        fq_limit_packets: args.fq_limit_packets,
+        fq_limit_bytes: args.fq_limit_bytes,
+        fq_ecn: args.fq_ecn,
+        fq_tun_writes_in_flight: args.fq_tun_writes_in_flight,
         max_tcp_connections: args.max_tcp_connections,
         tcp_handshake_timeout_secs: args.tcp_handshake_timeout_secs,
         tcp_send_queue_bytes: args.tcp_send_queue_bytes,
@@ -177,7 +205,7 @@ fn run(args: RunArgs) -> Result<()> {
     // Every value, from the file or the command line, is checked here, before
     // anything is created.
     let settings = Settings::load(&args.config, &overrides)?;
-    let tunables = settings.uring.tunables();
+    let tunables = settings.tunables();
 
     let tun = tun::open(&settings)?;
     let udp = settings

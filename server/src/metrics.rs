@@ -175,6 +175,69 @@ pub struct IoCounters {
     pub tcp_closed_session_end: u64,
     /// Connections closed after receiving nothing for the idle timeout.
     pub tcp_closed_idle: u64,
+    /// The flow queue in front of the TUN writes (packets from peers), with
+    /// `fair_queue` on.
+    pub fq_inside: FqCounters,
+    /// The flow queue in front of the sends to peers (packets from the TUN), with
+    /// `fair_queue` on.
+    pub fq_outside: FqCounters,
+}
+
+/// What one direction's flow queue did: a copy of its `ringway_fq::Stats`, refreshed by
+/// the driver each round. All zero while the queue is off.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FqCounters {
+    /// Packets (or superpackets) queued.
+    pub enqueued: u64,
+    /// Packets that left the queue to be written or sent.
+    pub dequeued: u64,
+    /// Of those, the ones from a sparse flow (ping, ACKs, a flow's first quantum): the
+    /// ones that overtook a bulk backlog.
+    pub sparse: u64,
+    /// Packets CoDel dropped from the head of a flow with a standing queue.
+    pub dropped_codel: u64,
+    /// Packets dropped from the fattest flow because the queue was full.
+    pub dropped_overflow: u64,
+    /// Packets CE-marked instead of dropped.
+    pub marked_ce: u64,
+    /// Most packets queued at once.
+    pub peak: u64,
+    /// Most bytes queued at once.
+    pub peak_bytes: u64,
+}
+
+impl FqCounters {
+    /// Takes the queue's current numbers.
+    pub fn update(&mut self, s: &ringway_fq::Stats) {
+        *self = FqCounters {
+            enqueued: s.enqueued,
+            dequeued: s.dequeued,
+            sparse: s.sparse_dequeues,
+            dropped_codel: s.dropped_codel,
+            dropped_overflow: s.dropped_overflow,
+            marked_ce: s.marked_ce,
+            peak: s.peak_items,
+            peak_bytes: s.peak_bytes,
+        };
+    }
+
+    /// Writes the counters as `name value` pairs, each name behind `prefix`.
+    fn write(&self, f: &mut fmt::Formatter<'_>, prefix: &str) -> fmt::Result {
+        write!(
+            f,
+            "{prefix}_enqueued {} {prefix}_dequeued {} {prefix}_sparse {} \
+             {prefix}_dropped_codel {} {prefix}_dropped_overflow {} {prefix}_marked_ce {} \
+             {prefix}_peak {} {prefix}_peak_bytes {}",
+            self.enqueued,
+            self.dequeued,
+            self.sparse,
+            self.dropped_codel,
+            self.dropped_overflow,
+            self.marked_ce,
+            self.peak,
+            self.peak_bytes,
+        )
+    }
 }
 
 impl fmt::Display for IoCounters {
@@ -222,7 +285,11 @@ impl fmt::Display for IoCounters {
             self.tcp_closed_error,
             self.tcp_closed_session_end,
             self.tcp_closed_idle,
-        )
+        )?;
+        f.write_str("; ")?;
+        self.fq_inside.write(f, "fq_inside")?;
+        f.write_str(" ")?;
+        self.fq_outside.write(f, "fq_outside")
     }
 }
 
@@ -246,6 +313,8 @@ mod tests {
             "udp_rx_recvs 0 udp_rx_datagrams 0",
             "tun_tx_writes 0",
             "tcp_tx_sends 0 tcp_tx_frames 0 tcp_rx_recvs 0 tcp_rx_frames 0",
+            "fq_inside_enqueued 0 fq_inside_dequeued 0 fq_inside_sparse 0",
+            "fq_outside_dropped_codel 0 fq_outside_dropped_overflow 0 fq_outside_marked_ce 0",
         ] {
             assert!(line.contains(pair), "{pair:?} missing from {line}");
         }

@@ -62,6 +62,7 @@ pub fn settings(
         cipher: Cipher::ChaCha20Poly1305,
         rekey_after_secs,
         uring: UringSection::default(),
+        fair_queue: None,
         tcp: TcpSection::default(),
         peers: peers
             .iter()

@@ -47,6 +47,7 @@ fn settings(peers: &[(&str, &Keypair, Option<[u8; 32]>)], pool: &str) -> Setting
         cipher: Cipher::Aes256Gcm,
         rekey_after_secs: 0,
         uring: UringSection::default(),
+        fair_queue: None,
         tcp: crate::config::TcpSection::default(),
         peers: peers
             .iter()

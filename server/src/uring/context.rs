@@ -11,11 +11,14 @@
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::RawFd;
+use std::time::Instant;
 
 use ring::rand::{SecureRandom, SystemRandom};
+use ringway_offload::VNET_HDR_LEN;
 
 use super::buffers::{BufferPool, PacketBuf, Pools};
 use super::driver::DataPath;
+use super::fq::{InsideQueue, OutsideQueue, TunWrite};
 use super::gro::Gro;
 use super::queue::Queue;
 use super::slots::Completion;
@@ -73,6 +76,14 @@ pub(super) struct Io {
     /// Multi-datagram UDP sends: on while the socket and the route accept them (a
     /// refused one turns this off for good).
     pub gso: bool,
+    /// With `fair_queue` on: where TUN writes wait for their turn (see `fq`).
+    pub inside_queue: Option<InsideQueue>,
+    /// With `fair_queue` on: where packets read from the TUN for UDP peers wait to be
+    /// sealed and sent (see `fq`).
+    pub outside_queue: Option<OutsideQueue>,
+    /// When this round's completions were reaped: the arrival time of what the round
+    /// queues.
+    pub now: Instant,
 }
 
 /// Claims a tx slot, or counts a drop when every one is busy. A free function over
@@ -185,7 +196,8 @@ impl Io {
 
     /// Writes the IP packet at `packet` in `buf` to the TUN (with offload, the
     /// packet starts with its virtio_net_hdr and may be a superpacket of `packets`
-    /// segments).
+    /// segments). With the flow queue, the packet is queued instead and written by
+    /// [`Io::pump_inside`] when its turn comes.
     pub fn write_tun(
         &mut self,
         permit: Permit,
@@ -193,13 +205,56 @@ impl Io {
         packet: Range<usize>,
         packets: u32,
     ) {
-        let send = Send::Tun {
-            fd: self.tun_fd,
+        let header = if self.path.vnet_hdr { VNET_HDR_LEN } else { 0 };
+        let w = TunWrite {
             buf,
             packet,
             packets,
+            header,
+        };
+        match &mut self.inside_queue {
+            Some(q) => {
+                // A queued packet holds no tx slot: the pump reserves one at dequeue.
+                self.tx.release(permit);
+                q.enqueue(self.now, &mut self.bufs, w);
+            }
+            None => self.submit_tun(permit, w),
+        }
+    }
+
+    fn submit_tun(&mut self, permit: Permit, w: TunWrite) {
+        let send = Send::Tun {
+            fd: self.tun_fd,
+            buf: w.buf,
+            packet: w.packet,
+            packets: w.packets,
         };
         self.tx.submit(&mut self.queue, &self.bufs, permit, send);
+    }
+
+    /// Starts queued TUN writes while fewer than the limit are in flight and a tx slot
+    /// is free: called once a round's completions are all handled, so the round's
+    /// receives were all drained into the queue first.
+    pub fn pump_inside(&mut self) {
+        // Out of `self` while it drains: a write is submitted through all of `Io`.
+        let Some(mut q) = self.inside_queue.take() else {
+            return;
+        };
+        while q.can_write() {
+            let Some(permit) = self.tx.reserve() else {
+                break;
+            };
+            match q.dequeue(self.now, &mut self.bufs) {
+                Some(w) => self.submit_tun(permit, w),
+                None => {
+                    self.tx.release(permit);
+                    break;
+                }
+            }
+        }
+        self.counters.fq_inside.update(q.stats());
+        self.inside_queue = Some(q);
+        self.check_pool();
     }
 
     /// Copies `parts` back to back from `offset` in a fresh small buffer under a
@@ -250,6 +305,11 @@ impl Io {
             return;
         };
         self.bufs.put(sent.buf);
+        if sent.kind == TxKind::Tun {
+            if let Some(q) = &mut self.inside_queue {
+                q.on_written();
+            }
+        }
         self.check_pool();
         let packets = u64::from(sent.packets);
         match c.error() {

@@ -18,18 +18,19 @@ use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, types, IoUring};
-use ring::rand::SystemRandom;
+use ring::rand::{SecureRandom, SystemRandom};
 use ringway_proto::wire::transport::TAG_LEN;
 
 use super::buf_ring::{BufRing, Region, RING_ENTRIES};
 use super::buffers::{BufferPool, Pools};
 use super::context::{Context, Io, OsRandom};
+use super::fq::{InsideQueue, OutsideQueue};
 use super::gro::{Gro, MAX_RUNS};
 use super::msg::MultishotLayout;
 use super::paths::signal::SignalRead;
 use super::paths::tcp::{TcpLimits, TcpPath};
 use super::paths::timer::Timer;
-use super::paths::tun::{frames_per_send, multishot_region, TunPath};
+use super::paths::tun::{frames_per_send, multishot_region, send_queued, TunPath};
 use super::paths::udp::UdpPath;
 use super::queue::Queue;
 use super::slots::Completion;
@@ -262,11 +263,27 @@ impl Driver {
         // Every receive slot holds one buffer (a large one with offload) and every
         // tx slot at most one small one, so whenever a tx slot is free a small
         // buffer is too (see `Io::check_pool`).
-        let (small, large) = if path.vnet_hdr {
+        let (mut small, mut large) = if path.vnet_hdr {
             (t.tx_slots as usize, rx_slots + t.offload_buffers as usize)
         } else {
             (rx_slots + t.tx_slots as usize, 0)
         };
+        // A queued packet holds a buffer but no tx slot: one more small buffer per slot
+        // of each direction's queue keeps a small buffer free for every free tx slot.
+        // With offload, queued superpackets hold large buffers too: room for each
+        // queue's byte limit of them, so coalescing and reading go on while a backlog
+        // stands (past that, packets to the TUN fall back to small buffers, as they do
+        // without the queue, and superpackets from it are sent at once).
+        let mut queue_large = 0;
+        if let Some(fq) = &t.fair_queue {
+            small += 2 * fq.queue.limit_items as usize;
+            if path.vnet_hdr {
+                queue_large = (fq.queue.limit_bytes as usize)
+                    .div_ceil(LARGE_BUF_SIZE)
+                    .min(fq.queue.limit_items as usize);
+                large += 2 * queue_large;
+            }
+        }
         let requests = rx_slots + t.tx_slots as usize + FIXED_REQUESTS as usize;
         let gro = path.vnet_hdr.then(|| {
             // A third of the offload buffers hold runs being built; the rest carry
@@ -276,9 +293,27 @@ impl Driver {
             let reserve = (t.offload_buffers as usize - runs) / 2;
             Gro::new(runs, t.tx_slots as usize, path.uso, reserve)
         });
+        let rng = SystemRandom::new();
+        let queue_error = |e: ringway_fq::ConfigError| {
+            DriverError::Config(ConfigError::Fq {
+                key: "limit_packets",
+                reason: e.to_string(),
+            })
+        };
+        let (inside_queue, outside_queue) = match &t.fair_queue {
+            Some(fq) => {
+                let inside =
+                    InsideQueue::new(fq.queue.clone(), fq.tun_writes_in_flight, flow_seed(&rng))
+                        .map_err(queue_error)?;
+                let outside = OutsideQueue::new(fq.queue.clone(), queue_large, flow_seed(&rng))
+                    .map_err(queue_error)?;
+                (Some(inside), Some(outside))
+            }
+            None => (None, None),
+        };
         let mut ctx = Context {
             sessions,
-            ids: OsRandom(SystemRandom::new()),
+            ids: OsRandom(rng),
             io: Io {
                 queue: Queue::with_capacity(2 * requests),
                 bufs: Pools {
@@ -291,6 +326,9 @@ impl Driver {
                 udp_fd: fds.udp,
                 path,
                 gso: path.udp_gso,
+                inside_queue,
+                outside_queue,
+                now: Instant::now(),
             },
             gro,
             stopping: false,
@@ -419,6 +457,15 @@ impl Driver {
         if let Some(gro) = &mut self.ctx.gro {
             gro.release(&mut self.ctx.io.bufs);
         }
+        let io = &mut self.ctx.io;
+        if let Some(q) = &mut io.inside_queue {
+            q.clear(&mut io.bufs);
+            io.counters.fq_inside.update(q.stats());
+        }
+        if let Some(q) = &mut io.outside_queue {
+            q.clear(&mut io.bufs);
+            io.counters.fq_outside.update(q.stats());
+        }
         if self.ctx.io.queue.in_kernel() > 0 {
             // A request may still pick from the rings: they are leaked on drop instead.
             return;
@@ -450,6 +497,7 @@ impl Driver {
             return;
         }
         let now = Instant::now();
+        self.ctx.io.now = now;
         for i in 0..self.cqes.len() {
             let (user_data, res, flags) = self.cqes[i];
             self.dispatch(user_data, res, flags, now);
@@ -459,6 +507,11 @@ impl Driver {
         if let Some(gro) = &mut self.ctx.gro {
             gro.flush(&mut self.ctx.io);
         }
+        // Then, with the flow queue, the few TUN writes whose turn it is: everything
+        // the round received is queued by now, so a sparse flow's packet goes first.
+        self.ctx.io.pump_inside();
+        // And what the round read from the TUN for UDP peers, sealed as it goes out.
+        send_queued(&mut self.ctx);
         if now.duration_since(self.stats_at) >= STATS_EVERY {
             self.stats_at = now;
             tracing::debug!(sessions = self.ctx.sessions.len(), tcp = self.tcp.live(), counters = %self.ctx.sessions.counters, io = %self.ctx.io.counters, "stats");
@@ -568,6 +621,17 @@ impl Driver {
         self.signal.leak();
         Release::Leaked { in_kernel }
     }
+}
+
+/// The flow hash key, from the system RNG: flows an outsider cannot aim at one bucket.
+fn flow_seed(rng: &SystemRandom) -> ringway_fq::inner::FlowSeed {
+    let mut key = [0u8; 16];
+    if rng.fill(&mut key).is_err() {
+        // The kernel's getrandom does not fail after boot; a fixed key only makes the
+        // buckets predictable, never the queue wrong.
+        tracing::warn!("no system randomness for the flow hash key");
+    }
+    ringway_fq::inner::FlowSeed::from_bytes(key)
 }
 
 /// A provided-buffer ring for the UDP receive, registered with `ring`; `None` where the

@@ -11,6 +11,9 @@
 //! - [`buffers`]: packet buffers, each claimed by a non-`Copy` token.
 //! - `buf_ring`: a provided-buffer ring, for the multishot UDP receive.
 //! - `tx`: send slots, claimed only through a permit.
+//! - `fq`: with `fair_queue` on, the flow queues: TUN writes wait in one (a few
+//!   at a time in flight, so receives keep draining the socket), packets for UDP
+//!   peers in the other (sealed as they leave); sparse flows go first in both.
 //! - `gro`: with offload, what goes to the TUN in a round, coalesced into
 //!   superpackets and written once the round's completions are handled.
 //! - `msg`, `kernel_box`: memory the kernel reads or writes (`msghdr`s and
@@ -25,6 +28,7 @@ mod buf_ring;
 pub mod buffers;
 mod context;
 pub mod driver;
+mod fq;
 mod gro;
 mod kernel_box;
 mod msg;

@@ -19,7 +19,7 @@ use ringway_proto::wire::handshake::INIT_LEN;
 use ringway_proto::wire::stream::encode_prefix;
 use ringway_proto::wire::transport::{HEADER_LEN, OVERHEAD};
 use ringway_proto::{Cipher, Session};
-use ringway_server::config::{Peer, Settings, TcpSection, UringSection};
+use ringway_server::config::{FairQueue, Peer, Settings, TcpSection, UringSection};
 use ringway_server::metrics::{IoCounters, SessionCounters};
 use ringway_server::outside::tcp::listener::Listener;
 use ringway_server::outside::udp::Udp;
@@ -44,6 +44,8 @@ pub struct Server {
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
     pub offload: bool,
+    /// The flow queue's packet limit, if it is on.
+    pub fq_packets: Option<u32>,
     /// What the data path does (GSO and GRO as the kernel allowed).
     pub path: DataPath,
     /// The TUN stand-in's other end.
@@ -70,6 +72,8 @@ pub struct Options {
     pub offload: bool,
     /// With offload: use UDP_SEGMENT if the kernel has it (off: as on a kernel without).
     pub gso: bool,
+    /// The flow queue in front of the TUN writes (on by default, as in the server).
+    pub fair_queue: Option<FairQueue>,
 }
 
 impl Default for Options {
@@ -81,6 +85,7 @@ impl Default for Options {
             max_connections: 300,
             offload: false,
             gso: true,
+            fair_queue: Some(FairQueue::default()),
         }
     }
 }
@@ -97,7 +102,9 @@ impl Server {
             max_connections,
             offload,
             gso,
+            fair_queue,
         } = o;
+        let fq_packets = fair_queue.as_ref().map(|f| f.queue.limit_items);
         let (tun_ours, inside) = UnixDatagram::pair().unwrap();
         // Non-blocking, as the server's TUN is by default: idle reads may
         // complete with EAGAIN and park on the readiness poll (how often
@@ -127,6 +134,7 @@ impl Server {
                 cipher: Cipher::Aes256Gcm,
                 rekey_after_secs: 0,
                 uring: UringSection::default(),
+                fair_queue: None,
                 tcp: TcpSection::default(),
                 peers: (0..peers)
                     .map(|i| Peer {
@@ -145,6 +153,7 @@ impl Server {
                 tx_slots: TX_SLOTS,
                 sqpoll_idle_ms: 0,
                 offload_buffers: OFFLOAD_BUFFERS,
+                fair_queue,
             };
             let limits = TcpLimits {
                 max_connections,
@@ -194,6 +203,7 @@ impl Server {
             tcp,
             path,
             offload,
+            fq_packets,
             inside,
             stop,
             done,
@@ -253,11 +263,24 @@ impl Server {
             .done
             .recv_timeout(TIMEOUT)
             .expect("the driver did not stop (or its thread panicked)");
-        let (buffers, large) = if self.offload {
+        let (mut buffers, mut large) = if self.offload {
             (TX_SLOTS as usize, (2 * RX_SLOTS + OFFLOAD_BUFFERS) as usize)
         } else {
             ((2 * RX_SLOTS + TX_SLOTS) as usize, 0)
         };
+        if let Some(packets) = self.fq_packets {
+            // One small buffer per slot of each direction's queue, and with offload
+            // some large ones for queued superpackets (however many: all back in the
+            // pool).
+            buffers += 2 * packets as usize;
+            if self.offload {
+                assert!(
+                    s.usage.large_buffers > large,
+                    "no large buffers for the queue"
+                );
+                large = s.usage.large_buffers;
+            }
+        }
         let idle = RingUsage {
             in_flight: 0,
             free_buffers: buffers,

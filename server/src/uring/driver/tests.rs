@@ -12,7 +12,7 @@ use io_uring::opcode;
 use ringway_proto::{Cipher, Keypair};
 
 use super::*;
-use crate::config::{Settings, TcpSection, UringSection};
+use crate::config::{FairQueue, Settings, TcpSection, UringSection};
 use crate::uring::user_data::GENERATION_MASK;
 
 const TUN_SLOTS: u32 = 16;
@@ -46,12 +46,17 @@ fn settings() -> Settings {
         cipher: Cipher::Aes256Gcm,
         rekey_after_secs: 0,
         uring: UringSection::default(),
+        fair_queue: None,
         tcp: TcpSection::default(),
         peers: Vec::new(),
     }
 }
 
 fn rig() -> Rig {
+    rig_with(None)
+}
+
+fn rig_with(fair_queue: Option<FairQueue>) -> Rig {
     let (tun, inside) = UnixDatagram::pair().unwrap();
     let (signal, stop) = UnixDatagram::pair().unwrap();
     let tunables = Tunables {
@@ -62,6 +67,7 @@ fn rig() -> Rig {
         tx_slots: TX_SLOTS,
         sqpoll_idle_ms: 0,
         offload_buffers: 0,
+        fair_queue,
     };
     let limits = TcpLimits {
         max_connections: 1,
@@ -248,5 +254,96 @@ fn a_driver_that_never_ran_frees_its_memory() {
     // Queued but never submitted is not the kernel's either.
     r.driver.start();
     assert_eq!(r.driver.usage().in_flight, STARTED);
+    assert_eq!(r.driver.release(), Release::Freed);
+}
+
+/// An IPv4 packet of `len` bytes with protocol `proto` and UDP-style source port `sport`.
+fn inner_packet(proto: u8, sport: u16, len: usize) -> Vec<u8> {
+    let mut p = vec![0u8; len];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = proto;
+    p[12..16].copy_from_slice(&[198, 18, 0, 2]);
+    p[16..20].copy_from_slice(&[198, 18, 0, 1]);
+    p[20..22].copy_from_slice(&sport.to_be_bytes());
+    p
+}
+
+#[test]
+fn a_ping_overtakes_a_bulk_backlog_waiting_for_the_tun() {
+    let fq = FairQueue {
+        tun_writes_in_flight: 1,
+        ..FairQueue::default()
+    };
+    let mut r = rig_with(Some(fq));
+    r.driver.start();
+    // 30 bulk packets opened in one round, then a ping: all queued, none written yet.
+    let bulk = inner_packet(17, 5001, 1400);
+    let ping = inner_packet(1, 0, 84);
+    for p in std::iter::repeat_n(&bulk, 30).chain([&ping]) {
+        r.driver.ctx.io.write_tun_copy(p);
+    }
+    assert_eq!(r.driver.io_counters().tun_tx_writes, 0);
+    assert_eq!(r.driver.usage().free_tx_slots, TX_SLOTS as usize);
+    // The round ends: one write starts, and each completion lets the next one go.
+    r.driver.ctx.io.pump_inside();
+    r.inside.set_nonblocking(true).unwrap();
+    let mut order = Vec::new();
+    let mut buf = [0u8; 2048];
+    for _ in 0..MAX_ROUNDS {
+        while let Ok(n) = r.inside.recv(&mut buf) {
+            order.push(buf[9]);
+            assert_eq!(n, if buf[9] == 1 { 84 } else { 1400 });
+        }
+        if order.len() == 31 {
+            break;
+        }
+        assert!(r.driver.turn().unwrap());
+        let q = r.driver.ctx.io.inside_queue.as_ref().unwrap();
+        assert!(q.in_flight() <= 1, "{} TUN writes in flight", q.in_flight());
+    }
+    // The bulk flow's first quantum (two packets) went, then the ping, long before the
+    // 28 bulk packets queued ahead of it.
+    let at = order.iter().position(|&proto| proto == 1).unwrap();
+    assert!(at <= 2, "the ping was write {at} of {}", order.len());
+    let c = r.driver.io_counters();
+    assert_eq!(c.tun_tx_writes, 31);
+    assert_eq!(c.fq_inside.enqueued, 31);
+    assert_eq!(c.fq_inside.dequeued, 31);
+    assert_eq!(c.fq_inside.peak, 31);
+    assert!(c.fq_inside.sparse >= 1);
+    r.stop();
+    // One small buffer per slot of each direction's queue.
+    let idle = RingUsage {
+        free_buffers: idle_usage().free_buffers + 2 * 1024,
+        buffers: idle_usage().buffers + 2 * 1024,
+        ..idle_usage()
+    };
+    assert_eq!(r.driver.usage(), idle);
+    assert_eq!(r.driver.release(), Release::Freed);
+}
+
+#[test]
+fn queued_tun_writes_give_their_buffers_back_when_the_loop_ends() {
+    let mut r = rig_with(Some(FairQueue::default()));
+    r.driver.start();
+    for _ in 0..40 {
+        r.driver
+            .ctx
+            .io
+            .write_tun_copy(&inner_packet(17, 5001, 1400));
+    }
+    // Queued, none written: 40 buffers held, no tx slot.
+    assert_eq!(r.driver.ctx.io.inside_queue.as_ref().unwrap().len(), 40);
+    let usage = r.driver.usage();
+    assert_eq!(usage.free_tx_slots, TX_SLOTS as usize);
+    assert_eq!(usage.free_buffers, usage.buffers - TUN_SLOTS as usize - 40);
+    // The loop ends with them still queued (nothing was ever submitted).
+    r.driver.finish();
+    assert_eq!(r.driver.ctx.io.inside_queue.as_ref().unwrap().len(), 0);
+    let usage = r.driver.usage();
+    assert_eq!(usage.free_buffers, usage.buffers - TUN_SLOTS as usize);
+    assert_eq!(r.driver.io_counters().fq_inside.enqueued, 40);
     assert_eq!(r.driver.release(), Release::Freed);
 }

@@ -30,8 +30,15 @@
 //! [`READ_OFFSET`]), and the buffer goes back to the ring once its packet is
 //! sent. A row of single reads is woken together by every packet and all but
 //! one re-arm their poll, a tenth of the server's CPU at one packet per read.
+//!
+//! With the flow queue (`fair_queue` on), a packet routed to a UDP peer is not sealed
+//! at the read: it waits in `Io::outside_queue` (a plain packet in its small read buffer,
+//! or copied into one with offload; a superpacket in its large read buffer, the read
+//! going on with a fresh one), and [`send_queued`] seals and sends what the queue lets
+//! out at the end of each round. Packets for TCP peers take the direct path above.
 #![allow(unsafe_code)]
 
+use std::ops::Range;
 use std::os::fd::RawFd;
 use std::time::Instant;
 
@@ -44,6 +51,7 @@ use ringway_proto::wire::STREAM_PREFIX_LEN;
 use super::super::buf_ring::{BufRing, Region};
 use super::super::buffers::{PacketBuf, Pools};
 use super::super::context::{fresh_small, reserve, Context, Io};
+use super::super::fq::PeerSend;
 use super::super::slots::{Completion, Request, SlotTable};
 use super::super::user_data::{Path, UserData};
 use super::tcp::TcpPath;
@@ -281,6 +289,34 @@ impl TunPath {
         };
         io.counters.tun_rx_reads += 1;
         io.counters.tun_rx_packets += 1;
+        if let Some(q) = &mut io.outside_queue {
+            let packet = PAYLOAD_OFFSET..PAYLOAD_OFFSET + n;
+            let bytes = io.bufs.small.bytes_mut(&mut buf);
+            let to = bytes
+                .get(packet.clone())
+                .and_then(|p| ctx.sessions.route_inside(p))
+                .map(|route| route.to());
+            match to {
+                None => {
+                    // Unroutable (counted) or longer than a buffer holds.
+                    self.arm(io, slot, buf);
+                    return;
+                }
+                Some(Outside::Udp(_)) => {
+                    // Sealed when its turn comes; read into a fresh buffer meanwhile.
+                    let p = PeerSend {
+                        buf,
+                        packet,
+                        split: None,
+                    };
+                    q.enqueue(now, &mut io.bufs, p);
+                    self.arm_with_fresh(io, slot);
+                    return;
+                }
+                // Over TCP the connection's send queue is the queue: sealed at once.
+                Some(Outside::Tcp(_)) => {}
+            }
+        }
         let frame = &mut io.bufs.small.bytes_mut(&mut buf)[FRAME_OFFSET..];
         match ctx.sessions.handle_inside(frame, n, now) {
             InsideAction::Drop => self.arm(io, slot, buf),
@@ -424,6 +460,17 @@ fn offloaded(
     else {
         return buf;
     };
+    if io.outside_queue.is_some() && matches!(route.to(), Outside::Udp(_)) {
+        let segments = split.as_ref().map_or(1, |(_, plan)| plan.segments);
+        match queue_read(io, buf, packet.clone(), split, now) {
+            Ok(back) => {
+                io.counters.tun_rx_packets += segments as u64;
+                io.counters.tun_rx_superpackets += u64::from(split.is_some());
+                return back;
+            }
+            Err(read) => buf = read,
+        }
+    }
     let sp = Superpacket {
         read: &mut buf,
         packet,
@@ -441,6 +488,132 @@ fn offloaded(
         }
     }
     buf
+}
+
+/// With the flow queue, an offloading read routed to a UDP peer: a plain packet is copied
+/// into a small buffer (the copy sealing it would make anyway) and its read buffer comes
+/// straight back; a superpacket waits in its own read buffer, and a fresh one comes back
+/// for the read. `Ok`: queued, with the buffer the read goes on with; `Err`: no room (or
+/// no buffer) to queue it, so the caller sends it at once as without the queue.
+fn queue_read(
+    io: &mut Io,
+    mut read: PacketBuf,
+    packet: Range<usize>,
+    split: Option<(VnetHdr, Plan)>,
+    now: Instant,
+) -> Result<PacketBuf, PacketBuf> {
+    let Some(q) = &mut io.outside_queue else {
+        return Err(read);
+    };
+    if split.is_some() {
+        if !q.has_large_room() {
+            return Err(read);
+        }
+        let Some(fresh) = io.bufs.large.take() else {
+            return Err(read);
+        };
+        let p = PeerSend {
+            buf: read,
+            packet,
+            split,
+        };
+        q.enqueue(now, &mut io.bufs, p);
+        return Ok(fresh);
+    }
+    let len = packet.len();
+    let Some(mut small) = io.bufs.small.take() else {
+        return Err(read);
+    };
+    let copied = {
+        let src = &io.bufs.large.bytes_mut(&mut read)[packet];
+        let dst = io.bufs.small.bytes_mut(&mut small);
+        // Room for the tag sealing appends, as a read leaves.
+        match dst.get_mut(PAYLOAD_OFFSET..PAYLOAD_OFFSET + len + TAG_LEN) {
+            Some(d) => {
+                d[..len].copy_from_slice(src);
+                true
+            }
+            None => false,
+        }
+    };
+    if !copied {
+        io.bufs.small.put(small);
+        return Err(read);
+    }
+    let p = PeerSend {
+        buf: small,
+        packet: PAYLOAD_OFFSET..PAYLOAD_OFFSET + len,
+        split: None,
+    };
+    q.enqueue(now, &mut io.bufs, p);
+    Ok(read)
+}
+
+/// Seals and sends what the flow queue lets out, while a tx slot is free: called once
+/// a round's completions are all handled, so everything the round read is queued and a
+/// sparse flow's packet goes first. A packet whose session ended while it waited is
+/// dropped.
+pub(in crate::uring) fn send_queued(ctx: &mut Context) {
+    // Out of `Io` while it drains: sending a packet needs all of `Io`.
+    let Some(mut q) = ctx.io.outside_queue.take() else {
+        return;
+    };
+    let now = ctx.io.now;
+    while !q.is_empty() && ctx.io.tx.free_slots() > 0 {
+        let io = &mut ctx.io;
+        let Some(mut p) = q.dequeue(now, &mut io.bufs) else {
+            break;
+        };
+        let route = {
+            let bytes = io.bufs.of(&p.buf).bytes_mut(&mut p.buf);
+            bytes
+                .get(p.packet.clone())
+                .and_then(|ip| ctx.sessions.route_inside(ip))
+        };
+        match route {
+            Some(route) => send_one(io, route, p, now),
+            None => io.bufs.put(p.buf),
+        }
+    }
+    ctx.io.counters.fq_outside.update(q.stats());
+    ctx.io.outside_queue = Some(q);
+}
+
+/// Seals and sends one packet the flow queue let out: a plain one in place in its small
+/// buffer, a superpacket cut into send buffers as at a read.
+fn send_one(io: &mut Io, mut route: InsideRoute<'_>, p: PeerSend, now: Instant) {
+    let PeerSend {
+        mut buf,
+        packet,
+        split,
+    } = p;
+    let Outside::Udp(addr) = route.to() else {
+        // The peer moved to TCP while the packet waited.
+        io.bufs.put(buf);
+        return;
+    };
+    if let Some((hdr, plan)) = split {
+        let sp = Superpacket {
+            read: &mut buf,
+            packet,
+            now,
+        };
+        sp.send_split_udp(io, route, &hdr, &plan, addr);
+        io.bufs.put(buf);
+        return;
+    }
+    let Some(permit) = io.reserve() else {
+        io.bufs.put(buf);
+        return;
+    };
+    let frame = &mut io.bufs.of(&buf).bytes_mut(&mut buf)[FRAME_OFFSET..];
+    match route.seal(frame, packet.len(), now) {
+        Some(n) => io.send_udp(permit, buf, FRAME_OFFSET..FRAME_OFFSET + n, addr),
+        None => {
+            io.tx.release(permit);
+            io.bufs.put(buf);
+        }
+    }
 }
 
 /// Arms the multishot read: buffers come from `m.ring`, each read lands at
