@@ -200,6 +200,9 @@ impl OutBacklog {
         self.fq.enqueue(now, item, meta, |r, why| {
             give_back(large, free_large, free_small, r.buf);
             count_drop(c, why);
+            // A read that never reached the segmenter counts as one packet, as one
+            // dropped for want of a session does.
+            crate::stats::inc(&stats.tx.tun_packets);
         });
         publish_peak(&self.fq, c);
     }
@@ -213,6 +216,9 @@ impl OutBacklog {
         let d = self.fq.dequeue(now, |r, why| {
             give_back(large, free_large, free_small, r.buf);
             count_drop(c, why);
+            // A read that never reached the segmenter counts as one packet, as one
+            // dropped for want of a session does.
+            crate::stats::inc(&stats.tx.tun_packets);
         })?;
         let idx = d.item.buf as usize;
         crate::stats::inc(&c.dequeued);
@@ -254,6 +260,7 @@ impl OutBacklog {
         self.fq.clear(|r| {
             give_back(large, free_large, free_small, r.buf);
             crate::stats::inc(&stats.tx.queue.flushed);
+            crate::stats::inc(&stats.tx.tun_packets);
         });
     }
 }

@@ -188,9 +188,11 @@ fn iperf_tcp_both_ways(test: &str, opts: TestbedOptions, mode: Mode) -> Result<(
             "offload on, yet the upload came out of the TUN at {read_ratio:.2} packets per read"
         ),
         Mode::Off => {
+            // At most one packet per read (a read still waiting in the client's queue
+            // when the counters were read is not counted in packets yet).
             ensure!(
-                read_ratio == 1.0,
-                "offload off, yet {read_ratio:.2} packets per TUN read"
+                read_ratio <= 1.0 && read_ratio > 0.99,
+                "offload off, yet {read_ratio:.4} packets per TUN read"
             );
             ensure!(
                 write_ratio == 1.0,
