@@ -43,10 +43,27 @@ const SLOT_PACKET_LEN: usize = 1600;
 const MIN_COUNTED_PACKET: u32 = 1024;
 
 /// How the client queues, from `ringway up --fair-queue ...`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueOptions {
     /// The queue's tunables; both directions get one of these.
     pub fq: Config,
+}
+
+/// Bytes each queue holds at most by default: 8 MiB, what the UDP socket's 4 MiB receive
+/// buffer holds (the kernel doubles it). Bulk TCP senders such as BBR keep several MiB in
+/// flight whatever the drops; at 4 MiB four streams met the limit and lost 3-6 % of their
+/// packets to it. Buffers are allocated as the backlog first needs them.
+pub const DEFAULT_LIMIT_BYTES: u32 = 8 << 20;
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        QueueOptions {
+            fq: Config {
+                limit_bytes: DEFAULT_LIMIT_BYTES,
+                ..Config::default()
+            },
+        }
+    }
 }
 
 impl QueueOptions {
@@ -106,9 +123,12 @@ pub struct Popped {
 #[derive(Debug)]
 pub struct OutBacklog {
     fq: FlowQueue<Read>,
-    /// Large buffers first (`0..large`), then small ones.
+    /// Large buffers first (`0..large`), then small ones; each allocated the first time
+    /// it is needed, so an idle tunnel holds only what its peak backlog needed.
     bufs: Vec<Vec<u8>>,
     large: usize,
+    large_len: usize,
+    small_len: usize,
     free_large: Vec<u32>,
     free_small: Vec<u32>,
     hasher: FlowHasher,
@@ -133,14 +153,12 @@ impl OutBacklog {
         };
         config.limit_items = (large + small) as u32;
         let fq = FlowQueue::new(config)?;
-        let bufs = (0..large)
-            .map(|_| vec![0u8; buf_len])
-            .chain((0..small).map(|_| vec![0u8; small_len]))
-            .collect();
         Ok(OutBacklog {
             fq,
-            bufs,
+            bufs: (0..large + small).map(|_| Vec::new()).collect(),
             large,
+            large_len: buf_len,
+            small_len,
             free_large: (0..large as u32).rev().collect(),
             free_small: (large as u32..(large + small) as u32).rev().collect(),
             hasher: FlowHasher::new(seed()),
@@ -174,15 +192,22 @@ impl OutBacklog {
         let c = &stats.tx.queue;
         let meta = self.hasher.meta(read.get(packet).unwrap_or_default());
         let end = read_at + len;
-        let small = self.free_small.last().filter(|&&i| {
-            end + ringway_proto::wire::transport::TAG_LEN <= self.bufs[i as usize].len()
-        });
-        let idx = if let Some(&i) = small {
+        let fits_small = end + ringway_proto::wire::transport::TAG_LEN <= self.small_len;
+        let small = self.free_small.last().filter(|_| fits_small).copied();
+        let idx = if let Some(i) = small {
             self.free_small.pop();
-            self.bufs[i as usize][read_at..end].copy_from_slice(&read[read_at..end]);
+            let buf = &mut self.bufs[i as usize];
+            if buf.is_empty() {
+                *buf = vec![0u8; self.small_len];
+            }
+            buf[read_at..end].copy_from_slice(&read[read_at..end]);
             i
         } else if let Some(i) = self.free_large.pop() {
-            std::mem::swap(read, &mut self.bufs[i as usize]);
+            let buf = &mut self.bufs[i as usize];
+            if buf.is_empty() {
+                *buf = vec![0u8; self.large_len];
+            }
+            std::mem::swap(read, buf);
             i
         } else {
             // The caller checks `can_take` first.
@@ -284,12 +309,13 @@ fn give_back(large: usize, free_large: &mut Vec<u32>, free_small: &mut Vec<u32>,
 #[derive(Debug)]
 pub struct InBacklog {
     fq: FlowQueue<u32>,
-    /// Superpacket buffers ([`GRO_BUF_LEN`] each), indices `0..large.len()`.
-    large: Vec<Box<[u8]>>,
+    /// Superpacket buffers ([`GRO_BUF_LEN`] each), indices `0..large.len()`, then small
+    /// slots of [`InBacklog::SLOT`] bytes (the header's room, then a packet). Each is
+    /// allocated the first time it is needed, so an idle tunnel holds only what its
+    /// peak backlog needed.
+    bufs: Vec<Box<[u8]>>,
+    large: usize,
     free_large: Vec<u32>,
-    /// Small slots of [`InBacklog::SLOT`] bytes: the header's room, then a packet.
-    /// Index `large.len() + i` is slot `i`.
-    small: Vec<u8>,
     free_small: Vec<u32>,
     /// Per index: bytes to write (header included with `vnet`), and packets they hold.
     lens: Vec<u32>,
@@ -318,16 +344,19 @@ impl InBacklog {
         } else {
             0
         };
-        let small = config.limit_items as usize + batch;
+        // With the header most items are superpackets; without it every item is a packet.
+        let small = if vnet {
+            opts.fq.limit_items as usize
+        } else {
+            config.limit_items as usize
+        } + batch;
         let fq = FlowQueue::new(config)?;
         let n = large + small;
         Ok(InBacklog {
             fq,
-            large: (0..large)
-                .map(|_| vec![0u8; GRO_BUF_LEN].into_boxed_slice())
-                .collect(),
+            bufs: (0..n).map(|_| Box::default()).collect(),
+            large,
             free_large: (0..large as u32).rev().collect(),
-            small: vec![0u8; small * Self::SLOT],
             free_small: (large as u32..n as u32).rev().collect(),
             lens: vec![0; n],
             segments: vec![0; n],
@@ -406,7 +435,7 @@ impl InBacklog {
                 return true;
             }
             let (n_large, free_large, free_small) =
-                (self.large.len(), &mut self.free_large, &mut self.free_small);
+                (self.large, &mut self.free_large, &mut self.free_small);
             let dropped = self.fq.drop_fattest(|i, why| {
                 give_back(n_large, free_large, free_small, i);
                 count_drop(c, why);
@@ -434,10 +463,12 @@ impl InBacklog {
         let Some(idx) = self.free_large.pop() else {
             return;
         };
-        gro.swap_buffer(slot, &mut self.large[idx as usize]);
-        let packet = self.large[idx as usize]
-            .get(VNET_HDR_LEN..len)
-            .unwrap_or_default();
+        let buf = &mut self.bufs[idx as usize];
+        if buf.is_empty() {
+            *buf = vec![0u8; GRO_BUF_LEN].into_boxed_slice();
+        }
+        gro.swap_buffer(slot, buf);
+        let packet = buf.get(VNET_HDR_LEN..len).unwrap_or_default();
         let meta = self.hasher.meta(packet);
         self.lens[idx as usize] = len as u32;
         self.segments[idx as usize] = segments as u16;
@@ -458,8 +489,10 @@ impl InBacklog {
         let Some(idx) = self.free_small.pop() else {
             return;
         };
-        let start = (idx as usize - self.large.len()) * Self::SLOT;
-        let slot = &mut self.small[start..start + Self::SLOT];
+        let slot = &mut self.bufs[idx as usize];
+        if slot.is_empty() {
+            *slot = vec![0u8; Self::SLOT].into_boxed_slice();
+        }
         let len = if self.vnet {
             if VnetHdr::NONE.emit(&mut slot[..VNET_HDR_LEN]).is_err() {
                 return;
@@ -480,7 +513,7 @@ impl InBacklog {
         let c = &stats.rx.queue;
         crate::stats::inc(&c.enqueued);
         let (n_large, free_large, free_small) =
-            (self.large.len(), &mut self.free_large, &mut self.free_small);
+            (self.large, &mut self.free_large, &mut self.free_small);
         self.fq.enqueue(now, idx, meta, |i, why| {
             give_back(n_large, free_large, free_small, i);
             count_drop(c, why);
@@ -493,7 +526,7 @@ impl InBacklog {
     pub fn pop(&mut self, now: Instant, stats: &Stats) -> Option<(u32, usize)> {
         let c = &stats.rx.queue;
         let (n_large, free_large, free_small) =
-            (self.large.len(), &mut self.free_large, &mut self.free_small);
+            (self.large, &mut self.free_large, &mut self.free_small);
         let d = self.fq.dequeue(now, |i, why| {
             give_back(n_large, free_large, free_small, i);
             count_drop(c, why);
@@ -516,41 +549,23 @@ impl InBacklog {
     /// What to write for a popped index.
     pub fn bytes(&self, idx: u32) -> &[u8] {
         let len = self.lens[idx as usize] as usize;
-        match self.large.get(idx as usize) {
-            Some(b) => &b[..len],
-            None => {
-                let start = (idx as usize - self.large.len()) * Self::SLOT;
-                &self.small[start..start + len]
-            }
-        }
+        &self.bufs[idx as usize][..len]
     }
 
     fn bytes_mut(&mut self, idx: u32) -> &mut [u8] {
         let len = self.lens[idx as usize] as usize;
-        let n_large = self.large.len();
-        match self.large.get_mut(idx as usize) {
-            Some(b) => &mut b[..len],
-            None => {
-                let start = (idx as usize - n_large) * Self::SLOT;
-                &mut self.small[start..start + len]
-            }
-        }
+        &mut self.bufs[idx as usize][..len]
     }
 
     /// Gives a popped index's buffer back once it is written.
     pub fn release(&mut self, idx: u32) {
-        give_back(
-            self.large.len(),
-            &mut self.free_large,
-            &mut self.free_small,
-            idx,
-        );
+        give_back(self.large, &mut self.free_large, &mut self.free_small, idx);
     }
 
     /// Drops everything queued (the session ended); counted as flushed.
     pub fn clear(&mut self, stats: &Stats) {
         let (n_large, free_large, free_small) =
-            (self.large.len(), &mut self.free_large, &mut self.free_small);
+            (self.large, &mut self.free_large, &mut self.free_small);
         self.fq.clear(|i| {
             give_back(n_large, free_large, free_small, i);
             crate::stats::inc(&stats.rx.queue.flushed);

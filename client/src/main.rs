@@ -139,7 +139,7 @@ enum Command {
         fq_interval_ms: u64,
         /// Bytes each direction's queue holds at most (it drops from the fattest flow
         /// beyond that); outbound, also what its buffers take.
-        #[arg(long, value_name = "BYTES", default_value_t = 4 << 20,
+        #[arg(long, value_name = "BYTES", default_value_t = ringway_client::backlog::DEFAULT_LIMIT_BYTES,
               value_parser = clap::value_parser!(u32).range(65_536..=(256 << 20)))]
         fq_limit_bytes: u32,
     },
