@@ -70,7 +70,15 @@ fn a_flow_that_unblocks_midway_shares_again() {
         out.push(d.item.0);
     }
     let blocked: Vec<_> = out.iter().copied().filter(|&i| i < 100).collect();
-    assert_eq!(blocked, [0, 1, 2], "in order, and only while there was room");
-    assert_eq!(out.len(), 9, "the open flow's six and the blocked flow's three");
+    assert_eq!(
+        blocked,
+        [0, 1, 2],
+        "in order, and only while there was room"
+    );
+    assert_eq!(
+        out.len(),
+        9,
+        "the open flow's six and the blocked flow's three"
+    );
     assert_eq!(q.len(), 3);
 }
