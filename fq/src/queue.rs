@@ -16,6 +16,10 @@
 //! A flow that empties while on the new list moves to the old list instead of leaving:
 //! otherwise a flow that sends one packet per round would stay "new" forever and starve
 //! the old ones (RFC 8290 §4.2). All links are `u32` indices, `NIL` for none.
+//!
+//! `dequeue_ready` passes over a flow whose head the caller cannot take now (its outlet is
+//! full): to the back of the old list, deficit and head untouched, so one full outlet
+//! neither stalls the others nor loses its place in line.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -345,8 +349,29 @@ impl<T> FlowQueue<T> {
     pub fn dequeue(
         &mut self,
         now: Instant,
+        sink: impl FnMut(T, DropReason),
+    ) -> Option<Dequeued<T>> {
+        self.dequeue_ready(now, |_| true, sink)
+    }
+
+    /// [`dequeue`](Self::dequeue), passing over flows whose head item the caller cannot
+    /// take now (`ready` says `false`: the item's own outlet is full, while others may
+    /// have room). A passed-over flow goes to the back of the old list with its deficit
+    /// and its head untouched (CoDel judges it when it does leave, sojourn and all).
+    /// `None` when the queue is empty or every flow's head is not ready.
+    ///
+    /// `ready` sees the head; if CoDel then drops it, the next item of the same flow
+    /// comes out unasked, so the caller must be able to take one item more than it said.
+    pub fn dequeue_ready(
+        &mut self,
+        now: Instant,
+        mut ready: impl FnMut(&T) -> bool,
         mut sink: impl FnMut(T, DropReason),
     ) -> Option<Dequeued<T>> {
+        // The first flow passed over, and whether any flow got a top-up (was ready) since
+        // it was: meeting it again with none means every flow is blocked.
+        let mut first_passed: Option<u32> = None;
+        let mut topped = false;
         loop {
             let (list, f) = if !self.new_flows.is_empty() {
                 (List::New, self.new_flows.head)
@@ -356,12 +381,31 @@ impl<T> FlowQueue<T> {
                 return None;
             };
             let fi = f as usize;
+            let head = self.flows[fi].head;
+            let blocked = head != NIL
+                && self.slots[head as usize]
+                    .entry
+                    .as_ref()
+                    .is_some_and(|e| !ready(&e.item));
+            if blocked {
+                match first_passed {
+                    Some(first) if first == f && !topped => return None,
+                    Some(first) if first == f => topped = false,
+                    Some(_) => {}
+                    None => first_passed = Some(f),
+                }
+                self.unlink_front(list);
+                self.flows[fi].list = List::Old;
+                self.old_flows.push_back(&mut self.flows, f);
+                continue;
+            }
             if self.flows[fi].deficit <= 0 {
                 // Spent its share this round: top it up and send it to the back.
                 self.flows[fi].deficit += i64::from(self.config.quantum);
                 self.unlink_front(list);
                 self.flows[fi].list = List::Old;
                 self.old_flows.push_back(&mut self.flows, f);
+                topped = true;
                 continue;
             }
             match self.codel_pop(fi, now, &mut sink) {

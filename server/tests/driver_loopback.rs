@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use ringway_proto::wire::handshake::RESP_LEN;
 use ringway_proto::wire::stream::encode_prefix;
 use ringway_proto::wire::FrameType;
+use ringway_proto::{Session, SessionConfig};
+use ringway_server::metrics::IoCounters;
 use support::*;
 
 #[test]
@@ -331,4 +333,141 @@ fn tcp_connection_left_behind_by_its_session_is_closed_when_idle() {
     assert!(a_closed, "the abandoned connection was not closed");
     let (_, io) = server.stop();
     assert_eq!(io.tcp_closed_idle, 1, "{io}");
+}
+
+/// A download to a TCP peer that reads nothing until it is all sent: the kernel's buffers
+/// fill (the server's SO_SNDBUF is small, the client's window its initial one), then the
+/// connection's send queue up to its gate, and the rest waits in the flow queue. Once
+/// the client reads, every packet arrives, in order, and none was tail-dropped.
+#[test]
+fn a_tcp_download_through_the_flow_queue_waits_for_room_and_arrives_whole_in_order() {
+    stalled_tcp_download_waits_in_the_flow_queue(false);
+}
+
+#[test]
+fn with_offload_a_tcp_download_through_the_flow_queue_waits_for_room() {
+    stalled_tcp_download_waits_in_the_flow_queue(true);
+}
+
+fn stalled_tcp_download_waits_in_the_flow_queue(offload: bool) {
+    let io = stalled_tcp_download(offload, patient_queue());
+    assert_eq!(io.drop_tcp_queue_full, 0, "{io}");
+    assert_eq!(io.fq_outside.dropped_overflow, 0, "{io}");
+    // Far more than the connection's 64 KiB send queue held: the backlog stood in the
+    // flow queue.
+    assert!(io.fq_outside.peak >= STALLED_PACKETS as u64 / 4, "{io}");
+    assert_eq!(io.fq_outside.dequeued, STALLED_PACKETS as u64, "{io}");
+}
+
+/// The same download without the flow queue: the connection's send queue fills and
+/// tail-drops, which is what the queue is for (here the client then sees a gap, so only
+/// the counters are read).
+#[test]
+fn without_the_flow_queue_a_stalled_tcp_download_is_tail_dropped() {
+    let server = Server::start(Options {
+        fair_queue: None,
+        tcp_send_buffer: 4096,
+        ..Options::default()
+    });
+    let (_tcp, _s, cfg) = tcp_session(&server);
+    for i in 0..STALLED_PACKETS {
+        server.write_inside(&numbered(cfg.client_addr, i));
+    }
+    let (_, io) = server.stop();
+    assert!(io.drop_tcp_queue_full > 0, "{io}");
+}
+
+/// Packets in [`stalled_tcp_download`]: 1 MiB, many times what the socket buffers and
+/// the connection's send queue hold, and less than the flow queue's limit.
+const STALLED_PACKETS: u32 = 800;
+
+/// The default queue, but with CoDel's target out of reach: the test stalls the
+/// download for as long as a slow machine needs, and CoDel's drops are not under test.
+fn patient_queue() -> ringway_server::config::FairQueue {
+    let mut fq = ringway_server::config::FairQueue::default();
+    fq.queue.target = Duration::from_secs(5);
+    fq.queue.interval = Duration::from_secs(10);
+    assert!(fq.queue.limit_items >= STALLED_PACKETS);
+    fq
+}
+
+/// One TCP peer with a session.
+fn tcp_session(server: &Server) -> (TcpClient, Session, SessionConfig) {
+    let mut tcp = TcpClient::connect(server.tcp);
+    let (mut hs, frame) = init(0, 1);
+    tcp.send(&frame);
+    let (s, cfg) = hs.handle_response(&tcp.recv(), Instant::now()).unwrap();
+    (tcp, s, cfg)
+}
+
+/// A 1300-byte packet of one flow to `to`, numbered `i` in its IP ID field.
+fn numbered(to: std::net::Ipv4Addr, i: u32) -> Vec<u8> {
+    let mut p = ipv4(SERVER_INNER, to, 1300, 17);
+    p[4..8].copy_from_slice(&i.to_be_bytes());
+    p
+}
+
+/// Writes [`STALLED_PACKETS`] packets of one flow for a TCP peer into the TUN, all
+/// before the peer reads a byte, then reads them: they must all come, in order.
+fn stalled_tcp_download(
+    offload: bool,
+    fair_queue: ringway_server::config::FairQueue,
+) -> IoCounters {
+    let server = Server::start(Options {
+        offload,
+        fair_queue: Some(fair_queue),
+        tcp_send_buffer: 4096,
+        ..Options::default()
+    });
+    let (mut tcp, mut s, cfg) = tcp_session(&server);
+    let sent: Vec<Vec<u8>> = (0..STALLED_PACKETS)
+        .map(|i| numbered(cfg.client_addr, i))
+        .collect();
+    for p in &sent {
+        server.write_inside(p);
+    }
+    for (i, want) in sent.iter().enumerate() {
+        let mut f = tcp.recv();
+        let opened = s.opener.open(&mut f, Instant::now()).unwrap();
+        assert_eq!(&f[opened.payload], &want[..], "packet {i}");
+    }
+    let (_, io) = server.stop();
+    io
+}
+
+/// A TCP peer that stops reading holds up no one else: its backlog waits in the flow
+/// queue while another peer's packets pass it. When its connection closes, what waits for
+/// it is dropped as its turn comes (the session went with the connection), counted, and
+/// the buffers come back.
+#[test]
+fn a_stalled_tcp_peer_holds_up_no_one_and_its_backlog_goes_when_it_closes() {
+    let server = Server::start(Options {
+        peers: 2,
+        fair_queue: Some(patient_queue()),
+        tcp_send_buffer: 4096,
+        ..Options::default()
+    });
+    let (stalled, _s, cfg) = tcp_session(&server);
+    for i in 0..STALLED_PACKETS {
+        server.write_inside(&numbered(cfg.client_addr, i));
+    }
+    let mut other = TcpClient::connect(server.tcp);
+    let (mut hs, frame) = init(1, 1);
+    other.send(&frame);
+    let (mut s, cfg) = hs.handle_response(&other.recv(), Instant::now()).unwrap();
+    let mut exchange = |i| {
+        let p = numbered(cfg.client_addr, i);
+        server.write_inside(&p);
+        let mut f = other.recv();
+        let opened = s.opener.open(&mut f, Instant::now()).unwrap();
+        assert_eq!(&f[opened.payload], &p[..]);
+    };
+    exchange(1);
+    // Closing with unread bytes resets the connection; the server sees the reset before
+    // the next packet for the other peer, whose round ends with the pump.
+    drop(stalled);
+    exchange(2);
+    let (counters, io) = server.stop();
+    assert!(counters.drop_no_route > 0, "{counters}");
+    assert_eq!(io.drop_tcp_queue_full, 0, "{io}");
 }

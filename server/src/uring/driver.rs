@@ -510,8 +510,9 @@ impl Driver {
         // Then, with the flow queue, the few TUN writes whose turn it is: everything
         // the round received is queued by now, so a sparse flow's packet goes first.
         self.ctx.io.pump_inside();
-        // And what the round read from the TUN for UDP peers, sealed as it goes out.
-        send_queued(&mut self.ctx);
+        // And what the round read from the TUN, sealed as it goes out (to a UDP peer while
+        // a tx slot is free, to a TCP peer while its connection's send queue has room).
+        send_queued(&mut self.ctx, &mut self.tcp);
         if now.duration_since(self.stats_at) >= STATS_EVERY {
             self.stats_at = now;
             tracing::debug!(sessions = self.ctx.sessions.len(), tcp = self.tcp.live(), counters = %self.ctx.sessions.counters, io = %self.ctx.io.counters, "stats");

@@ -1,6 +1,6 @@
 //! The flow queues, with `server.fair_queue = "on"`: one in front of the TUN writes
-//! (packets from peers, bound for the inside) and one in front of the sends to UDP peers
-//! (packets read from the TUN).
+//! (packets from peers, bound for the inside) and one in front of the sends to peers
+//! (packets read from the TUN), UDP and TCP alike.
 //!
 //! Why in front of the TUN: the TUN write is the expensive step of the upload direction
 //! (the kernel runs the inner TCP receive inside it). Written as soon as they were
@@ -15,16 +15,34 @@
 //! Why in front of the sends: reading the TUN is cheap and sealing is not, so the TUN is
 //! read eagerly into [`OutsideQueue`] (routed, not sealed), and packets are sealed and
 //! sent when they leave it, while a tx slot is free: a ping reply overtakes a download's
-//! backlog, and what CoDel drops costs no AEAD work. Peers on TCP are not queued here:
-//! their connection's send queue already bounds them (`tcp.send_queue_bytes`).
+//! backlog, and what CoDel drops costs no AEAD work.
+//!
+//! Why peers on TCP too: their connection's send queue (`tcp.send_queue_bytes`) is a FIFO
+//! that tail-drops when full. A bulk download through a TCP tunnel filled it and lost
+//! ~8 % of its inner packets there, and a ping beside it waited behind the whole queue.
+//! So a packet for a TCP peer waits here too ([`PeerSend::tcp`] names its connection)
+//! and leaves only while that connection's send queue is under a fraction of its limit
+//! with room for what the packet becomes (`TcpPath::has_room`): the standing queue
+//! stands here, where the ping overtakes it and CoDel drops from its head.
+//!
+//! How a full connection neither spins the pump nor starves the others: the pump asks
+//! `FlowQueue::dequeue_ready`, which passes over a flow whose head packet cannot leave
+//! (its connection is full, or, for a UDP peer, no tx slot is free) without popping it,
+//! and answers `None` once every flow is passed over. The pump then stops for the round;
+//! the connection's send completing is a completion, and every round ends with the pump,
+//! so the packets go on as soon as there is room. Nothing is held aside, so there is no
+//! second queue to bound, flush or keep in order. A connection that closes while packets
+//! for it wait counts as having room: they leave, find no session (counted unroutable)
+//! and their buffers go back.
 //!
 //! ```text
 //!  UDP/TCP receive ─▶ open ─▶ coalesce (gro) ─▶ Io::write_tun ─▶ InsideQueue ─┐
 //!  TUN write completes ─▶ on_written ─────────────────────────────────────────┤ end of round:
 //!                                              TUN write ◀─ mark CE? ◀─ DRR+CoDel ◀┘ pump_inside
 //!
-//!  TUN read ─▶ route (UDP peer) ─▶ OutsideQueue ─┐ end of round, while a tx slot is free:
-//!                       UDP send ◀─ seal ◀─ route again ◀─ mark CE? ◀─ DRR+CoDel ◀┘ send_queued
+//!  TUN read ─▶ route ─▶ OutsideQueue ─┐ end of round, flows whose outlet has room
+//!                                     │ (UDP: a free tx slot; TCP: its send queue):
+//!   UDP send / TCP send queue ◀─ seal ◀─ route again ◀─ mark CE? ◀─ DRR+CoDel ◀┘ send_queued
 //! ```
 //!
 //! Ownership: a queued packet holds its buffer's token, so nothing else can touch the
@@ -39,9 +57,10 @@ use std::ops::Range;
 use std::time::Instant;
 
 use ringway_fq::{inner, Config, ConfigError, FlowQueue, Stats};
-use ringway_offload::{Plan, VnetHdr};
+use ringway_offload::{Layout, Plan, VnetHdr};
 
 use super::buffers::{PacketBuf, Pools};
+use crate::sessions::ConnId;
 
 /// A queued packet: a buffer token and where the IP packet lies in the buffer.
 pub(super) trait Queued {
@@ -84,6 +103,20 @@ pub(super) struct PeerSend {
     pub packet: Range<usize>,
     /// A superpacket: its header and how it is cut, as `prepare` found them at the read.
     pub split: Option<(VnetHdr, Plan)>,
+    /// The TCP connection it was routed to at the read (`None`: a UDP peer): it leaves
+    /// only while that connection's send queue has room (`TcpPath::has_room`).
+    pub tcp: Option<ConnId>,
+}
+
+impl PeerSend {
+    /// Bytes it takes in a TCP connection's send queue, cut and framed as `layout` says
+    /// (every segment behind its length prefix and transport header, with its tag).
+    pub fn framed_len(&self, layout: &Layout) -> usize {
+        match &self.split {
+            Some((_, plan)) => plan.out_len(layout),
+            None => self.packet.len() + layout.headroom + layout.tailroom,
+        }
+    }
 }
 
 impl Queued for PeerSend {
@@ -130,8 +163,20 @@ impl<T: Queued> PacketQueue<T> {
     /// The next packet by DRR, CE-marked if CoDel asked, and the large buffers CoDel
     /// dropped on the way.
     pub fn dequeue(&mut self, now: Instant, bufs: &mut Pools) -> (Option<T>, usize) {
+        self.dequeue_ready(now, bufs, |_| true)
+    }
+
+    /// The next packet by DRR among the flows whose head packet is `ready` to leave (see
+    /// `FlowQueue::dequeue_ready`), CE-marked if CoDel asked, and the large buffers CoDel
+    /// dropped on the way.
+    pub fn dequeue_ready(
+        &mut self,
+        now: Instant,
+        bufs: &mut Pools,
+        ready: impl FnMut(&T) -> bool,
+    ) -> (Option<T>, usize) {
         let mut large = 0;
-        let d = self.queue.dequeue(now, |dropped, _why| {
+        let d = self.queue.dequeue_ready(now, ready, |dropped, _why| {
             large += usize::from(put(bufs, dropped.into_buf()));
         });
         let item = d.map(|mut d| {
@@ -297,8 +342,21 @@ impl OutsideQueue {
     }
 
     /// The next packet to seal and send, CE-marked if CoDel asked.
+    #[cfg(test)]
     pub fn dequeue(&mut self, now: Instant, bufs: &mut Pools) -> Option<PeerSend> {
-        let (p, dropped) = self.queue.dequeue(now, bufs);
+        self.dequeue_ready(now, bufs, |_| true)
+    }
+
+    /// The next packet to seal and send among the flows whose head packet is `ready` to
+    /// leave (its outlet has room), CE-marked if CoDel asked; `None` when nothing is
+    /// queued or nothing queued is ready.
+    pub fn dequeue_ready(
+        &mut self,
+        now: Instant,
+        bufs: &mut Pools,
+        ready: impl FnMut(&PeerSend) -> bool,
+    ) -> Option<PeerSend> {
+        let (p, dropped) = self.queue.dequeue_ready(now, bufs, ready);
         self.large -= dropped;
         if let Some(p) = &p {
             if bufs.large.owns(&p.buf) {
@@ -309,6 +367,7 @@ impl OutsideQueue {
     }
 
     /// Nothing queued.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
@@ -465,6 +524,7 @@ mod tests {
                 buf,
                 packet: 0..3000,
                 split: None,
+                tcp: None,
             }
         };
         assert!(q.has_large_room());
@@ -481,6 +541,7 @@ mod tests {
                 buf: w.buf,
                 packet: w.packet,
                 split: None,
+                tcp: None,
             };
             q.enqueue(t, &mut bufs, p);
         }

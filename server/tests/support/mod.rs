@@ -72,8 +72,10 @@ pub struct Options {
     pub offload: bool,
     /// With offload: use UDP_SEGMENT if the kernel has it (off: as on a kernel without).
     pub gso: bool,
-    /// The flow queue in front of the TUN writes (on by default, as in the server).
+    /// The flow queues (on by default, as in the server).
     pub fair_queue: Option<FairQueue>,
+    /// SO_SNDBUF of accepted TCP connections (0: the kernel's autotuning).
+    pub tcp_send_buffer: usize,
 }
 
 impl Default for Options {
@@ -86,6 +88,7 @@ impl Default for Options {
             offload: false,
             gso: true,
             fair_queue: Some(FairQueue::default()),
+            tcp_send_buffer: 0,
         }
     }
 }
@@ -103,6 +106,7 @@ impl Server {
             offload,
             gso,
             fair_queue,
+            tcp_send_buffer,
         } = o;
         let fq_packets = fair_queue.as_ref().map(|f| f.queue.limit_items);
         let (tun_ours, inside) = UnixDatagram::pair().unwrap();
@@ -161,7 +165,7 @@ impl Server {
                 send_queue_bytes: 64 * 1024,
                 rx_buffer_bytes: if offload { 80 * 1024 } else { 4096 },
                 max_frame: 1420 + OVERHEAD,
-                socket_send_buffer: 0,
+                socket_send_buffer: tcp_send_buffer,
                 socket_recv_buffer: 0,
                 idle_timeout,
             };

@@ -57,6 +57,13 @@ pub struct TcpLimits {
     pub idle_timeout: Duration,
 }
 
+/// With the flow queue, a connection's send queue is filled only up to `1 /
+/// TCP_QUEUE_GATE` of `send_queue_bytes`: the standing queue waits in the flow queue
+/// (where a ping overtakes it and CoDel drops from its head), and the slack above takes
+/// what must not wait (handshake replies, keepalives) and the one packet CoDel may hand
+/// out behind a head it dropped, so nothing reaches the tail drop.
+pub(in crate::uring) const TCP_QUEUE_GATE: usize = 2;
+
 /// Why a connection was closed, for counters and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(in crate::uring) enum CloseReason {
@@ -200,6 +207,14 @@ struct Conns {
 }
 
 impl Conns {
+    fn get(&self, id: ConnId) -> Option<&Conn> {
+        let slot = self.slots.get(id.index as usize)?;
+        if slot.generation != id.generation {
+            return None;
+        }
+        slot.conn.as_deref()
+    }
+
     fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
         let slot = self.slots.get_mut(id.index as usize)?;
         if slot.generation != id.generation {
@@ -543,6 +558,18 @@ impl TcpPath {
         if let Some(conn) = self.conns.get_mut(id).filter(|c| !c.closing) {
             conn.tx.send(&mut io.queue, &mut io.counters, parts, 1);
         }
+    }
+
+    /// Whether connection `id`'s send queue takes `bytes` more while staying under
+    /// [`TCP_QUEUE_GATE`] of its limit (an empty queue takes anything): what the flow
+    /// queue asks before letting a packet for it leave. A connection that is gone or
+    /// closing has room, so what waits for it leaves, finds no session and is dropped.
+    pub fn has_room(&self, id: ConnId, bytes: usize) -> bool {
+        let Some(conn) = self.conns.get(id).filter(|c| !c.closing) else {
+            return true;
+        };
+        let queued = conn.tx.queue.queued_bytes();
+        queued == 0 || queued + bytes <= self.limits.send_queue_bytes / TCP_QUEUE_GATE
     }
 
     /// Sends a frame that is not yet prefixed (a handshake reply, a keepalive).

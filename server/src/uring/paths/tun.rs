@@ -31,11 +31,12 @@
 //! sent. A row of single reads is woken together by every packet and all but
 //! one re-arm their poll, a tenth of the server's CPU at one packet per read.
 //!
-//! With the flow queue (`fair_queue` on), a packet routed to a UDP peer is not sealed
-//! at the read: it waits in `Io::outside_queue` (a plain packet in its small read buffer,
-//! or copied into one with offload; a superpacket in its large read buffer, the read
-//! going on with a fresh one), and [`send_queued`] seals and sends what the queue lets
-//! out at the end of each round. Packets for TCP peers take the direct path above.
+//! With the flow queue (`fair_queue` on), a routed packet is not sealed at the read: it
+//! waits in `Io::outside_queue` (a plain packet in its small read buffer, or copied into
+//! one with offload; a superpacket in its large read buffer, the read going on with a
+//! fresh one), and [`send_queued`] seals and sends what the queue lets out at the end of
+//! each round: to a UDP peer while a tx slot is free, to a TCP peer while its
+//! connection's send queue has room (see `fq`). Without the queue, the direct path above.
 #![allow(unsafe_code)]
 
 use std::ops::Range;
@@ -55,7 +56,7 @@ use super::super::fq::PeerSend;
 use super::super::slots::{Completion, Request, SlotTable};
 use super::super::user_data::{Path, UserData};
 use super::tcp::TcpPath;
-use crate::sessions::{InsideAction, InsideRoute, Outside, FRAME_OFFSET, PAYLOAD_OFFSET};
+use crate::sessions::{ConnId, InsideAction, InsideRoute, Outside, FRAME_OFFSET, PAYLOAD_OFFSET};
 
 /// TUN reads re-armed per readiness event. A packet arriving wakes the poll
 /// once; re-arming every parked read would have all but one fail with EAGAIN
@@ -302,19 +303,18 @@ impl TunPath {
                     self.arm(io, slot, buf);
                     return;
                 }
-                Some(Outside::Udp(_)) => {
+                Some(to) => {
                     // Sealed when its turn comes; read into a fresh buffer meanwhile.
                     let p = PeerSend {
                         buf,
                         packet,
                         split: None,
+                        tcp: tcp_conn(to),
                     };
                     q.enqueue(now, &mut io.bufs, p);
                     self.arm_with_fresh(io, slot);
                     return;
                 }
-                // Over TCP the connection's send queue is the queue: sealed at once.
-                Some(Outside::Tcp(_)) => {}
             }
         }
         let frame = &mut io.bufs.small.bytes_mut(&mut buf)[FRAME_OFFSET..];
@@ -460,9 +460,10 @@ fn offloaded(
     else {
         return buf;
     };
-    if io.outside_queue.is_some() && matches!(route.to(), Outside::Udp(_)) {
+    if io.outside_queue.is_some() {
         let segments = split.as_ref().map_or(1, |(_, plan)| plan.segments);
-        match queue_read(io, buf, packet.clone(), split, now) {
+        let to = tcp_conn(route.to());
+        match queue_read(io, buf, packet.clone(), split, to, now) {
             Ok(back) => {
                 io.counters.tun_rx_packets += segments as u64;
                 io.counters.tun_rx_superpackets += u64::from(split.is_some());
@@ -490,7 +491,15 @@ fn offloaded(
     buf
 }
 
-/// With the flow queue, an offloading read routed to a UDP peer: a plain packet is copied
+/// The connection a packet routed to `to` goes out on, if it goes over TCP.
+fn tcp_conn(to: Outside) -> Option<ConnId> {
+    match to {
+        Outside::Tcp(id) => Some(id),
+        Outside::Udp(_) => None,
+    }
+}
+
+/// With the flow queue, an offloading read routed to a peer: a plain packet is copied
 /// into a small buffer (the copy sealing it would make anyway) and its read buffer comes
 /// straight back; a superpacket waits in its own read buffer, and a fresh one comes back
 /// for the read. `Ok`: queued, with the buffer the read goes on with; `Err`: no room (or
@@ -500,6 +509,7 @@ fn queue_read(
     mut read: PacketBuf,
     packet: Range<usize>,
     split: Option<(VnetHdr, Plan)>,
+    tcp: Option<ConnId>,
     now: Instant,
 ) -> Result<PacketBuf, PacketBuf> {
     let Some(q) = &mut io.outside_queue else {
@@ -516,6 +526,7 @@ fn queue_read(
             buf: read,
             packet,
             split,
+            tcp,
         };
         q.enqueue(now, &mut io.bufs, p);
         return Ok(fresh);
@@ -544,24 +555,34 @@ fn queue_read(
         buf: small,
         packet: PAYLOAD_OFFSET..PAYLOAD_OFFSET + len,
         split: None,
+        tcp,
     };
     q.enqueue(now, &mut io.bufs, p);
     Ok(read)
 }
 
-/// Seals and sends what the flow queue lets out, while a tx slot is free: called once
-/// a round's completions are all handled, so everything the round read is queued and a
-/// sparse flow's packet goes first. A packet whose session ended while it waited is
-/// dropped.
-pub(in crate::uring) fn send_queued(ctx: &mut Context) {
+/// Seals and sends what the flow queue lets out: called once a round's completions are
+/// all handled, so everything the round read is queued and a sparse flow's packet goes
+/// first. A packet for a UDP peer leaves while a tx slot is free, one for a TCP peer while
+/// its connection's send queue has room for what it becomes (`TcpPath::has_room`); a flow
+/// whose outlet is full is passed over, so it holds up no one else, and waits for a later
+/// round (a TCP send completing is a completion, so its round ends here again). A packet
+/// whose session ended while it waited is dropped (counted as unroutable).
+pub(in crate::uring) fn send_queued(ctx: &mut Context, tcp: &mut TcpPath) {
     // Out of `Io` while it drains: sending a packet needs all of `Io`.
     let Some(mut q) = ctx.io.outside_queue.take() else {
         return;
     };
     let now = ctx.io.now;
-    while !q.is_empty() && ctx.io.tx.free_slots() > 0 {
+    let layout = tcp_layout(usize::from(ctx.io.path.mtu));
+    loop {
         let io = &mut ctx.io;
-        let Some(mut p) = q.dequeue(now, &mut io.bufs) else {
+        let tx_free = io.tx.free_slots() > 0;
+        let ready = |p: &PeerSend| match p.tcp {
+            Some(id) => tcp.has_room(id, p.framed_len(&layout)),
+            None => tx_free,
+        };
+        let Some(mut p) = q.dequeue_ready(now, &mut io.bufs, ready) else {
             break;
         };
         let route = {
@@ -571,7 +592,7 @@ pub(in crate::uring) fn send_queued(ctx: &mut Context) {
                 .and_then(|ip| ctx.sessions.route_inside(ip))
         };
         match route {
-            Some(route) => send_one(io, route, p, now),
+            Some(route) => send_one(io, tcp, route, p, now),
             None => io.bufs.put(p.buf),
         }
     }
@@ -579,18 +600,42 @@ pub(in crate::uring) fn send_queued(ctx: &mut Context) {
     ctx.io.outside_queue = Some(q);
 }
 
-/// Seals and sends one packet the flow queue let out: a plain one in place in its small
-/// buffer, a superpacket cut into send buffers as at a read.
-fn send_one(io: &mut Io, mut route: InsideRoute<'_>, p: PeerSend, now: Instant) {
+/// Seals and sends one packet the flow queue let out: to a UDP peer, a plain one in place
+/// in its small buffer, a superpacket cut into send buffers as at a read; to a TCP peer,
+/// framed into its connection's send queue as at a read.
+fn send_one(io: &mut Io, tcp: &mut TcpPath, mut route: InsideRoute<'_>, p: PeerSend, now: Instant) {
     let PeerSend {
         mut buf,
         packet,
         split,
+        tcp: _,
     } = p;
-    let Outside::Udp(addr) = route.to() else {
-        // The peer moved to TCP while the packet waited.
-        io.bufs.put(buf);
-        return;
+    let addr = match route.to() {
+        Outside::Udp(addr) => addr,
+        Outside::Tcp(id) => {
+            match split {
+                Some((hdr, plan)) => {
+                    let sp = Superpacket {
+                        read: &mut buf,
+                        packet,
+                        now,
+                    };
+                    sp.send_split(io, tcp, route, &hdr, &plan);
+                }
+                None => {
+                    let bytes = io.bufs.of(&buf).bytes_mut(&mut buf);
+                    if let Some(n) = route.seal(&mut bytes[FRAME_OFFSET..], packet.len(), now) {
+                        // The length prefix goes in the headroom in front of the frame.
+                        let start = FRAME_OFFSET - STREAM_PREFIX_LEN;
+                        bytes[start..FRAME_OFFSET].copy_from_slice(&(n as u16).to_be_bytes());
+                        let frame = &bytes[start..FRAME_OFFSET + n];
+                        tcp.send_bytes(&mut io.queue, &mut io.counters, id, frame, 1);
+                    }
+                }
+            }
+            io.bufs.put(buf);
+            return;
+        }
     };
     if let Some((hdr, plan)) = split {
         let sp = Superpacket {
