@@ -50,8 +50,9 @@ pub struct Config {
     /// full-size packet, as fq_codel uses the device MTU.
     pub mtu: u32,
     /// At the limits, drop up to this many items from the fattest flow at once (or until
-    /// half its bytes are gone), so finding the fattest flow (a scan of all buckets) is
-    /// paid once per batch, not once per arriving packet. 64, as fq_codel.
+    /// half its bytes, or a 64th of `limit_bytes`, are gone), so finding the fattest flow
+    /// (a scan of all buckets) is paid once per batch, not once per arriving packet. 64,
+    /// as fq_codel.
     pub drop_batch: u32,
 }
 

@@ -161,19 +161,15 @@ fn the_byte_limit_holds_and_an_item_too_big_for_it_is_refused() {
         });
     }
     assert!(drops.is_empty());
-    // 9 000 queued; 5 000 more need the fat flow to give up 4 000: one batch of 5 (it
-    // stops at half of 9 000), leaving 4 000 + 5 000.
+    // 9 000 queued; 5 000 more need the fat flow to give up 4 000. A batch stops at a
+    // 64th of the byte limit (156 bytes), so each gives up one 1 000-byte item: exactly
+    // the four needed, leaving 5 000 + 5 000, the limit, which fits.
     let out = q.enqueue(clock.now(), Token(10), meta(2, 5000), |t, why| {
         drops.push((t, why))
     });
-    assert_eq!(out, Enqueued::QueuedAfterDrop { dropped: 5 });
-    assert_eq!(q.bytes(), 9_000);
-    // Exactly the limit fits; one byte more does not.
-    let out = q.enqueue(clock.now(), Token(11), meta(3, 1000), |t, why| {
-        drops.push((t, why))
-    });
-    assert_eq!(out, Enqueued::Queued);
+    assert_eq!(out, Enqueued::QueuedAfterDrop { dropped: 4 });
     assert_eq!(q.bytes(), 10_000);
+    // One byte more does not fit.
     let out = q.enqueue(clock.now(), Token(12), meta(3, 1), |t, why| {
         drops.push((t, why))
     });
@@ -198,4 +194,24 @@ fn a_caller_out_of_its_own_buffers_can_make_room_from_the_fattest_flow() {
     assert_eq!(drops.count(DropReason::Overflow), 5);
     assert_eq!(q.stats().dropped_overflow, 5);
     assert_eq!(q.len(), 6);
+}
+
+#[test]
+fn a_batch_of_large_items_stops_at_a_64th_of_the_byte_limit() {
+    let clock = Clock::new();
+    let config = Config {
+        limit_bytes: 64 * 65536,
+        ..Config::default()
+    };
+    let mut q = FlowQueue::new(config).expect("config");
+    let mut drops = Drops::default();
+    // One flow of 64 KiB superpackets fills the byte limit.
+    for id in 0..64 {
+        q.enqueue(clock.now(), Token(id), meta(1, 65536), drops.sink());
+    }
+    assert_eq!(drops.count(DropReason::Overflow), 0);
+    // The next one makes room by dropping one item (64 KiB, the cap), not half the flow.
+    let out = q.enqueue(clock.now(), Token(64), meta(1, 65536), drops.sink());
+    assert_eq!(out, Enqueued::QueuedAfterDrop { dropped: 1 });
+    assert_eq!(q.len(), 64);
 }
