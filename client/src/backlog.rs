@@ -379,6 +379,7 @@ impl InBacklog {
     /// Queues a receive batch's `packets` (ranges into `buf`, each with scratch room in
     /// front), coalesced through `gro` if the inside takes superpackets. If the queue's
     /// buffers run out before its limits do, the fattest flow pays, as at the limits.
+    /// Returns how many items (writes to come) it queued.
     pub fn push_batch(
         &mut self,
         gro: Option<&mut Gro>,
@@ -386,14 +387,15 @@ impl InBacklog {
         packets: &[Range<usize>],
         now: Instant,
         stats: &Stats,
-    ) {
+    ) -> usize {
+        let before = self.fq.stats().enqueued;
         let Some(gro) = gro else {
             for p in packets {
                 if let Some(packet) = buf.get(p.clone()) {
                     self.push_small(packet, now, stats);
                 }
             }
-            return;
+            return (self.fq.stats().enqueued - before) as usize;
         };
         let mut at = 0;
         while at < packets.len() {
@@ -425,6 +427,7 @@ impl InBacklog {
             }
             at += taken;
         }
+        (self.fq.stats().enqueued - before) as usize
     }
 
     /// Drops from the fattest flow until `free` has a buffer; false if the queue emptied

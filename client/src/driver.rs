@@ -73,6 +73,12 @@ use crate::outside::{
 };
 use crate::stats::{bump, inc, Stats};
 
+/// Writes the inbound task may owe its receives before writing goes first: receiving
+/// first drains the socket (the kernel's FIFO) into the fair queue, but a task that only
+/// received would let the queue grow to its limit and drop (measured: four bulk streams
+/// lost 1 % of their packets that way). 32 items are about 2 MiB of superpackets.
+const WRITES_OWED_HIGH: usize = 32;
+
 /// How long the outbound task gets to send its disconnect when stopping.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
@@ -822,6 +828,8 @@ async fn inbound<W: InsideWriter>(
         }
     });
     let mut recvs_in_a_row = 0u32;
+    // Items queued by receives and not yet matched by a write.
+    let mut owed = 0usize;
     let mut session: Option<InSession> = None;
     loop {
         let Some(s) = session.as_mut() else {
@@ -863,9 +871,11 @@ async fn inbound<W: InsideWriter>(
                 }
                 None => return,
             },
-            // The queue has had its share of receives: write a burst.
-            () = std::future::ready(()), if queued && recvs_in_a_row >= DRAIN_BURST => {
+            // The queue has had its share of receives, or the writes have fallen too far
+            // behind them: write.
+            () = std::future::ready(()), if queued && (recvs_in_a_row >= DRAIN_BURST || owed >= WRITES_OWED_HIGH) => {
                 recvs_in_a_row = 0;
+                owed = owed.saturating_sub(1);
                 out.write_queued(&mut backlog).await
             }
             received = s.receiver.recv_batch() => match received {
@@ -877,7 +887,7 @@ async fn inbound<W: InsideWriter>(
                         None => out.write_batch(buf, packets).await,
                         Some(b) => {
                             recvs_in_a_row += 1;
-                            b.push_batch(out.gro.as_mut(), buf, packets, crate::now(), &out.stats);
+                            owed += b.push_batch(out.gro.as_mut(), buf, packets, crate::now(), &out.stats);
                             Ok(())
                         }
                     };
@@ -901,6 +911,7 @@ async fn inbound<W: InsideWriter>(
             // Nothing more to receive right now: write what waits.
             () = std::future::ready(()), if queued => {
                 recvs_in_a_row = 0;
+                owed = owed.saturating_sub(1);
                 out.write_queued(&mut backlog).await
             }
         };
