@@ -5,8 +5,8 @@
 //! TUN's transmit ring (500 packets, or 500 superpackets of up to 64 KiB with offload);
 //! inbound, the UDP socket's receive buffer. A bulk upload or download fills them, and a
 //! ping, a DNS query or an SSH keystroke waits behind megabytes of it. Each task therefore
-//! takes what the kernel holds as soon as it can (a read or receive goes before the next
-//! send or write, up to [`DRAIN_BURST`] in a row) into a [`FlowQueue`], and sends or
+//! takes what the kernel holds as soon as it can (reads and receives alternate with sends
+//! and writes, [`DRAIN_BURST`]) into a [`FlowQueue`], and sends or
 //! writes from that queue: sparse flows first, a bulk flow's standing queue held near
 //! CoDel's target by dropping (or CE-marking) from its head.
 //!
@@ -31,9 +31,15 @@ use crate::inside::offload::{Gro, GRO_BUF_LEN, GRO_RUNS};
 
 use crate::stats::{QueueCounters, Stats};
 
-/// Reads (or receives) taken in a row before a send (or write) must go: the queue drains
-/// the kernel's FIFO promptly, and still sends while the FIFO never empties.
-pub const DRAIN_BURST: u32 = 8;
+/// Reads (or receives) taken in a row before a send (or write) must go, while both can.
+/// One: they alternate, and whenever the kernel has nothing to read, the queue drains. A
+/// read is cheap beside a send (cutting and sealing up to 45 packets), so even
+/// alternating the kernel's FIFO stays short, and the queue is where a backlog waits.
+/// Measured beside 8 in a row: 8 gave a ping beside an upload a lower p50 (1.4 against
+/// 1.7 ms) but cost the upload 11 % of its throughput (a read that finds nothing after
+/// each one that found something, and the reactor round trip that follows); 1 kept it
+/// within 3 % of the queue switched off.
+pub const DRAIN_BURST: u32 = 1;
 
 /// The largest inner packet an inbound slot holds; a longer one (a server MTU above
 /// Ethernet's) bypasses the queue.

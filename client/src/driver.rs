@@ -537,8 +537,8 @@ impl OutSession {
 /// the packet starts at [`HEADROOM`] as a bare read does; a superpacket is cut
 /// by the [`Segmenter`] and its packets sealed and sent as one batch.
 ///
-/// With a `queue`, reads go into an [`OutBacklog`] first (up to [`DRAIN_BURST`]
-/// in a row while the inside has more) and are sealed and sent from there, sparse
+/// With a `queue`, reads go into an [`OutBacklog`] first (alternating with sends
+/// while the inside has more, [`DRAIN_BURST`]) and are sealed and sent from there, sparse
 /// flows first: the TUN's own FIFO stays short, so a ping never waits behind a
 /// bulk upload's backlog.
 async fn outbound<R: InsideReader>(
@@ -800,7 +800,7 @@ enum Next {
 /// place, write the packets (coalesced, with `offloads.vnet_hdr`).
 ///
 /// With a `queue`, opened packets go into an [`InBacklog`] first (up to
-/// [`DRAIN_BURST`] receives in a row while the socket has more) and are written
+/// receives alternate with writes while the socket has more, [`DRAIN_BURST`]) and are written
 /// from there in bursts, sparse flows first: the socket's receive buffer, a FIFO,
 /// stays short, so a ping's echo never waits behind a bulk download's backlog.
 async fn inbound<W: InsideWriter>(
