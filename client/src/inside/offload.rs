@@ -220,6 +220,11 @@ pub(crate) mod test_packets {
     /// A TCP/IPv4 packet from 198.18.0.1:5201 to 198.18.0.2:40000 with `payload`, sequence
     /// `seq`, flags ACK, valid checksums.
     pub(crate) fn tcp_packet(seq: u32, payload: &[u8]) -> Vec<u8> {
+        tcp_packet_from(40000, seq, payload)
+    }
+
+    /// The same to destination port `dport`: another flow.
+    pub(crate) fn tcp_packet_from(dport: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
         let len = 40 + payload.len();
         let mut p = vec![0u8; len];
         p[0] = 0x45;
@@ -234,7 +239,7 @@ pub(crate) mod test_packets {
             .finish();
         p[10..12].copy_from_slice(&ip_sum.to_be_bytes());
         p[20..22].copy_from_slice(&5201u16.to_be_bytes());
-        p[22..24].copy_from_slice(&40000u16.to_be_bytes());
+        p[22..24].copy_from_slice(&dport.to_be_bytes());
         p[24..28].copy_from_slice(&seq.to_be_bytes());
         p[28..32].copy_from_slice(&1u32.to_be_bytes());
         p[32] = 5 << 4;
