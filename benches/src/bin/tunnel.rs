@@ -306,8 +306,10 @@ fn run_one(system: &dyn System, test: &Test, rep: u32, secs: u32, logs: &Path) -
     let started = report::utc_now();
     let clock = Instant::now();
     let mut counters = None;
-    let result = system.start().and_then(|running| {
+    let mut client = std::collections::BTreeMap::new();
+    let result = system.start().and_then(|mut running| {
         let measured = test.run(running.as_ref(), secs, logs);
+        client = running.client_counters();
         // Stopped also when the measurement failed: its counters help explain why.
         let finished = running.finish();
         if let Ok(c) = &finished {
@@ -335,8 +337,15 @@ fn run_one(system: &dyn System, test: &Test, rep: u32, secs: u32, logs: &Path) -
         elapsed_s: clock.elapsed().as_secs_f64(),
         metrics,
         counters: counters
-            .map(|c| c.iter().map(|(k, v)| (k.to_owned(), v)).collect())
-            .unwrap_or_default(),
+            .map(|c| {
+                c.iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect::<std::collections::BTreeMap<_, _>>()
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .chain(client)
+            .collect(),
         error,
     }
 }

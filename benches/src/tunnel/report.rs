@@ -133,7 +133,7 @@ pub struct RunRecord {
     pub elapsed_s: f64,
     /// What it measured (empty if it failed).
     pub metrics: Metrics,
-    /// The server's final counters, if it has a server.
+    /// The server's final counters, if it has a server, and its client's (`client_*`).
     pub counters: BTreeMap<String, u64>,
     /// Why it failed, if it did.
     pub error: Option<String>,

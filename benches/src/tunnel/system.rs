@@ -5,6 +5,7 @@
 //! build of Ringway over one transport. Another VPN (issue 10) is another [`System`]: it only
 //! has to bring up a path between two namespaces, name its processes, and say what it counted.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -42,6 +43,12 @@ pub trait Running {
     /// Stops it and returns what its server counted (`None` if it has no server or the
     /// server logged nothing).
     fn finish(self: Box<Self>) -> Result<Option<ServerCounters>>;
+    /// What its client counts so far, as flat `client_<group>_<name>` counters (Ringway:
+    /// `ringway status --json`'s `counters`, `io`, `queue_out` and `queue_in`), for the
+    /// run's record; empty where there is no such client or it cannot be asked.
+    fn client_counters(&mut self) -> BTreeMap<String, u64> {
+        BTreeMap::new()
+    }
 }
 
 /// One process of a running tunnel.
@@ -168,6 +175,24 @@ impl Running for RunningRingway {
                 pid: self.bed.client_pid(),
             },
         ]
+    }
+
+    fn client_counters(&mut self) -> BTreeMap<String, u64> {
+        let client = self.bed.primary_client();
+        let Ok(status) = self.bed.client_status(&client) else {
+            return BTreeMap::new();
+        };
+        let mut out = BTreeMap::new();
+        for group in ["counters", "io", "queue_out", "queue_in"] {
+            if let Some(obj) = status[group].as_object() {
+                for (name, value) in obj {
+                    if let Some(v) = value.as_u64() {
+                        out.insert(format!("client_{group}_{name}"), v);
+                    }
+                }
+            }
+        }
+        out
     }
 
     fn finish(mut self: Box<Self>) -> Result<Option<ServerCounters>> {
