@@ -510,6 +510,8 @@ impl InBacklog {
         }
         let len = if self.vnet {
             if VnetHdr::NONE.emit(&mut slot[..VNET_HDR_LEN]).is_err() {
+                // Cannot happen (the slot has the header's room); the slot goes back.
+                self.free_small.push(idx);
                 return;
             }
             slot[VNET_HDR_LEN..VNET_HDR_LEN + packet.len()].copy_from_slice(packet);
