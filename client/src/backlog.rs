@@ -756,7 +756,7 @@ mod tests {
             uso: false,
             refused: None,
         };
-        let mut gro = Gro::new(&offloads).unwrap();
+        let mut gro = crate::inside::offload::gro(&offloads).unwrap();
         let mut q = InBacklog::new(&QueueOptions::default(), 64, true).unwrap();
         let now = Instant::now();
         let payload = [7u8; 1000];
@@ -838,7 +838,7 @@ mod tests {
             uso: false,
             refused: None,
         };
-        let mut gro = Gro::new(&offloads).unwrap();
+        let mut gro = crate::inside::offload::gro(&offloads).unwrap();
         let mut q = InBacklog::new(&QueueOptions::default(), 512, true).unwrap();
         let now = Instant::now();
         let payload = [7u8; 1380];

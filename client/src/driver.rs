@@ -814,7 +814,7 @@ async fn inbound<W: InsideWriter>(
 ) {
     let mut out = InsideOut {
         writer,
-        gro: Gro::new(&offloads),
+        gro: crate::inside::offload::gro(&offloads),
         stats,
         warned: false,
     };

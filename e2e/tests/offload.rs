@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use common::offload::{self, Mode};
 use ringway_e2e::harness::{self, Scenario};
-use ringway_e2e::{TestbedOptions, Transport};
+use ringway_e2e::Transport;
 
 type Body = fn(&str, Transport, Mode) -> anyhow::Result<()>;
 
@@ -43,7 +43,7 @@ fn main() -> ExitCode {
         scenarios.push(Scenario::testbed(
             format!("{transport}_server_data_path_is_only_io_uring_enter"),
             &["iperf3", "strace"],
-            move |t| offload::only_io_uring_enter(t, TestbedOptions::new(transport)),
+            move |t| offload::only_io_uring_enter(t, transport),
         ));
     }
     harness::main(scenarios)

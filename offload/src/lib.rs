@@ -15,6 +15,9 @@
 //! - [`coalesce`]: a [`Coalescer`] (GRO table) takes decrypted inner packets one at a time
 //!   and appends those that continue a flow into caller-owned superpacket buffers, saying
 //!   which inputs must be written on their own, in an order that keeps every flow in order.
+//! - [`batch`] and [`gso`]: what a driver with heap buffers (the tokio client and the
+//!   server's tokio backend) needs on top: a [`batch::Segmenter`] and a [`batch::Gro`] owning
+//!   their buffers, and where the datagrams of one `UDP_SEGMENT` send or `UDP_GRO` receive lie.
 //! - [`checksum`], [`ip`], [`tcp`], [`udp`], [`virtio`]: the ones'-complement arithmetic and
 //!   zero-copy header views both need.
 //!
@@ -75,8 +78,10 @@
 //! changing datagram boundaries and is refused.
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod checksum;
 pub mod coalesce;
+pub mod gso;
 pub mod ip;
 pub mod segment;
 pub mod tcp;

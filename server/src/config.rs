@@ -87,6 +87,9 @@ pub enum ConfigError {
     /// `server.fair_queue` is neither `on` nor `off`.
     #[error("server.fair_queue: unknown mode {0:?} (use \"on\" or \"off\")")]
     FairQueueMode(String),
+    /// `server.io` is not a backend.
+    #[error("server.io: unknown I/O backend {0:?} (use \"auto\", \"uring\" or \"tokio\")")]
+    IoBackend(String),
     /// A `[fq]` value out of range.
     #[error("fq.{key}: {reason}")]
     Fq {
@@ -235,6 +238,11 @@ pub struct ServerSection {
     /// once, as before. Checked by [`Settings::validate`].
     #[serde(default = "default_fair_queue")]
     pub fair_queue: String,
+    /// The data path's I/O backend: `auto` (default: io_uring, or the tokio backend with
+    /// one warning where io_uring is not permitted), `uring` or `tokio`. Checked by
+    /// [`Settings::validate`].
+    #[serde(default = "default_io")]
+    pub io: String,
     /// MTU of the TUN devices on both ends.
     #[serde(default = "default_mtu")]
     pub mtu: u16,
@@ -474,6 +482,9 @@ fn default_offload() -> String {
 fn default_fair_queue() -> String {
     "on".into()
 }
+fn default_io() -> String {
+    IoBackend::Auto.as_str().into()
+}
 fn default_mtu() -> u16 {
     1420
 }
@@ -593,6 +604,8 @@ pub struct Overrides {
     pub offload: Option<String>,
     /// `server.fair_queue`, as given (validated with the file's values).
     pub fair_queue: Option<String>,
+    /// `server.io`, as given (validated with the file's values).
+    pub io: Option<String>,
     /// `fq.target_ms`.
     pub fq_target_ms: Option<u32>,
     /// `fq.interval_ms`.
@@ -639,6 +652,9 @@ impl Overrides {
         }
         if let Some(mode) = &self.fair_queue {
             file.server.fair_queue.clone_from(mode);
+        }
+        if let Some(io) = &self.io {
+            file.server.io.clone_from(io);
         }
         let q = &mut file.fq;
         set(&mut q.target_ms, self.fq_target_ms);
@@ -701,10 +717,48 @@ pub struct Settings {
     pub uring: UringSection,
     /// Flow queues, or `None` with `server.fair_queue = "off"`.
     pub fair_queue: Option<FairQueue>,
+    /// Which I/O backend runs the data path.
+    pub io: IoBackend,
     /// TCP settings.
     pub tcp: TcpSection,
     /// Authorised peers.
     pub peers: Vec<Peer>,
+}
+
+/// The data path's I/O backend (`server.io`, `--io`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoBackend {
+    /// io_uring where the kernel and its policy allow it, else tokio (with a warning).
+    #[default]
+    Auto,
+    /// The io_uring loop, or a clear error where io_uring is not permitted.
+    Uring,
+    /// The tokio (epoll) loop: the same sessions, offloads and counters, readiness I/O.
+    Tokio,
+}
+
+impl IoBackend {
+    /// The name in config files and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoBackend::Auto => "auto",
+            IoBackend::Uring => "uring",
+            IoBackend::Tokio => "tokio",
+        }
+    }
+}
+
+impl std::str::FromStr for IoBackend {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s {
+            "auto" => Ok(IoBackend::Auto),
+            "uring" => Ok(IoBackend::Uring),
+            "tokio" => Ok(IoBackend::Tokio),
+            other => Err(ConfigError::IoBackend(other.to_owned())),
+        }
+    }
 }
 
 impl ConfigFile {
@@ -764,6 +818,7 @@ impl Settings {
             "off" => None,
             other => return Err(ConfigError::FairQueueMode(other.to_owned())),
         };
+        let io: IoBackend = s.io.parse()?;
         let t = &file.tcp;
         if s.listen_tcp.is_some() && t.max_connections == 0 {
             return Err(ConfigError::NoConnections);
@@ -842,6 +897,7 @@ impl Settings {
             rekey_after_secs: s.rekey_after_secs,
             uring: file.uring,
             fair_queue,
+            io,
             tcp: file.tcp,
             peers,
         })
@@ -968,6 +1024,25 @@ mod tests {
             e.to_string(),
             "server.fair_queue: unknown mode \"yes\" (use \"on\" or \"off\")"
         );
+        // `--io` replaces `server.io` and is checked the same way.
+        assert_eq!(over(Overrides::default()).io, IoBackend::Auto);
+        let s = over(Overrides {
+            io: Some("tokio".into()),
+            ..Default::default()
+        });
+        assert_eq!(s.io, IoBackend::Tokio);
+        let e = Settings::load(
+            &path,
+            &Overrides {
+                io: Some("epoll".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "server.io: unknown I/O backend \"epoll\" (use \"auto\", \"uring\" or \"tokio\")"
+        );
         std::fs::remove_dir_all(d).unwrap();
     }
 
@@ -999,6 +1074,7 @@ mod tests {
         );
         assert_eq!(f.server.offload, default_offload());
         assert_eq!(f.server.fair_queue, default_fair_queue());
+        assert_eq!(f.server.io, "auto");
         assert_eq!(f.fq.fair_queue(), FairQueue::default());
     }
 
@@ -1027,6 +1103,7 @@ mod tests {
             ("[uring]\ntun_rx_slots = 0", "uring.tun_rx_slots"),
             ("[uring]\nudp_rx_slots = 0", "uring.udp_rx_slots"),
             ("fair_queue = \"maybe\"", "server.fair_queue"),
+            ("io = \"epoll\"", "server.io"),
             ("[fq]\ntarget_ms = 0", "fq.target_ms"),
             ("[fq]\ntarget_ms = 100", "fq.target_ms"),
             ("[fq]\ninterval_ms = 60000", "fq.interval_ms"),

@@ -5,12 +5,18 @@
 //! - [`admin`]: `init` and `add-peer`, which write configs and keys.
 //! - [`sessions`]: who may connect and where each packet goes, independent of I/O.
 //! - [`pool`]: inner addresses.
-//! - [`uring`]: the io_uring driver (slots, buffers, the event loop).
+//! - [`uring`]: the io_uring driver (slots, buffers, the event loop), the default.
+//! - [`tokio_loop`]: the same data path on tokio's readiness (epoll) I/O, for kernels or
+//!   policies without io_uring and to measure what io_uring buys (`--io tokio`).
+//! - [`backend`]: which of the two runs (`--io`).
+//! - [`signals`]: SIGINT/SIGTERM as a descriptor either loop reads.
 //! - [`inside`]: the TUN device; [`outside`]: the UDP socket.
 //! - [`metrics`]: drop and traffic counters.
 #![cfg_attr(not(target_os = "linux"), allow(unused))]
 
 pub mod admin;
+#[cfg(target_os = "linux")]
+pub mod backend;
 pub mod config;
 #[cfg(target_os = "linux")]
 pub mod inside;
@@ -19,5 +25,9 @@ pub mod metrics;
 pub mod outside;
 pub mod pool;
 pub mod sessions;
+#[cfg(target_os = "linux")]
+pub mod signals;
+#[cfg(target_os = "linux")]
+pub mod tokio_loop;
 #[cfg(target_os = "linux")]
 pub mod uring;

@@ -85,6 +85,10 @@ struct RunArgs {
     /// Override server.fair_queue: `on` or `off` (flow queueing in front of TUN writes).
     #[arg(long, value_name = "on|off")]
     fair_queue: Option<String>,
+    /// Override server.io: the data path's I/O backend. `auto` (default): io_uring, or
+    /// tokio with a warning where io_uring is not permitted; `uring`; `tokio` (epoll).
+    #[arg(long, value_name = "auto|uring|tokio")]
+    io: Option<String>,
     /// Override fq.target_ms (CoDel target, milliseconds).
     #[arg(long)]
     fq_target_ms: Option<u32>,
@@ -168,12 +172,13 @@ fn exit_code(e: &anyhow::Error) -> ExitCode {
 fn run(args: RunArgs) -> Result<()> {
     use anyhow::Context;
     use ringway_proto::wire::transport::OVERHEAD;
+    use ringway_server::config::IoBackend;
     use ringway_server::config::{Overrides, Settings};
     use ringway_server::inside::tun;
     use ringway_server::outside::tcp::listener::Listener;
     use ringway_server::outside::udp::Udp;
     use ringway_server::sessions::Sessions;
-    use ringway_server::uring::{signals, DataPath, Driver, Fds, TcpLimits};
+    use ringway_server::uring::{self, signals, DataPath, Driver, Fds, TcpLimits};
     use std::os::fd::AsRawFd;
     use std::time::Duration;
 
@@ -190,6 +195,7 @@ fn run(args: RunArgs) -> Result<()> {
         udp_socket_buffer: args.udp_socket_buffer,
         offload: args.offload,
         fair_queue: args.fair_queue,
+        io: args.io,
         fq_target_ms: args.fq_target_ms,
         fq_interval_ms: args.fq_interval_ms,
         fq_limit_packets: args.fq_limit_packets,
@@ -206,8 +212,17 @@ fn run(args: RunArgs) -> Result<()> {
     // anything is created.
     let settings = Settings::load(&args.config, &overrides)?;
     let tunables = settings.tunables();
+    // The backend is chosen before anything is opened: the TUN's mode depends on it.
+    let (backend, warning) = ringway_server::backend::choose(settings.io, uring::probe)?;
+    if let Some(warning) = warning {
+        tracing::warn!("{warning}");
+    }
+    let tokio = backend == IoBackend::Tokio;
+    if tokio && settings.fair_queue.is_some() {
+        tracing::warn!("the tokio backend has no flow queue: running without server.fair_queue");
+    }
 
-    let tun = tun::open(&settings)?;
+    let tun = tun::open(&settings, settings.uring.tun_blocking && !tokio)?;
     let udp = settings
         .listen_udp
         .map(|a| Udp::bind(a, settings.udp_socket_buffer))
@@ -255,11 +270,23 @@ fn run(args: RunArgs) -> Result<()> {
         max_tcp_connections = t.max_connections,
         peers = settings.peers.len(),
         public_key = %settings.secret_key.public_key(),
+        io = backend.as_str(),
         ?tunables,
-        tun_blocking = settings.uring.tun_blocking,
+        tun_blocking = settings.uring.tun_blocking && !tokio,
         "ringway-server running"
     );
     let sessions = Sessions::new(&settings);
+    if tokio {
+        use ringway_server::tokio_loop;
+        let parts = tokio_loop::Parts {
+            tun,
+            udp,
+            tcp,
+            signal: signal_fd,
+        };
+        tokio_loop::run(path, limits, parts, sessions)?;
+        return Ok(());
+    }
     let fds = Fds {
         tun: tun.as_raw_fd(),
         udp: udp.as_ref().map(|u| u.fd()),

@@ -63,6 +63,21 @@ impl<I: IdSource + ?Sized> Entropy for Randomness<'_, I> {
     }
 }
 
+/// Session ids from the system RNG: what both I/O backends use.
+#[derive(Debug)]
+pub struct OsRandom(pub ring::rand::SystemRandom);
+
+impl IdSource for OsRandom {
+    fn next_id(&mut self) -> u32 {
+        use ring::rand::SecureRandom;
+        let mut b = [0u8; 4];
+        // A failing system RNG leaves zero, which the session layer rejects
+        // and asks again for; the kernel's getrandom does not fail after boot.
+        let _ = self.0.fill(&mut b);
+        u32::from_ne_bytes(b)
+    }
+}
+
 /// A TCP connection as the driver names it: a slot index plus the slot's
 /// generation, so a reused slot is never mistaken for the connection before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -48,7 +48,6 @@
 //!  TCP split:  | len | hdr | packet 0 | tag | len | hdr | packet 1 | tag | ...  one write
 //! ```
 
-mod batch;
 mod error;
 mod stream;
 mod tcp;

@@ -19,7 +19,7 @@
 //! Offload (Linux, `--offload auto`): once connected, the socket is handed to quinn-udp
 //! ([`PathSocket`]), which turns on `UDP_GRO` and probes how many segments one `UDP_SEGMENT`
 //! send may carry. The sender then sends the frames of a split superpacket, back to back at a
-//! fixed stride, with one `sendmsg` per [`gso_sends`](super::batch::gso_sends) chunk (one
+//! fixed stride, with one `sendmsg` per [`gso_sends`](ringway_offload::gso::gso_sends) chunk (one
 //! datagram per `send` where the kernel has no GSO, or after it refused it once), and the
 //! receiver takes up to [`RECV_SLOTS`] receives per `recvmmsg`, each possibly many datagrams
 //! at the stride the kernel reports. With offload off the socket is used as before: one
@@ -38,7 +38,6 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::time::sleep_until;
 
-use super::batch;
 use super::{
     connect_progress, is_transient_socket_error, new_core, ConnectError, ConnectOptions,
     Connecting, Link, RecvError, Transport, Tunnel,
@@ -46,6 +45,7 @@ use super::{
 use crate::config::ClientConfig;
 use crate::core::MAX_CONTROL_LEN;
 use crate::stats::{bump, inc, Stats};
+use ringway_offload::gso as batch;
 
 /// Socket buffer sizes we ask for; the kernel caps them at `net.core.*mem_max`.
 /// Larger than the defaults so a burst from the TUN is not dropped by our own socket.

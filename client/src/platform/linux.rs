@@ -108,6 +108,9 @@ impl TunDevice {
 /// kernel used to fragment. A `UDP_SEGMENT` send larger than the path MTU then fails with
 /// `EINVAL`, and the sender falls back to one datagram per call, fragmented as before.
 pub fn keep_default_pmtu_discovery(socket: &impl AsRawFd, ipv6: bool) -> io::Result<()> {
+    // quinn-udp asks for receive timestamps; while any socket does, the kernel stamps every
+    // packet it receives.
+    set_int(socket, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 0)?;
     set_int(
         socket,
         libc::IPPROTO_IP,

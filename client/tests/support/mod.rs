@@ -63,6 +63,7 @@ pub fn settings(
         rekey_after_secs,
         uring: UringSection::default(),
         fair_queue: None,
+        io: Default::default(),
         tcp: TcpSection::default(),
         peers: peers
             .iter()

@@ -807,6 +807,23 @@ fn provision(
     Ok(configs)
 }
 
+/// The environment variable that runs every testbed's server on one I/O backend
+/// (`RINGWAY_E2E_SERVER_IO=tokio cargo test -p ringway-e2e`): `--io <value>` is appended to
+/// the server's arguments unless the test chose a backend itself.
+pub const SERVER_IO_ENV: &str = "RINGWAY_E2E_SERVER_IO";
+
+/// The server's arguments: the test's, then `--io` from [`SERVER_IO_ENV`] if set and the
+/// test gave none.
+fn server_arguments(args: &[String], io: Option<String>) -> Vec<String> {
+    let mut all = args.to_vec();
+    if let Some(io) = io.filter(|v| !v.is_empty()) {
+        if !args.iter().any(|a| a == "--io") {
+            all.extend(["--io".to_owned(), io]);
+        }
+    }
+    all
+}
+
 /// Spawns `ringway-server run --config <config> <args>` in `ns`, logging to `dir/server.log`.
 fn spawn_server(
     ns: &Netns,
@@ -817,6 +834,7 @@ fn spawn_server(
     name: &str,
 ) -> Result<Process> {
     let mut cmd = ns.command(&bins.server);
+    let args = server_arguments(args, std::env::var(SERVER_IO_ENV).ok());
     cmd.arg("run").arg("--config").arg(config).args(args);
     with_log_level(&mut cmd);
     Process::spawn(name, &mut cmd, &dir.join("server.log"))
@@ -832,6 +850,19 @@ fn with_log_level(cmd: &mut Command) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_backend_from_the_environment_never_overrides_the_tests_own() {
+        let own = vec!["--io".to_owned(), "uring".to_owned()];
+        assert_eq!(server_arguments(&own, Some("tokio".into())), own);
+        let none: Vec<String> = vec!["--offload".into(), "off".into()];
+        assert_eq!(
+            server_arguments(&none, Some("tokio".into())),
+            ["--offload", "off", "--io", "tokio"]
+        );
+        assert_eq!(server_arguments(&none, None), none);
+        assert_eq!(server_arguments(&none, Some(String::new())), none);
+    }
 
     #[test]
     fn finds_last_counters_line() {

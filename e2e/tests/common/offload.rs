@@ -481,9 +481,9 @@ const HOUSEKEEPING: &[&str] = &["futex", "brk", "mmap", "munmap", "madvise", "mr
 /// How many housekeeping calls a few seconds of traffic may make.
 const HOUSEKEEPING_LIMIT: u64 = 50;
 
-/// Attaches `strace -f -c` to the server for an iperf3 run each way and checks that the
-/// data path made no system call but `io_uring_enter`.
-pub fn only_io_uring_enter(test: &str, opts: TestbedOptions) -> Result<()> {
+/// Attaches `strace -f -c` to the server for an iperf3 run each way and returns how often
+/// it made each system call meanwhile.
+fn server_syscalls_during_traffic(test: &str, opts: TestbedOptions) -> Result<Vec<(String, u64)>> {
     let mut bed = super::start(opts)?;
     let dir = bed.dir().to_path_buf();
     let summary = dir.join("strace-summary.txt");
@@ -503,6 +503,7 @@ pub fn only_io_uring_enter(test: &str, opts: TestbedOptions) -> Result<()> {
             "{test}: reverse={reverse} {:.3} Gbit/s under strace",
             r.gbps()
         );
+        ensure!(r.bytes > 0, "nothing moved through the tunnel");
     }
     strace.signal(Signal::Int)?;
     let status = strace
@@ -512,7 +513,14 @@ pub fn only_io_uring_enter(test: &str, opts: TestbedOptions) -> Result<()> {
     let text = std::fs::read_to_string(&summary)
         .with_context(|| format!("reading {}", summary.display()))?;
     println!("{text}");
-    let calls = parse_strace_summary(&text)?;
+    parse_strace_summary(&text)
+}
+
+/// Checks that the io_uring server's data path made no system call but `io_uring_enter`
+/// during traffic each way.
+pub fn only_io_uring_enter(test: &str, transport: Transport) -> Result<()> {
+    let opts = TestbedOptions::new(transport).server_args(["--io", "uring"]);
+    let calls = server_syscalls_during_traffic(test, opts)?;
     let uring = calls
         .iter()
         .find(|(n, _)| n == "io_uring_enter")
@@ -533,6 +541,32 @@ pub fn only_io_uring_enter(test: &str, opts: TestbedOptions) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Checks that the tokio backend carries traffic each way without a single io_uring system
+/// call: readiness (`epoll_wait`) and plain reads, writes and socket calls only.
+pub fn tokio_makes_no_io_uring_call(test: &str, transport: Transport) -> Result<()> {
+    let opts = TestbedOptions::new(transport).server_args(["--io", "tokio"]);
+    let calls = server_syscalls_during_traffic(test, opts)?;
+    let uring: Vec<_> = calls
+        .iter()
+        .filter(|(n, _)| n.starts_with("io_uring"))
+        .collect();
+    ensure!(uring.is_empty(), "the tokio backend called {uring:?}");
+    let count = |name: &str| calls.iter().find(|(n, _)| n == name).map_or(0, |c| c.1);
+    ensure!(
+        count("epoll_wait") + count("epoll_pwait") + count("epoll_pwait2") > 10,
+        "no epoll waits: the trace did not see the data path ({calls:?})"
+    );
+    let io = [
+        "read", "write", "writev", "sendmsg", "recvmsg", "recvmmsg", "sendto", "recvfrom",
+    ];
+    let moved: u64 = io.iter().map(|n| count(n)).sum();
+    ensure!(
+        moved > 100,
+        "only {moved} I/O calls during traffic: {calls:?}"
+    );
     Ok(())
 }
 

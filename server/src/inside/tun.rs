@@ -16,14 +16,15 @@ use crate::config::Settings;
 pub const DATA_PATH_HANDLES_VNET_HDR: bool = true;
 
 /// Creates the TUN `server.tun_name`, gives it the pool's first host, the prefix and MTU,
-/// and brings it up. What offloads it got is in [`Tun::offloads`]; the caller logs them
-/// with the rest of the data path's settings ([`describe`]).
-pub fn open(settings: &Settings) -> Result<Tun, TunError> {
+/// and brings it up; `blocking` as the backend needs (`uring.tun_blocking` for io_uring, never
+/// for tokio's readiness loop). What offloads it got is in [`Tun::offloads`]; the caller logs
+/// them with the rest of the data path's settings ([`describe`]).
+pub fn open(settings: &Settings, blocking: bool) -> Result<Tun, TunError> {
     let tun = Tun::create(
         &settings.tun_name,
         &TunOptions {
             offload: settings.offload.for_data_path(DATA_PATH_HANDLES_VNET_HDR),
-            blocking: settings.uring.tun_blocking,
+            blocking,
         },
     )?;
     tun.configure(&LinkConfig {

@@ -49,6 +49,11 @@ impl Udp {
         self.socket.as_raw_fd()
     }
 
+    /// The socket itself, for a backend that registers it with its own reactor.
+    pub fn into_std(self) -> UdpSocket {
+        self.socket
+    }
+
     /// Whether the kernel sends many datagrams per `sendmsg` (`UDP_SEGMENT`, Linux 4.18+).
     /// Asked by setting the socket's default segment size to 0 (none), which changes
     /// nothing but fails where the option does not exist. Each send then names its own
@@ -65,14 +70,50 @@ impl Udp {
     }
 }
 
-#[allow(unsafe_code)]
+/// Undoes what quinn-udp sets that a tunnel does not want: puts back the kernel's default
+/// path-MTU behaviour (`IP_PMTUDISC_WANT`: fragment locally when the route's MTU is smaller,
+/// and learn it) after it turned on DF, which would drop a tunnel's full-size frames on a
+/// narrower path instead, and turns receive timestamps off (while any socket asks for them
+/// the kernel stamps every packet it receives).
+pub fn keep_default_pmtu_discovery(fd: &impl AsRawFd, ipv6: bool) -> std::io::Result<()> {
+    let fd = fd.as_raw_fd();
+    set_int(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 0)?;
+    set_int(
+        fd,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_WANT,
+    )?;
+    if ipv6 {
+        set_int(
+            fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_WANT,
+        )?;
+        set_int(fd, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 0)?;
+    }
+    Ok(())
+}
+
 fn set_udp_option(fd: RawFd, option: libc::c_int, value: libc::c_int) -> std::io::Result<()> {
+    set_int(fd, libc::SOL_UDP, option, value)
+}
+
+/// `setsockopt(level, name, &value, sizeof(int))`.
+#[allow(unsafe_code)]
+fn set_int(
+    fd: RawFd,
+    level: libc::c_int,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> std::io::Result<()> {
     // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from `&value`, a live c_int on
-    // our stack; `fd` is the socket this `Udp` owns.
+    // our stack; `fd` is a socket the caller holds open for the call.
     let rc = unsafe {
         libc::setsockopt(
             fd,
-            libc::SOL_UDP,
+            level,
             option,
             std::ptr::from_ref(&value).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,

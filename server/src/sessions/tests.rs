@@ -48,6 +48,7 @@ fn settings(peers: &[(&str, &Keypair, Option<[u8; 32]>)], pool: &str) -> Setting
         rekey_after_secs: 0,
         uring: UringSection::default(),
         fair_queue: None,
+        io: Default::default(),
         tcp: crate::config::TcpSection::default(),
         peers: peers
             .iter()

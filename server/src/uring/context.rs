@@ -13,7 +13,6 @@ use std::ops::Range;
 use std::os::fd::RawFd;
 use std::time::Instant;
 
-use ring::rand::{SecureRandom, SystemRandom};
 use ringway_offload::VNET_HDR_LEN;
 
 use super::buffers::{BufferPool, PacketBuf, Pools};
@@ -24,21 +23,8 @@ use super::queue::Queue;
 use super::slots::Completion;
 use super::tx::{Permit, Send, TxKind, TxTable};
 use crate::metrics::IoCounters;
-use crate::sessions::{IdSource, Sessions, FRAME_OFFSET, PAYLOAD_OFFSET};
-
-/// Session ids from the system RNG.
-#[derive(Debug)]
-pub(super) struct OsRandom(pub SystemRandom);
-
-impl IdSource for OsRandom {
-    fn next_id(&mut self) -> u32 {
-        let mut b = [0u8; 4];
-        // A failing system RNG leaves zero, which the session layer rejects
-        // and asks again for; the kernel's getrandom does not fail after boot.
-        let _ = self.0.fill(&mut b);
-        u32::from_ne_bytes(b)
-    }
-}
+pub(super) use crate::sessions::OsRandom;
+use crate::sessions::{Sessions, FRAME_OFFSET, PAYLOAD_OFFSET};
 
 /// The shared state every path works on.
 #[derive(Debug)]

@@ -202,6 +202,16 @@ impl std::fmt::Debug for Driver {
     }
 }
 
+/// Whether this process may create an io_uring at all: a two-entry ring, made and dropped
+/// before anything else is set up, so `--io auto` can choose its backend first.
+pub fn probe() -> Result<(), DriverError> {
+    match IoUring::new(2) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Err(DriverError::NotPermitted),
+        Err(e) => Err(DriverError::Setup(e)),
+    }
+}
+
 /// Completion queue size: room for every request that can be in flight at
 /// once, TCP connections (a receive and a send each) included.
 fn cq_entries(t: &Tunables, max_tcp: u32) -> u32 {

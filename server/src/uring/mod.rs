@@ -19,7 +19,6 @@
 //! - `msg`, `kernel_box`: memory the kernel reads or writes (`msghdr`s and
 //!   the like), at fixed addresses, reached only through shared references.
 //! - [`user_data`]: which path/slot/generation a completion belongs to.
-//! - [`signals`]: SIGINT/SIGTERM as a readable descriptor.
 //!
 //! Dependencies point one way: the driver uses the paths, the paths use the
 //! context and the building blocks below it, and nothing uses the driver.
@@ -34,11 +33,12 @@ mod kernel_box;
 mod msg;
 mod paths;
 mod queue;
-pub mod signals;
 mod slots;
 mod tx;
 pub mod user_data;
 
 pub use crate::config::Tunables;
-pub use driver::{DataPath, Driver, DriverError, Fds, RingUsage};
+/// SIGINT/SIGTERM as a readable descriptor (shared with the tokio backend).
+pub use crate::signals;
+pub use driver::{probe, DataPath, Driver, DriverError, Fds, RingUsage};
 pub use paths::tcp::TcpLimits;

@@ -139,6 +139,7 @@ impl Server {
                 rekey_after_secs: 0,
                 uring: UringSection::default(),
                 fair_queue: None,
+                io: Default::default(),
                 tcp: TcpSection::default(),
                 peers: (0..peers)
                     .map(|i| Peer {

@@ -48,6 +48,11 @@ impl Listener {
     pub fn fd(&self) -> RawFd {
         self.socket.as_raw_fd()
     }
+
+    /// The socket itself, for a backend that registers it with its own reactor.
+    pub fn into_std(self) -> TcpListener {
+        self.socket
+    }
 }
 
 /// Socket options for a tunnel connection: no Nagle delay (every frame is a

@@ -149,6 +149,30 @@ impl SendQueue {
         }
     }
 
+    /// Sends the front frames (up to [`MAX_IOVECS`]) with `write`, a vectored write that
+    /// returns at once (a non-blocking socket's), and consumes what it reports sent: the
+    /// readiness backend's send, where the iovecs need not outlive the call. Nothing may be
+    /// in flight (see [`SendQueue::start_send`]).
+    pub fn write_with(
+        &mut self,
+        write: impl FnOnce(&[std::io::IoSlice<'_>]) -> std::io::Result<usize>,
+    ) -> std::io::Result<usize> {
+        debug_assert!(
+            self.in_flight.is_none(),
+            "a readiness write during a ring send"
+        );
+        let mut frames = self.frames.iter();
+        let slices: [std::io::IoSlice<'_>; MAX_IOVECS] = std::array::from_fn(|_| {
+            std::io::IoSlice::new(frames.next().map_or(&[][..], |f| &f[..]))
+        });
+        let count = self.frames.len().min(MAX_IOVECS);
+        let asked: usize = slices[..count].iter().map(|s| s.len()).sum();
+        let sent = write(&slices[..count])?;
+        self.in_flight = Some(asked);
+        self.complete(sent);
+        Ok(sent)
+    }
+
     /// Ends the in-flight send without progress (an error or a cancel).
     pub fn abort_send(&mut self) {
         self.in_flight = None;
@@ -249,5 +273,28 @@ mod tests {
         assert_eq!(q.start_send(&mut v), MAX_IOVECS);
         q.complete(MAX_IOVECS);
         assert_eq!(q.start_send(&mut v), 5);
+    }
+
+    #[test]
+    fn a_readiness_write_consumes_what_was_written() {
+        let mut q = SendQueue::new(1000);
+        q.push_parts(&[b"ab", b"cdef"]).unwrap();
+        q.push_parts(&[b"ghij"]).unwrap();
+        let mut seen = Vec::new();
+        let n = q
+            .write_with(|slices| {
+                seen = slices.iter().map(|s| s.to_vec()).collect();
+                Ok(8)
+            })
+            .unwrap();
+        assert_eq!(n, 8);
+        assert_eq!(seen, [b"abcdef".to_vec(), b"ghij".to_vec()]);
+        assert_eq!(q.queued_bytes(), 2);
+        assert!(!q.is_sending());
+        let err = q.write_with(|_| Err(std::io::ErrorKind::WouldBlock.into()));
+        assert!(err.is_err());
+        assert_eq!(q.queued_bytes(), 2, "a refused write consumes nothing");
+        q.write_with(|slices| Ok(slices[0].len())).unwrap();
+        assert_eq!(q.queued_bytes(), 0);
     }
 }

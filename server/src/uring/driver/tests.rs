@@ -47,6 +47,7 @@ fn settings() -> Settings {
         rekey_after_secs: 0,
         uring: UringSection::default(),
         fair_queue: None,
+        io: Default::default(),
         tcp: TcpSection::default(),
         peers: Vec::new(),
     }

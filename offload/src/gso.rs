@@ -1,4 +1,6 @@
-//! Many datagrams per system call: where they lie in a buffer, without any I/O.
+//! Many datagrams per system call: where they lie in a buffer, without any I/O. Shared by
+//! every driver that sends with `UDP_SEGMENT` or receives with `UDP_GRO` (the tokio client,
+//! the server's tokio backend).
 //!
 //! Both directions of the UDP outside keep frames back to back at a fixed *stride*, the last
 //! one possibly shorter, exactly as the kernel's UDP GSO and GRO do:
@@ -10,7 +12,7 @@
 //! ```
 //!
 //! A send may carry no more datagrams than the socket's GSO limit (`UDP_MAX_SEGMENTS`, which
-//! quinn-udp probes) and no more bytes than one UDP datagram's length field allows, since the
+//! the driver probes) and no more bytes than one UDP datagram's length field allows, since the
 //! kernel builds the whole chunk as one datagram before cutting it
 //! ([`MAX_GSO_BYTES`]). A receive's stride comes from the kernel; a buffer that was too short
 //! for the whole aggregate ends in a truncated datagram, which then fails to authenticate and
@@ -61,8 +63,6 @@ impl Iterator for GsoSends {
 /// The datagrams of one receive of `len` bytes whose boundaries are every `stride` bytes (GRO;
 /// the last one may be shorter). A stride of 0, or one not shorter than `len`, means one
 /// datagram; an empty receive has none.
-// Only Linux receives many datagrams per call.
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub fn datagrams(len: usize, stride: usize) -> GsoSends {
     let stride = if stride == 0 { len } else { stride };
     GsoSends {

@@ -1,4 +1,5 @@
-//! Shutdown signals as a file descriptor the ring can read.
+//! Shutdown signals as a file descriptor the loop can read (a completion in the io_uring
+//! loop, a readiness event in the tokio one).
 //!
 //! SIGINT and SIGTERM are blocked for the thread and delivered through a
 //! signalfd instead, so the request to stop arrives as one more completion in
