@@ -178,7 +178,7 @@ fn run(args: RunArgs) -> Result<()> {
     use ringway_server::outside::tcp::listener::Listener;
     use ringway_server::outside::udp::Udp;
     use ringway_server::sessions::Sessions;
-    use ringway_server::uring::{self, signals, DataPath, Driver, Fds, TcpLimits};
+    use ringway_server::uring::{self, signals, DataPath, Driver, DriverError, Fds, TcpLimits};
     use std::os::fd::AsRawFd;
     use std::time::Duration;
 
@@ -275,17 +275,18 @@ fn run(args: RunArgs) -> Result<()> {
         tun_blocking = settings.uring.tun_blocking && !tokio,
         "ringway-server running"
     );
-    let sessions = Sessions::new(&settings);
-    if tokio {
-        use ringway_server::tokio_loop;
-        let parts = tokio_loop::Parts {
+    let run_tokio = |tun, udp, tcp, signal| {
+        let parts = ringway_server::tokio_loop::Parts {
             tun,
             udp,
             tcp,
-            signal: signal_fd,
+            signal,
         };
-        tokio_loop::run(path, limits, parts, sessions)?;
-        return Ok(());
+        ringway_server::tokio_loop::run(path, limits.clone(), parts, Sessions::new(&settings))
+            .map(drop)
+    };
+    if tokio {
+        return run_tokio(tun, udp, tcp, signal_fd);
     }
     let fds = Fds {
         tun: tun.as_raw_fd(),
@@ -293,7 +294,19 @@ fn run(args: RunArgs) -> Result<()> {
         tcp_listener: tcp.as_ref().map(|t| t.fd()),
         signal: signal_fd.as_raw_fd(),
     };
-    let mut driver = Driver::new(&tunables, limits, path, fds, sessions)?;
+    let sessions = Sessions::new(&settings);
+    let mut driver = match Driver::new(&tunables, limits.clone(), path, fds, sessions) {
+        Ok(driver) => driver,
+        // The probe's two-entry ring passed but the real one did not (a memlock limit on an
+        // old kernel, say): with `auto` and a non-blocking TUN, the tokio loop can still run.
+        Err(e @ (DriverError::NotPermitted | DriverError::Setup(_)))
+            if settings.io == IoBackend::Auto && !settings.uring.tun_blocking =>
+        {
+            tracing::warn!("{e}; running the tokio backend instead");
+            return run_tokio(tun, udp, tcp, signal_fd);
+        }
+        Err(e) => return Err(e.into()),
+    };
     driver.run()?;
     // The driver (and its ring) goes before the descriptors it used.
     drop(driver);
