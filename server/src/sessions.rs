@@ -201,6 +201,9 @@ pub struct Sessions {
     by_key: HashMap<PublicKey, usize>,
     sessions: HashMap<u32, Entry>,
     by_inner: HashMap<Ipv4Addr, u32>,
+    /// The sessions each TCP connection carries (one; two while a rekey's old session
+    /// retires), so a closing connection ends its own without a scan of every session.
+    by_conn: HashMap<ConnId, Vec<u32>>,
     pool: IpPool,
     template: SessionConfig,
     /// What happened to traffic, by reason.
@@ -246,6 +249,7 @@ impl Sessions {
             by_key,
             sessions: HashMap::new(),
             by_inner: HashMap::new(),
+            by_conn: HashMap::new(),
             pool,
             template,
             counters: SessionCounters::default(),
@@ -388,6 +392,7 @@ impl Sessions {
             },
         );
         self.by_inner.insert(inner, session_id);
+        link(&mut self.by_conn, from, session_id);
         self.counters.handshakes += 1;
         OutsideAction::Reply(from, CowBytes::Borrowed(&self.reply))
     }
@@ -408,7 +413,9 @@ impl Sessions {
         from: Outside,
         now: Instant,
     ) -> OutsideAction<'_> {
-        let Some(entry) = peek_session_id(frame).and_then(|id| self.sessions.get_mut(&id)) else {
+        let Some((session_id, entry)) =
+            peek_session_id(frame).and_then(|id| self.sessions.get_mut(&id).map(|e| (id, e)))
+        else {
             self.counters.drop_unknown_session += 1;
             return OutsideAction::None;
         };
@@ -427,7 +434,11 @@ impl Sessions {
             }
         };
         // Authenticated: follow the client if its address changed (roaming, NAT rebinding).
-        entry.outside = from;
+        if entry.outside != from {
+            let old = std::mem::replace(&mut entry.outside, from);
+            unlink(&mut self.by_conn, old, session_id);
+            link(&mut self.by_conn, from, session_id);
+        }
         match opened.kind {
             FrameType::Data => {
                 let packet = &frame[opened.payload.clone()];
@@ -569,16 +580,12 @@ impl Sessions {
     /// A TCP connection is gone: any session carried only by it ends (the
     /// client re-handshakes on its next connection).
     pub fn connection_closed(&mut self, conn: ConnId) {
-        let gone = Outside::Tcp(conn);
-        self.expired.clear();
-        self.expired.extend(
-            self.sessions
-                .iter()
-                .filter(|(_, e)| e.outside == gone)
-                .map(|(id, _)| *id),
-        );
-        for i in 0..self.expired.len() {
-            let id = self.expired[i];
+        // Only the connection's own sessions: a connection that never completed a handshake
+        // costs one lookup, however many sessions the server has.
+        let Some(ids) = self.by_conn.remove(&conn) else {
+            return;
+        };
+        for id in ids {
             if let Some(e) = self.sessions.get(&id) {
                 tracing::info!(peer = %self.peers[e.peer].config.name, session_id = id, "session ended with its TCP connection");
             }
@@ -591,6 +598,7 @@ impl Sessions {
         let Some(e) = self.sessions.remove(&id) else {
             return;
         };
+        unlink(&mut self.by_conn, e.outside, id);
         // A retired session shares its address with its successor: only the
         // peer's current session owns the route and the pool entry.
         let peer = &mut self.peers[e.peer];
@@ -598,6 +606,26 @@ impl Sessions {
             peer.session = None;
             self.by_inner.remove(&e.inner);
             self.pool.release(e.inner);
+        }
+    }
+}
+
+/// Records that session `id` is reached over `outside`, if that is a TCP connection.
+fn link(by_conn: &mut HashMap<ConnId, Vec<u32>>, outside: Outside, id: u32) {
+    if let Outside::Tcp(conn) = outside {
+        by_conn.entry(conn).or_default().push(id);
+    }
+}
+
+/// Forgets that session `id` is reached over `outside`.
+fn unlink(by_conn: &mut HashMap<ConnId, Vec<u32>>, outside: Outside, id: u32) {
+    let Outside::Tcp(conn) = outside else {
+        return;
+    };
+    if let Some(ids) = by_conn.get_mut(&conn) {
+        ids.retain(|&s| s != id);
+        if ids.is_empty() {
+            by_conn.remove(&conn);
         }
     }
 }

@@ -320,6 +320,38 @@ fn tcp_sessions_end_with_their_connection_and_can_move() {
     assert!(s.is_empty());
 }
 
+#[test]
+fn a_closing_connection_ends_exactly_its_sessions_and_the_index_keeps_nothing() {
+    let alice = Keypair::from_random([2; 32]);
+    let bob = Keypair::from_random([3; 32]);
+    let mut s = Sessions::new(&settings(
+        &[("alice", &alice, None), ("bob", &bob, None)],
+        "198.18.0.0/24",
+    ));
+    let now = Instant::now();
+    let conn = |index| ConnId {
+        index,
+        generation: 1,
+    };
+    connect(&mut s, &alice, None, 1, Outside::Tcp(conn(1)), now).unwrap();
+    // A rekey on the same connection: the old session retires, both are the connection's.
+    connect(&mut s, &alice, None, 2, Outside::Tcp(conn(1)), now).unwrap();
+    connect(&mut s, &bob, None, 1, Outside::Tcp(conn(2)), now).unwrap();
+    assert_eq!(s.by_conn[&conn(1)].len(), 2);
+    // A connection that never completed a handshake: nothing to end.
+    s.connection_closed(conn(9));
+    assert_eq!(s.len(), 2);
+    s.connection_closed(conn(1));
+    assert_eq!(s.len(), 1, "bob's session is on another connection");
+    assert_eq!(s.sessions.len(), 1, "alice's retired session went too");
+    assert!(!s.by_conn.contains_key(&conn(1)));
+    // Expiry removes a TCP session from the index as well.
+    let later = now + Duration::from_secs(3600);
+    s.handle_timers(later, |_| {});
+    assert!(s.is_empty());
+    assert!(s.by_conn.is_empty(), "{:?}", s.by_conn);
+}
+
 /// The reply a fresh initiation from `client` (pinning `server_public`) gets.
 fn reply_to_init(
     s: &mut Sessions,
