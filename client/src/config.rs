@@ -113,6 +113,21 @@ struct RawConfig {
     routes: Option<Vec<String>>,
 }
 
+/// Warns when the config (it holds the client's private key) is open to group or others,
+/// naming the fix; a warning, not a refusal, as the server's key check.
+#[cfg(unix)]
+fn warn_if_exposed(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).map_or(0, |m| m.permissions().mode() & 0o777);
+    if mode & 0o077 != 0 {
+        let path = path.display();
+        tracing::warn!("{path} holds the private key but has mode {mode:o}: others on this host can read it (chmod 600 {path})");
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_exposed(_path: &Path) {}
+
 impl ClientConfig {
     /// Reads and validates the config at `path`.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
@@ -121,7 +136,9 @@ impl ClientConfig {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse_from(&text, &path.display().to_string())
+        let config = Self::parse_from(&text, &path.display().to_string())?;
+        warn_if_exposed(path);
+        Ok(config)
     }
 
     /// Parses and validates config text.

@@ -458,8 +458,28 @@ impl FairQueue {
     }
 }
 
+/// Whether a file of this mode can be read or written by anyone but its owner.
+fn exposed(mode: u32) -> bool {
+    mode & 0o077 != 0
+}
+
+/// Warns (once, at load) when a file holding secrets is open to group or others, naming
+/// the fix. A warning, not a refusal: a deployment that shares a key with a group on purpose
+/// still starts.
+fn warn_if_exposed(path: &Path, holds: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if exposed(mode) {
+        let path = path.display();
+        tracing::warn!("{path} holds {holds} but has mode {mode:o}: others on this host can read it (chmod 600 {path})");
+    }
+}
+
 /// One `[[peer]]`.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerSection {
     /// A label for logs.
@@ -468,6 +488,17 @@ pub struct PeerSection {
     pub public_key: String,
     /// Optional pre-shared key, base64.
     pub psk: Option<String>,
+}
+
+// By hand: the pre-shared key is a secret and must not reach a log.
+impl std::fmt::Debug for PeerSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerSection")
+            .field("name", &self.name)
+            .field("public_key", &self.public_key)
+            .field("psk", &self.psk.as_ref().map(|_| ".."))
+            .finish()
+    }
 }
 
 fn default_udp_socket_buffer() -> usize {
@@ -676,7 +707,7 @@ impl Overrides {
 }
 
 /// A peer, validated.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Peer {
     /// Label for logs.
     pub name: String,
@@ -684,6 +715,17 @@ pub struct Peer {
     pub public_key: PublicKey,
     /// Its PSK, if any.
     pub psk: Option<[u8; 32]>,
+}
+
+// By hand: the pre-shared key is a secret and must not reach a log.
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("name", &self.name)
+            .field("public_key", &self.public_key)
+            .field("psk", &self.psk.map(|_| ".."))
+            .finish()
+    }
 }
 
 /// The validated configuration the server runs with.
@@ -781,7 +823,11 @@ impl Settings {
         let mut file = ConfigFile::load(path)?;
         overrides.apply(&mut file);
         let dir = path.parent().unwrap_or(Path::new("."));
-        Self::validate(file, dir)
+        let settings = Self::validate(file, dir)?;
+        if settings.peers.iter().any(|p| p.psk.is_some()) {
+            warn_if_exposed(path, "pre-shared keys");
+        }
+        Ok(settings)
     }
 
     /// Validates a parsed file; relative paths resolve against `dir`. The one
@@ -880,8 +926,10 @@ impl Settings {
                 path: key_path.clone(),
                 source,
             })?;
-        let secret_key = SecretKey::from_base64(&key_text)
-            .map_err(|_| ConfigError::KeyFormat { path: key_path })?;
+        let secret_key = SecretKey::from_base64(&key_text).map_err(|_| ConfigError::KeyFormat {
+            path: key_path.clone(),
+        })?;
+        warn_if_exposed(&key_path, "the server's private key");
         Ok(Settings {
             listen_udp: s.listen_udp,
             listen_tcp: s.listen_tcp,
@@ -1275,5 +1323,39 @@ mod tests {
             ..t
         };
         assert!(matches!(t.check(), Err(ConfigError::RingTooSmall { .. })));
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let psk = [0x5a; 32];
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(psk);
+        let section = PeerSection {
+            name: "alice".into(),
+            public_key: "pub".into(),
+            psk: Some(b64.clone()),
+        };
+        let peer = Peer {
+            name: "alice".into(),
+            public_key: ringway_proto::handshake::Keypair::from_random([1; 32]).public,
+            psk: Some(psk),
+        };
+        for shown in [format!("{section:?}"), format!("{peer:?}")] {
+            assert!(!shown.contains(&b64), "{shown}");
+            assert!(!shown.contains("90, 90"), "{shown}");
+            assert!(shown.contains("alice") && shown.contains("psk"), "{shown}");
+        }
+        let secret = ringway_proto::handshake::Keypair::from_random([7; 32]).secret;
+        assert_eq!(format!("{secret:?}"), "SecretKey(..)");
+    }
+
+    #[test]
+    fn files_with_secrets_are_exposed_unless_only_their_owner_has_them() {
+        assert!(!exposed(0o600));
+        assert!(!exposed(0o400));
+        assert!(!exposed(0o700));
+        assert!(exposed(0o644));
+        assert!(exposed(0o640));
+        assert!(exposed(0o602));
     }
 }
