@@ -24,6 +24,7 @@ pub mod metrics;
 #[cfg(target_os = "linux")]
 pub mod outside;
 pub mod pool;
+pub mod quiet_log;
 pub mod sessions;
 #[cfg(target_os = "linux")]
 pub mod signals;

@@ -26,6 +26,7 @@ use ringway_proto::{CowBytes, Entropy, EntropyError, PublicKey, Session, Session
 use crate::config::{Peer, Settings};
 use crate::metrics::SessionCounters;
 use crate::pool::IpPool;
+use crate::quiet_log::Quiet;
 
 /// Bytes reserved in front of every payload in a slot buffer: a transport header
 /// plus room for a stream length prefix, rounded up so payloads stay aligned.
@@ -212,6 +213,16 @@ pub struct Sessions {
     reject: [u8; REJECT_LEN],
     scratch: [u8; OVERHEAD + PROBE_LEN],
     expired: Vec<u32>,
+    /// Log budgets for what anyone can send: unknown keys, replays, a full pool.
+    quiet: QuietLogs,
+}
+
+/// One [`Quiet`] per floodable log line.
+#[derive(Debug, Default)]
+struct QuietLogs {
+    unknown_peer: Quiet,
+    replay: Quiet,
+    pool_exhausted: Quiet,
 }
 
 impl Sessions {
@@ -257,6 +268,7 @@ impl Sessions {
             reject: [0; REJECT_LEN],
             scratch: [0; OVERHEAD + PROBE_LEN],
             expired: Vec::new(),
+            quiet: QuietLogs::default(),
         }
     }
 
@@ -321,7 +333,9 @@ impl Sessions {
             }
         };
         let Some(&peer_idx) = self.by_key.get(pending.client_key()) else {
-            tracing::info!(%from, key = %pending.client_key(), "initiation from a key not in the peer list");
+            if let Some(held) = self.quiet.unknown_peer.allow(now) {
+                tracing::info!(%from, key = %pending.client_key(), held_back = held, "initiation from a key not in the peer list (at most one such line per 10 s)");
+            }
             self.counters.drop_unknown_peer += 1;
             let index = InitFrame::new_checked(frame).map_or(0, |f| f.sender_index());
             return self.reject_with(from, index, RejectReason::NotAuthorised);
@@ -329,7 +343,9 @@ impl Sessions {
         let ts = pending.payload().timestamp;
         let peer = &self.peers[peer_idx];
         if peer.last_timestamp.is_some_and(|last| ts <= last) {
-            tracing::info!(%from, peer = %peer.config.name, "replayed or stale initiation");
+            if let Some(held) = self.quiet.replay.allow(now) {
+                tracing::info!(%from, peer = %peer.config.name, held_back = held, "replayed or stale initiation (at most one such line per 10 s)");
+            }
             self.counters.drop_handshake_replay += 1;
             return OutsideAction::None;
         }
@@ -343,7 +359,9 @@ impl Sessions {
             None => match self.pool.allocate_preferring(peer.last_inner) {
                 Some(a) => a,
                 None => {
-                    tracing::warn!(peer = %peer.config.name, "address pool exhausted");
+                    if let Some(held) = self.quiet.pool_exhausted.allow(now) {
+                        tracing::warn!(peer = %peer.config.name, held_back = held, "address pool exhausted (at most one such line per 10 s)");
+                    }
                     self.counters.drop_pool_exhausted += 1;
                     return OutsideAction::None;
                 }
@@ -523,6 +541,7 @@ impl Sessions {
         mut out: impl FnMut(TimerOutput<'_>),
     ) -> Option<Instant> {
         let mut next: Option<Instant> = None;
+        self.log_held_back(now);
         self.expired.clear();
         for (id, entry) in self.sessions.iter_mut() {
             if let Some(at) = entry.retire_at {
@@ -562,6 +581,23 @@ impl Sessions {
             self.counters.sessions_expired += 1;
         }
         next
+    }
+
+    /// Once a flood of unauthenticated input stops, says how much of it was not logged.
+    fn log_held_back(&mut self, now: Instant) {
+        let q = &mut self.quiet;
+        if let Some(n) = q.unknown_peer.summary(now) {
+            tracing::info!(count = n, "initiations from keys not in the peer list, not logged one by one (drop counter: unknown_peer)");
+        }
+        if let Some(n) = q.replay.summary(now) {
+            tracing::info!(
+                count = n,
+                "replayed or stale initiations, not logged one by one (drop counter: hs_replay)"
+            );
+        }
+        if let Some(n) = q.pool_exhausted.summary(now) {
+            tracing::warn!(count = n, "initiations refused for a full address pool, not logged one by one (drop counter: pool_exhausted)");
+        }
     }
 
     /// Seals a disconnect for every session (for a clean shutdown) and forgets them.
