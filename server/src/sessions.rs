@@ -179,6 +179,9 @@ struct PeerState {
     config: Peer,
     last_timestamp: Option<Timestamp>,
     session: Option<u32>,
+    /// A newer session answered but not yet confirmed by an authenticated frame from the
+    /// client: `session` carries the traffic until then (see [`Entry::replaces`]).
+    pending: Option<u32>,
     /// The inner address this peer had last, offered again when it returns.
     last_inner: Option<Ipv4Addr>,
 }
@@ -192,6 +195,20 @@ struct Entry {
     /// Set when a newer session replaced this one: it may still open frames
     /// until then, but nothing is sent with it.
     retire_at: Option<Instant>,
+    /// The live session this one takes over from once the client proves it holds the new
+    /// keys (its first authenticated frame here). Until then nothing is sent with this one
+    /// and the old one keeps carrying traffic, as WireGuard's responder does: anyone can
+    /// replay a captured initiation, and answering it must not take the peer's traffic away
+    /// from the session that works.
+    replaces: Option<u32>,
+}
+
+impl Entry {
+    /// Whether packets are sent with this session (neither retired nor awaiting
+    /// confirmation).
+    fn is_current(&self) -> bool {
+        self.retire_at.is_none() && self.replaces.is_none()
+    }
 }
 
 /// All sessions of one server.
@@ -235,6 +252,7 @@ impl Sessions {
                 config: p.clone(),
                 last_timestamp: None,
                 session: None,
+                pending: None,
                 last_inner: None,
             })
             .collect();
@@ -274,10 +292,7 @@ impl Sessions {
 
     /// Number of live sessions (not counting ones retired by a rekey).
     pub fn len(&self) -> usize {
-        self.sessions
-            .values()
-            .filter(|e| e.retire_at.is_none())
-            .count()
+        self.sessions.values().filter(|e| e.is_current()).count()
     }
 
     /// Whether there are no live sessions.
@@ -391,13 +406,18 @@ impl Sessions {
                 return OutsideAction::None;
             }
         };
-        if let Some(old) = current.and_then(|id| self.sessions.get_mut(&id)) {
-            old.retire_at = Some(now + REKEY_GRACE);
-        }
         let peer = &mut self.peers[peer_idx];
         peer.last_timestamp = Some(ts);
-        peer.session = Some(session_id);
         peer.last_inner = Some(inner);
+        // With a live session, the new one waits for the client's first frame on it; an
+        // earlier one still waiting is superseded (the client retried).
+        let superseded = match current {
+            Some(_) => peer.pending.replace(session_id),
+            None => {
+                peer.session = Some(session_id);
+                None
+            }
+        };
         tracing::info!(peer = %peer.config.name, %from, %inner, session_id, cipher = config.cipher.name(), "session established");
         self.sessions.insert(
             session_id,
@@ -407,10 +427,16 @@ impl Sessions {
                 outside: from,
                 inner,
                 retire_at: None,
+                replaces: current,
             },
         );
-        self.by_inner.insert(inner, session_id);
+        if current.is_none() {
+            self.by_inner.insert(inner, session_id);
+        }
         link(&mut self.by_conn, from, session_id);
+        if let Some(old) = superseded {
+            self.remove(old);
+        }
         self.counters.handshakes += 1;
         OutsideAction::Reply(from, CowBytes::Borrowed(&self.reply))
     }
@@ -451,7 +477,15 @@ impl Sessions {
                 return OutsideAction::None;
             }
         };
-        // Authenticated: follow the client if its address changed (roaming, NAT rebinding).
+        // Authenticated: the client holds this session's keys. If it replaces another,
+        // the switch happens now.
+        if let Some(old) = entry.replaces.take() {
+            self.confirm(session_id, old, now);
+        }
+        let Some(entry) = self.sessions.get_mut(&session_id) else {
+            return OutsideAction::None;
+        };
+        // Follow the client if its address changed (roaming, NAT rebinding).
         if entry.outside != from {
             let old = std::mem::replace(&mut entry.outside, from);
             unlink(&mut self.by_conn, old, session_id);
@@ -494,6 +528,24 @@ impl Sessions {
             }
             _ => OutsideAction::None,
         }
+    }
+
+    /// Session `new` (of the same peer) proved itself: it takes the route from `old`, which
+    /// retires (still opening frames in flight for a grace period).
+    fn confirm(&mut self, new: u32, old: u32, now: Instant) {
+        let Some(entry) = self.sessions.get(&new) else {
+            return;
+        };
+        let (peer_idx, inner) = (entry.peer, entry.inner);
+        if let Some(o) = self.sessions.get_mut(&old) {
+            o.retire_at = Some(now + REKEY_GRACE);
+        }
+        let peer = &mut self.peers[peer_idx];
+        if peer.pending == Some(new) {
+            peer.pending = None;
+        }
+        peer.session = Some(new);
+        self.by_inner.insert(inner, new);
     }
 
     /// Handles a packet read from the TUN. `buf` starts at the frame start and
@@ -555,6 +607,8 @@ impl Sessions {
                     self.expired.push(*id);
                     continue;
                 }
+                // An unconfirmed session sends nothing: its outside may be a replayer's.
+                TimerEvent::SendKeepalive if entry.replaces.is_some() => {}
                 TimerEvent::SendKeepalive => {
                     if let Ok(n) = entry.session.sealer.seal_keepalive(&mut self.scratch, now) {
                         out(TimerOutput::Send(entry.outside, &self.scratch[..n]));
@@ -570,8 +624,9 @@ impl Sessions {
             let Some(e) = self.sessions.get(&id) else {
                 continue;
             };
-            if e.retire_at.is_some() {
-                // A retired session ends quietly: its peer lives on in the new one.
+            if !e.is_current() {
+                // A retired session ends quietly: its peer lives on in the new one; so does
+                // one never confirmed (a replayed initiation's, or a lost retry's).
                 self.remove(id);
                 continue;
             }
@@ -602,7 +657,7 @@ impl Sessions {
 
     /// Seals a disconnect for every session (for a clean shutdown) and forgets them.
     pub fn disconnect_all(&mut self, now: Instant, mut out: impl FnMut(TimerOutput<'_>)) {
-        for entry in self.sessions.values_mut().filter(|e| e.retire_at.is_none()) {
+        for entry in self.sessions.values_mut().filter(|e| e.is_current()) {
             if let Ok(n) = entry.session.sealer.seal_disconnect(&mut self.scratch, now) {
                 out(TimerOutput::Send(entry.outside, &self.scratch[..n]));
             }
@@ -635,13 +690,28 @@ impl Sessions {
             return;
         };
         unlink(&mut self.by_conn, e.outside, id);
-        // A retired session shares its address with its successor: only the
-        // peer's current session owns the route and the pool entry.
+        // A retired or unconfirmed session shares its address with the current one:
+        // only the peer's current session owns the route and the pool entry. If the current
+        // one goes while a newer waits for confirmation, the newer takes them over.
         let peer = &mut self.peers[e.peer];
+        if peer.pending == Some(id) {
+            peer.pending = None;
+        }
         if peer.session == Some(id) {
-            peer.session = None;
-            self.by_inner.remove(&e.inner);
-            self.pool.release(e.inner);
+            match peer.pending.take() {
+                Some(next) => {
+                    peer.session = Some(next);
+                    self.by_inner.insert(e.inner, next);
+                    if let Some(n) = self.sessions.get_mut(&next) {
+                        n.replaces = None;
+                    }
+                }
+                None => {
+                    peer.session = None;
+                    self.by_inner.remove(&e.inner);
+                    self.pool.release(e.inner);
+                }
+            }
         }
     }
 }

@@ -201,12 +201,19 @@ fn reconnect_keeps_address_and_replaces_session() {
     let mut s = Sessions::new(&settings(&[("alice", &alice, None)], "198.18.0.0/24"));
     let now = Instant::now();
     let (mut old, cfg1) = connect(&mut s, &alice, None, 1, addr(1), now).unwrap();
-    let (_new, cfg2) = connect(&mut s, &alice, None, 2, addr(2), now).unwrap();
+    let (mut new, cfg2) = connect(&mut s, &alice, None, 2, addr(2), now).unwrap();
     assert_eq!(cfg1.client_addr, cfg2.client_addr);
+    assert_eq!(s.len(), 1);
+    // The client's first frame on the new session makes it the current one.
+    let pkt = ipv4_packet(cfg1.client_addr, cfg1.server_addr, 20);
+    let mut frame = seal_from_client(&mut new, &pkt, now);
+    assert!(matches!(
+        s.handle_outside(&mut frame, addr(2), now, &mut Counter(0)),
+        OutsideAction::ToInside(_)
+    ));
     assert_eq!(s.len(), 1);
     // Once the old session's grace period is over, its frames are unknown.
     s.handle_timers(now + REKEY_GRACE, |_| {});
-    let pkt = ipv4_packet(cfg1.client_addr, cfg1.server_addr, 20);
     let mut frame = seal_from_client(&mut old, &pkt, now);
     assert!(matches!(
         s.handle_outside(&mut frame, addr(1), now, &mut Counter(0)),
@@ -315,9 +322,21 @@ fn tcp_sessions_end_with_their_connection_and_can_move() {
     ));
     s.connection_closed(conn);
     assert_eq!(s.len(), 1, "the session moved off the closed connection");
+    // A new session over TCP waits for the client's first frame; its connection closing
+    // first ends only it, and the UDP session carries on.
     let (_c, _) = connect(&mut s, &alice, None, 2, Outside::Tcp(conn), now).unwrap();
     s.connection_closed(conn);
-    assert!(s.is_empty());
+    assert_eq!(s.len(), 1);
+    assert_eq!(s.sessions.len(), 1);
+    // Confirmed, a TCP session ends with its connection.
+    let (mut c3, _) = connect(&mut s, &alice, None, 3, Outside::Tcp(conn), now).unwrap();
+    let mut frame = seal_from_client(&mut c3, &pkt, now);
+    assert!(matches!(
+        s.handle_outside(&mut frame, Outside::Tcp(conn), now, &mut Counter(0)),
+        OutsideAction::ToInside(_)
+    ));
+    s.connection_closed(conn);
+    assert!(s.is_empty(), "{:?}", s.sessions.keys());
 }
 
 #[test]
@@ -350,6 +369,66 @@ fn a_closing_connection_ends_exactly_its_sessions_and_the_index_keeps_nothing() 
     s.handle_timers(later, |_| {});
     assert!(s.is_empty());
     assert!(s.by_conn.is_empty(), "{:?}", s.by_conn);
+}
+
+#[test]
+fn a_replayed_initiation_answered_first_does_not_take_the_traffic() {
+    let alice = Keypair::from_random([2; 32]);
+    let mut s = Sessions::new(&settings(&[("alice", &alice, None)], "198.18.0.0/24"));
+    let now = Instant::now();
+    let (mut live, cfg) = connect(&mut s, &alice, None, 1, addr(1), now).unwrap();
+    // The client's rekey initiation, captured and replayed by an on-path racer from its own
+    // address before the real one arrives: the racer gets an answer it cannot use.
+    let keys = ClientKeys {
+        secret: alice.secret.clone(),
+        server_public: server_keys().public,
+        psk: None,
+    };
+    let mut init = [0u8; INIT_LEN];
+    let payload = InitPayload {
+        timestamp: Timestamp { secs: 2, nanos: 0 },
+        cipher: None,
+    };
+    ClientHandshake::initiate(&keys, payload, &mut Counter(9), &mut init).unwrap();
+    let racer = addr(666);
+    let mut replayed = init.to_vec();
+    assert!(matches!(
+        s.handle_outside(&mut replayed, racer, now, &mut Counter(7)),
+        OutsideAction::Reply(to, _) if to == racer
+    ));
+    let mut genuine = init.to_vec();
+    assert!(matches!(
+        s.handle_outside(&mut genuine, addr(1), now, &mut Counter(8)),
+        OutsideAction::None
+    ));
+    // Traffic to the client still goes to the client, on the session that works.
+    let mut buf = ipv4_packet(cfg.server_addr, cfg.client_addr, 40);
+    buf.splice(0..0, [0u8; HEADER_LEN]);
+    buf.extend_from_slice(&[0u8; 16]);
+    let InsideAction::Send { to, len } = s.handle_inside(&mut buf, 40, now) else {
+        panic!("expected Send");
+    };
+    assert_eq!(to, addr(1));
+    assert!(live.opener.open(&mut buf[..len], now).is_ok());
+    // The unconfirmed session sends no keepalives to the racer and ends quietly; the client's
+    // retry with a fresh timestamp is answered and, once used, current.
+    let later = now + Duration::from_secs(30);
+    let mut sent_to = Vec::new();
+    s.handle_timers(later, |out| {
+        if let TimerOutput::Send(to, _) = out {
+            sent_to.push(to);
+        }
+    });
+    assert!(!sent_to.contains(&racer), "{sent_to:?}");
+    let (mut next, _) = connect(&mut s, &alice, None, 3, addr(1), later).unwrap();
+    let pkt = ipv4_packet(cfg.client_addr, cfg.server_addr, 20);
+    let mut frame = seal_from_client(&mut next, &pkt, later);
+    assert!(matches!(
+        s.handle_outside(&mut frame, addr(1), later, &mut Counter(0)),
+        OutsideAction::ToInside(_)
+    ));
+    assert_eq!(s.len(), 1);
+    assert_eq!(s.counters.sessions_expired, 0);
 }
 
 /// The reply a fresh initiation from `client` (pinning `server_public`) gets.
@@ -447,14 +526,27 @@ fn rekey_keeps_the_old_session_open_for_a_grace_period() {
         s.handle_outside(&mut frame, addr(1), t0, &mut Counter(0)),
         OutsideAction::ToInside(_)
     ));
-    // Traffic to the client uses the new session only.
-    let mut buf = ipv4_packet(cfg.server_addr, cfg.client_addr, 40);
-    buf.splice(0..0, [0u8; HEADER_LEN]);
-    buf.extend_from_slice(&[0u8; 16]);
-    let InsideAction::Send { len, .. } = s.handle_inside(&mut buf, 40, t0) else {
-        panic!("expected Send");
+    // Traffic to the client stays on the old session until the client has used the new one
+    // (an answered initiation proves nothing: it may be a replay), then uses the new one only.
+    let to_client = |s: &mut Sessions| {
+        let mut buf = ipv4_packet(cfg.server_addr, cfg.client_addr, 40);
+        buf.splice(0..0, [0u8; HEADER_LEN]);
+        buf.extend_from_slice(&[0u8; 16]);
+        let InsideAction::Send { len, .. } = s.handle_inside(&mut buf, 40, t0) else {
+            panic!("expected Send");
+        };
+        buf.truncate(len);
+        buf
     };
-    assert!(new.opener.open(&mut buf[..len], t0).is_ok());
+    let mut sealed = to_client(&mut s);
+    assert!(old.opener.open(&mut sealed, t0).is_ok());
+    let mut frame = seal_from_client(&mut new, &pkt, t0);
+    assert!(matches!(
+        s.handle_outside(&mut frame, addr(1), t0, &mut Counter(0)),
+        OutsideAction::ToInside(_)
+    ));
+    let mut sealed = to_client(&mut s);
+    assert!(new.opener.open(&mut sealed, t0).is_ok());
     // After the grace period the old session is gone, the address stays.
     s.handle_timers(t0 + REKEY_GRACE, |_| {});
     assert_eq!(s.len(), 1);
