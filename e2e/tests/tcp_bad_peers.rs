@@ -28,7 +28,7 @@ fn main() -> ExitCode {
             Misbehaviour::silent(),
         ),
         scenario(
-            "tcp_200_idle_connections_are_closed_at_deadline",
+            "tcp_200_idle_connections_from_one_address_are_capped_and_closed_at_deadline",
             Misbehaviour::idle_flood(200),
         ),
         scenario(

@@ -143,6 +143,9 @@ pub enum ConfigError {
     /// `tcp.max_connections` is zero while TCP is on.
     #[error("tcp.max_connections: must be at least 1 when server.listen_tcp is set")]
     NoConnections,
+    /// `tcp.max_connections_per_source` is zero while TCP is on.
+    #[error("tcp.max_connections_per_source: must be at least 1 when server.listen_tcp is set")]
+    NoConnectionsPerSource,
     /// A TCP receive buffer too small for one frame.
     #[error(
         "tcp.rx_buffer_bytes: {given} cannot hold a full frame at mtu {mtu}: use at least {min}"
@@ -303,6 +306,8 @@ impl Default for UringSection {
 pub struct TcpSection {
     /// Connections served at once; more are accepted and closed at once.
     pub max_connections: u32,
+    /// Connections from one source address at once (a NAT's clients share one).
+    pub max_connections_per_source: u32,
     /// Seconds a new connection has to complete a handshake.
     pub handshake_timeout_secs: u16,
     /// Bytes queued per connection before frames to it are dropped: bounds
@@ -320,6 +325,7 @@ impl Default for TcpSection {
     fn default() -> Self {
         TcpSection {
             max_connections: 1024,
+            max_connections_per_source: 32,
             handshake_timeout_secs: 10,
             send_queue_bytes: 256 * 1024,
             // A whole 64 KiB burst of frames (one superpacket split by an offloading peer)
@@ -651,6 +657,8 @@ pub struct Overrides {
     pub fq_tun_writes_in_flight: Option<u32>,
     /// `tcp.max_connections`.
     pub max_tcp_connections: Option<u32>,
+    /// `tcp.max_connections_per_source`.
+    pub max_tcp_connections_per_source: Option<u32>,
     /// `tcp.handshake_timeout_secs`.
     pub tcp_handshake_timeout_secs: Option<u16>,
     /// `tcp.send_queue_bytes`.
@@ -696,6 +704,10 @@ impl Overrides {
         set(&mut q.tun_writes_in_flight, self.fq_tun_writes_in_flight);
         let t = &mut file.tcp;
         set(&mut t.max_connections, self.max_tcp_connections);
+        set(
+            &mut t.max_connections_per_source,
+            self.max_tcp_connections_per_source,
+        );
         set(
             &mut t.handshake_timeout_secs,
             self.tcp_handshake_timeout_secs,
@@ -868,6 +880,9 @@ impl Settings {
         let t = &file.tcp;
         if s.listen_tcp.is_some() && t.max_connections == 0 {
             return Err(ConfigError::NoConnections);
+        }
+        if s.listen_tcp.is_some() && t.max_connections_per_source == 0 {
+            return Err(ConfigError::NoConnectionsPerSource);
         }
         let min_rx = usize::from(s.mtu)
             + ringway_proto::wire::transport::OVERHEAD
@@ -1151,6 +1166,10 @@ mod tests {
             ("[uring]\ntun_rx_slots = 0", "uring.tun_rx_slots"),
             ("[uring]\nudp_rx_slots = 0", "uring.udp_rx_slots"),
             ("fair_queue = \"maybe\"", "server.fair_queue"),
+            (
+                "[tcp]\nmax_connections_per_source = 0",
+                "tcp.max_connections_per_source",
+            ),
             ("io = \"epoll\"", "server.io"),
             ("[fq]\ntarget_ms = 0", "fq.target_ms"),
             ("[fq]\ntarget_ms = 100", "fq.target_ms"),

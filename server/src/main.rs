@@ -110,6 +110,9 @@ struct RunArgs {
     /// Override tcp.max_connections.
     #[arg(long)]
     max_tcp_connections: Option<u32>,
+    /// Override tcp.max_connections_per_source.
+    #[arg(long)]
+    max_tcp_connections_per_source: Option<u32>,
     /// Override tcp.handshake_timeout_secs.
     #[arg(long)]
     tcp_handshake_timeout_secs: Option<u16>,
@@ -203,6 +206,7 @@ fn run(args: RunArgs) -> Result<()> {
         fq_ecn: args.fq_ecn,
         fq_tun_writes_in_flight: args.fq_tun_writes_in_flight,
         max_tcp_connections: args.max_tcp_connections,
+        max_tcp_connections_per_source: args.max_tcp_connections_per_source,
         tcp_handshake_timeout_secs: args.tcp_handshake_timeout_secs,
         tcp_send_queue_bytes: args.tcp_send_queue_bytes,
         tcp_socket_send_buffer: args.tcp_socket_send_buffer,
@@ -248,6 +252,7 @@ fn run(args: RunArgs) -> Result<()> {
     let t = &settings.tcp;
     let limits = TcpLimits {
         max_connections: t.max_connections,
+        max_per_source: t.max_connections_per_source,
         handshake_timeout: Duration::from_secs(u64::from(t.handshake_timeout_secs)),
         send_queue_bytes: t.send_queue_bytes,
         rx_buffer_bytes: t.rx_buffer_bytes,

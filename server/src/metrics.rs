@@ -163,6 +163,9 @@ pub struct IoCounters {
     pub tcp_accepted: u64,
     /// TCP connections refused at the connection cap.
     pub tcp_refused: u64,
+    /// TCP connections refused because their source address held its share
+    /// (`tcp.max_connections_per_source`).
+    pub tcp_refused_per_source: u64,
     /// Connections closed for sending bytes that are not Ringway frames.
     pub tcp_closed_garbage: u64,
     /// Connections closed for not completing a handshake in time.
@@ -250,7 +253,7 @@ impl fmt::Display for IoCounters {
              udp_rx_recvs {} udp_rx_datagrams {} udp_rx_multishot_arms {} tcp_tx_sends {} tcp_tx_frames {} tcp_rx_recvs {} \
              tcp_rx_frames {}; tx_full {} tcp_queue_full {} truncated {} offload_dropped {} \
              gso_refused {} io_errors {} eagain {} stale {} unknown {}; tcp_accepted {} \
-             tcp_refused {} tcp_closed_garbage {} tcp_closed_handshake_timeout {} \
+             tcp_refused {} tcp_refused_per_source {} tcp_closed_garbage {} tcp_closed_handshake_timeout {} \
              tcp_closed_by_peer {} tcp_closed_error {} tcp_closed_session_end {} tcp_closed_idle {}",
             self.tun_rx_reads,
             self.tun_rx_packets,
@@ -279,6 +282,7 @@ impl fmt::Display for IoCounters {
             self.unknown_completions,
             self.tcp_accepted,
             self.tcp_refused,
+            self.tcp_refused_per_source,
             self.tcp_closed_garbage,
             self.tcp_closed_handshake_timeout,
             self.tcp_closed_by_peer,

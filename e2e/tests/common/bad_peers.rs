@@ -22,6 +22,8 @@ use super::{start, SHORT_TRANSFER_BYTES};
 
 /// The handshake deadline the server gets in these tests (`--tcp-handshake-timeout-secs`).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The server's default `tcp.max_connections_per_source`.
+const DEFAULT_PER_SOURCE: usize = 32;
 /// What ending a connection may take beyond the handshake deadline: the server's timer
 /// resolution, our 20 ms polling and a loaded CI machine.
 pub const DEADLINE_SLACK: Duration = Duration::from_secs(4);
@@ -49,9 +51,13 @@ pub struct Misbehaviour {
     /// Every connection must have ended within this of being opened: the handshake deadline
     /// plus slack, the latest any bad connection may live.
     pub closed_within: Duration,
-    /// No connection may be closed sooner than this: the handshake deadline is a deadline, not
-    /// a refusal, and a server that closed every connection at once would pass the upper bound.
+    /// No admitted connection may be closed sooner than this: the handshake deadline is a
+    /// deadline, not a refusal, and a server that closed every connection at once would pass
+    /// the upper bound.
     pub not_before: Option<Duration>,
+    /// How many connections the server admits (the rest it refuses at accept, at once):
+    /// these must all live until `not_before`.
+    pub admitted: usize,
     /// The server's counters that must read exactly these values once it has stopped: why it
     /// closed the connections.
     pub reasons: Vec<(&'static str, u64)>,
@@ -66,6 +72,7 @@ impl Misbehaviour {
             server_args: Vec::new(),
             closed_within: HANDSHAKE_TIMEOUT + DEADLINE_SLACK,
             not_before: None,
+            admitted: connections,
             reasons: vec![("tcp_closed_handshake_timeout", connections as u64)],
         }
     }
@@ -103,10 +110,18 @@ impl Misbehaviour {
         }
     }
 
-    /// `n` connections that send nothing.
+    /// `n` connections that send nothing, from the good client's address: the server's
+    /// default per-address share (`tcp.max_connections_per_source`, 32) admits 31 beside the
+    /// good client's, closed at the handshake deadline; the rest are refused at accept.
     pub fn idle_flood(n: usize) -> Self {
+        let admitted = (DEFAULT_PER_SOURCE - 1).min(n);
         Self {
             not_before: Some(HANDSHAKE_TIMEOUT / 2),
+            admitted,
+            reasons: vec![
+                ("tcp_refused_per_source", (n - admitted) as u64),
+                ("tcp_closed_handshake_timeout", admitted as u64),
+            ],
             ..Self::new(format!("{n} idle connections"), n, Vec::new())
         }
     }
@@ -247,11 +262,13 @@ fn judge(
             bad.closed_within
         );
     }
-    if let (Some(min), Some(first)) = (bad.not_before, summary.first) {
-        if first < min {
+    if let Some(min) = bad.not_before {
+        let lasted = times.iter().flatten().filter(|c| c.after >= min).count();
+        if lasted < bad.admitted {
             bail!(
-                "{what}: {summary}; one ended {first:.2?} after opening, before the {:?} \
-                 handshake deadline (not earlier than {min:?} allowed)",
+                "{what}: {summary}; only {lasted} of the {} admitted lasted {min:?}, before \
+                 the {:?} handshake deadline nothing admitted may end",
+                bad.admitted,
                 HANDSHAKE_TIMEOUT
             );
         }

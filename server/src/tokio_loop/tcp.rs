@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 
 use super::core::{Core, Shared};
 use crate::metrics::IoCounters;
+use crate::outside::tcp::admission::{count_refusal, Admission};
 use crate::outside::tcp::listener::{configure_connection, Listener};
 use crate::outside::tcp::send_queue::SendQueue;
 use crate::sessions::{ConnId, Outside, OutsideAction, Sessions};
@@ -47,8 +48,8 @@ struct Conn {
     queue: SendQueue,
     /// Wakes the connection's task: to wait for writability, or to end.
     wake: Rc<Notify>,
-    /// Until a handshake completes on it.
-    handshake_deadline: Option<Instant>,
+    /// When it was accepted, until a handshake completes on it.
+    unproven_since: Option<Instant>,
     last_rx: Instant,
     peer: Option<SocketAddr>,
 }
@@ -66,6 +67,8 @@ pub(super) struct Conns {
     free: Vec<u32>,
     live: usize,
     limits: TcpLimits,
+    /// The per-source cap and the handshake deadline under pressure.
+    admission: Admission,
     /// Connections found failing while the table was borrowed, closed right after.
     to_close: Vec<(ConnId, CloseReason)>,
 }
@@ -77,6 +80,11 @@ impl Conns {
             slots: Vec::new(),
             free: Vec::new(),
             live: 0,
+            admission: Admission::new(
+                limits.max_connections,
+                limits.max_per_source,
+                limits.handshake_timeout,
+            ),
             limits,
             to_close: Vec::new(),
         }
@@ -164,6 +172,7 @@ impl Conns {
         };
         self.free.push(id.index);
         self.live -= 1;
+        self.admission.release(conn.peer.map(|p| p.ip()));
         tracing::debug!(peer = ?conn.peer, conn = id.index, ?reason, "closing TCP connection");
         match reason {
             CloseReason::Garbage => counters.tcp_closed_garbage += 1,
@@ -195,7 +204,8 @@ impl Conns {
             let Some(c) = &slot.conn else {
                 continue;
             };
-            let reason = if c.handshake_deadline.is_some_and(|d| now >= d) {
+            let overdue = |since| self.admission.handshake_overdue(since, now, self.live);
+            let reason = if c.unproven_since.is_some_and(overdue) {
                 CloseReason::HandshakeTimeout
             } else if now.saturating_duration_since(c.last_rx) >= idle {
                 CloseReason::Idle
@@ -281,9 +291,9 @@ pub(super) async fn accept_loop(shared: Shared, listener: TcpListener) -> Result
         let mut core = shared.borrow_mut();
         let core = &mut *core;
         let limits = core.tcp.limits.clone();
-        if core.tcp.live >= limits.max_connections as usize {
-            core.counters.tcp_refused += 1;
-            tracing::debug!("TCP connection refused: at max_connections");
+        let live = core.tcp.live;
+        if let Err(refused) = core.tcp.admission.admit(Some(peer.ip()), live) {
+            count_refusal(&mut core.counters, refused, Some(peer));
             continue; // dropping `stream` closes it
         }
         configure_connection(
@@ -298,7 +308,7 @@ pub(super) async fn accept_loop(shared: Shared, listener: TcpListener) -> Result
             stream: Rc::clone(&stream),
             queue: SendQueue::new(limits.send_queue_bytes),
             wake: Rc::clone(&wake),
-            handshake_deadline: Some(now + limits.handshake_timeout),
+            unproven_since: Some(now),
             last_rx: now,
             peer: Some(peer),
         });
@@ -408,7 +418,7 @@ fn on_bytes(core: &mut Core, id: ConnId, asm: &mut FrameAssembler) -> Result<(),
         return Ok(());
     };
     conn.last_rx = now;
-    let mut handshake_done = conn.handshake_deadline.is_none();
+    let mut handshake_done = conn.unproven_since.is_none();
     loop {
         let frame = match asm.next_frame() {
             Ok(Some(f)) => f,
@@ -443,7 +453,7 @@ fn on_bytes(core: &mut Core, id: ConnId, asm: &mut FrameAssembler) -> Result<(),
                 if frame_type(&bytes) == Ok(FrameType::HandshakeResp) {
                     handshake_done = true;
                     if let Some(conn) = tcp.get_mut(id) {
-                        conn.handshake_deadline = None;
+                        conn.unproven_since = None;
                     }
                 }
                 tcp.send_unprefixed(id, &bytes, counters);

@@ -67,6 +67,9 @@ pub struct Options {
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: u32,
+    /// Connections from one address (all of a test's come from 127.0.0.1); `None`: the
+    /// total cap.
+    pub max_per_source: Option<u32>,
     /// The TUN stand-in carries a virtio_net_hdr in front of every packet, and the UDP
     /// socket gets UDP_GSO and UDP_GRO where the kernel has them (loopback does).
     pub offload: bool,
@@ -85,6 +88,7 @@ impl Default for Options {
             handshake_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(180),
             max_connections: 300,
+            max_per_source: None,
             offload: false,
             gso: true,
             fair_queue: Some(FairQueue::default()),
@@ -103,6 +107,7 @@ impl Server {
             handshake_timeout,
             idle_timeout,
             max_connections,
+            max_per_source,
             offload,
             gso,
             fair_queue,
@@ -162,6 +167,7 @@ impl Server {
             };
             let limits = TcpLimits {
                 max_connections,
+                max_per_source: max_per_source.unwrap_or(max_connections),
                 handshake_timeout,
                 send_queue_bytes: 64 * 1024,
                 rx_buffer_bytes: if offload { 80 * 1024 } else { 4096 },

@@ -1,7 +1,8 @@
-//! TCP peers: the listening socket and the per-connection pieces that do not
-//! touch the ring (send queue, buffer arena). The ring driver owns the
-//! connections and drives these.
+//! TCP peers: the listening socket and the per-connection pieces that do no I/O of their
+//! own (admission, send queue, buffer arena). Each backend's driver owns the connections
+//! and drives these.
 
+pub mod admission;
 pub mod arena;
 pub mod listener;
 pub mod send_queue;

@@ -72,6 +72,7 @@ fn rig_with(fair_queue: Option<FairQueue>) -> Rig {
     };
     let limits = TcpLimits {
         max_connections: 1,
+        max_per_source: 1,
         handshake_timeout: Duration::from_secs(10),
         send_queue_bytes: 1 << 16,
         rx_buffer_bytes: 4096,

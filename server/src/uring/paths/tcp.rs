@@ -31,6 +31,7 @@ use super::super::queue::Queue;
 use super::super::slots::{Completion, Request};
 use super::super::user_data::{next_generation, Path, UserData};
 use crate::metrics::IoCounters;
+use crate::outside::tcp::admission::{count_refusal, Admission};
 use crate::outside::tcp::listener::{configure_connection, peer_addr};
 use crate::outside::tcp::send_queue::{SendQueue, MAX_IOVECS};
 use crate::sessions::{ConnId, Outside, OutsideAction};
@@ -40,6 +41,8 @@ use crate::sessions::{ConnId, Outside, OutsideAction};
 pub struct TcpLimits {
     /// Connections served at once.
     pub max_connections: u32,
+    /// Connections from one source address at once.
+    pub max_per_source: u32,
     /// Time a new connection has to complete a handshake.
     pub handshake_timeout: Duration,
     /// Bytes queued per connection before frames to it are dropped.
@@ -185,8 +188,8 @@ struct Conn {
     rx: ConnRx,
     tx: ConnTx,
     closing: bool,
-    /// Set until the connection completes a handshake.
-    handshake_deadline: Option<Instant>,
+    /// When it was accepted, until it completes a handshake.
+    unproven_since: Option<Instant>,
     /// When bytes last arrived.
     last_rx: Instant,
     peer: Option<SocketAddr>,
@@ -289,6 +292,8 @@ pub(in crate::uring) struct TcpPath {
     accept_backoff: bool,
     conns: Conns,
     limits: TcpLimits,
+    /// The per-source cap and the handshake deadline under pressure.
+    admission: Admission,
     /// Connections to close once the current pass is over.
     to_close: Vec<(ConnId, CloseReason)>,
 }
@@ -301,6 +306,11 @@ impl TcpPath {
             accept: Request::default(),
             accept_backoff: false,
             conns: Conns::default(),
+            admission: Admission::new(
+                limits.max_connections,
+                limits.max_per_source,
+                limits.handshake_timeout,
+            ),
             limits,
             to_close: Vec::new(),
         }
@@ -375,13 +385,12 @@ impl TcpPath {
             return;
         }
         let limits = &self.limits;
-        if self.conns.live >= limits.max_connections as usize {
-            ctx.io.counters.tcp_refused += 1;
-            tracing::debug!("TCP connection refused: at max_connections");
+        let peer = peer_addr(&fd);
+        if let Err(refused) = self.admission.admit(peer.map(|p| p.ip()), self.conns.live) {
+            count_refusal(&mut ctx.io.counters, refused, peer);
             return; // dropping `fd` closes it
         }
         configure_connection(&fd, limits.socket_send_buffer, limits.socket_recv_buffer);
-        let peer = peer_addr(&fd);
         let id = self.conns.insert(|id| {
             let raw = fd.as_raw_fd();
             Box::new(Conn {
@@ -400,7 +409,7 @@ impl TcpPath {
                     request: Request::default(),
                 },
                 closing: false,
-                handshake_deadline: Some(now + limits.handshake_timeout),
+                unproven_since: Some(now),
                 last_rx: now,
                 peer,
             })
@@ -469,7 +478,7 @@ impl TcpPath {
             // before its handshake a connection may send nothing but one.
             match frame_type(frame) {
                 Ok(FrameType::HandshakeInit) => {}
-                Ok(t) if t.is_transport() && conn.handshake_deadline.is_none() => {}
+                Ok(t) if t.is_transport() && conn.unproven_since.is_none() => {}
                 _ => {
                     garbage = true;
                     break;
@@ -492,7 +501,7 @@ impl TcpPath {
                     // Only an accepted handshake ends the deadline; a reject
                     // or an echo does not.
                     if frame_type(&bytes) == Ok(FrameType::HandshakeResp) {
-                        conn.handshake_deadline = None;
+                        conn.unproven_since = None;
                     }
                     if let Ok(prefix) = encode_prefix(bytes.len()) {
                         conn.tx.send(
@@ -631,6 +640,7 @@ impl TcpPath {
             return;
         }
         conn.closing = true;
+        self.admission.release(conn.peer.map(|p| p.ip()));
         tracing::debug!(peer = ?conn.peer, conn = id.index, ?reason, "closing TCP connection");
         let requests = [
             conn.rx.request.in_flight(Path::TcpRx, id.index),
@@ -664,7 +674,11 @@ impl TcpPath {
             if c.closing {
                 continue;
             }
-            let reason = if c.handshake_deadline.is_some_and(|d| now >= d) {
+            let overdue = |since| {
+                self.admission
+                    .handshake_overdue(since, now, self.conns.live)
+            };
+            let reason = if c.unproven_since.is_some_and(overdue) {
                 CloseReason::HandshakeTimeout
             } else if now.saturating_duration_since(c.last_rx) >= idle {
                 CloseReason::Idle
