@@ -29,6 +29,9 @@ fn main() -> ExitCode {
         Scenario::testbed("udp_server_exits_within_1s_of_sigterm", &["ping"], |t| {
             common::sigterm_shutdown(t, TestbedOptions::udp())
         }),
+        Scenario::testbed("server_exits_when_its_tun_is_deleted", &["ping"], |t| {
+            common::server_exits_when_its_tun_is_deleted(t, TestbedOptions::udp())
+        }),
         Scenario::testbed("two_udp_clients_share_a_server", &["ping", "iperf3"], |t| {
             common::two_clients(t, Transport::Udp, Transport::Udp)
         }),

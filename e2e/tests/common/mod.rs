@@ -54,6 +54,37 @@ pub fn start_without_client(opts: TestbedOptions) -> Result<Testbed> {
     Ok(bed)
 }
 
+/// Deletes the server's TUN under it: the server must say so in its log and exit non-zero
+/// within a few seconds, not spin on a device that is gone.
+pub fn server_exits_when_its_tun_is_deleted(test: &str, opts: TestbedOptions) -> Result<()> {
+    let mut bed = start(opts)?;
+    bed.ping(2)?;
+    let links = bed
+        .server_ns()
+        .ip(&["-br", "link", "show", "type", "tun"])?;
+    let tun = links
+        .split_whitespace()
+        .next()
+        .context("no TUN in the server's namespace")?
+        .to_owned();
+    bed.server_ns().ip(&["link", "del", &tun])?;
+    let status = bed
+        .server()
+        .wait_timeout(Duration::from_secs(5))?
+        .context("the server kept running for 5 s after its TUN was deleted")?;
+    let log = bed.server().log_tail(5);
+    println!("{test}: server exited {status} after {tun} was deleted:\n{log}");
+    ensure!(
+        !status.success(),
+        "the server exited successfully without its TUN"
+    );
+    ensure!(
+        log.contains("TUN device"),
+        "the server's last lines do not name the TUN:\n{log}"
+    );
+    Ok(())
+}
+
 /// Pings the server's tunnel address from the client.
 pub fn ping(test: &str, opts: TestbedOptions) -> Result<()> {
     let mut bed = start(opts)?;

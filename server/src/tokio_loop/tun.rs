@@ -23,6 +23,7 @@ use ringway_offload::{Layout, VNET_HDR_LEN};
 use ringway_proto::wire::transport::{HEADER_LEN, TAG_LEN};
 use ringway_proto::wire::STREAM_PREFIX_LEN;
 use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 use super::core::{Core, Shared};
 use crate::inside::tun::Tun;
@@ -53,7 +54,9 @@ pub(super) async fn read_loop(shared: Shared, tun: Rc<AsyncFd<Tun>>) -> Result<(
     let mut seg = Segmenter::new();
     let udp = shared.borrow().udp.clone();
     loop {
-        let mut guard = tun.readable().await?;
+        // ERROR too: a deleted TUN polls as EPOLLERR only, never readable, and the read that
+        // follows says why.
+        let mut guard = tun.ready(Interest::READABLE | Interest::ERROR).await?;
         let mut reads = 0;
         while reads < READ_BURST {
             let n = match guard.try_io(|t| t.get_ref().read(&mut buf[at..read_end])) {
@@ -63,7 +66,7 @@ pub(super) async fn read_loop(shared: Shared, tun: Rc<AsyncFd<Tun>>) -> Result<(
                 Ok(Err(e)) => {
                     let gone = matches!(e.raw_os_error(), Some(libc::EBADFD | libc::EIO));
                     if gone {
-                        bail!("the TUN device failed ({e}): was it deleted?");
+                        bail!("the TUN device went away ({e}): deleted or its interface removed");
                     }
                     shared.borrow_mut().counters.io_errors += 1;
                     tracing::debug!(error = %e, "TUN read failed");

@@ -40,6 +40,9 @@ pub(super) struct Context {
     pub gro: Option<Gro>,
     /// Set once shutdown began: completions are absorbed, nothing re-arms.
     pub stopping: bool,
+    /// Set by a path that cannot go on (the TUN device was deleted): the driver shuts
+    /// down and returns this as its error.
+    pub fatal: Option<&'static str>,
 }
 
 /// Everything a request needs to be queued.

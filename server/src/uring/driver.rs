@@ -78,6 +78,9 @@ pub enum DriverError {
     /// Submitting or waiting failed.
     #[error("io_uring_enter failed: {0}")]
     Enter(io::Error),
+    /// A device the loop needs went away (the TUN was deleted under it).
+    #[error("{0}")]
+    Gone(&'static str),
 }
 
 /// The descriptors the loop drives; the caller owns them and must keep them
@@ -342,6 +345,7 @@ impl Driver {
             },
             gro,
             stopping: false,
+            fatal: None,
         };
         if let Some(gro) = &mut ctx.gro {
             gro.refill(&mut ctx.io.bufs.large);
@@ -406,7 +410,10 @@ impl Driver {
         self.start();
         while self.turn()? {}
         tracing::info!(counters = %self.ctx.sessions.counters, io = %self.ctx.io.counters, "stopped");
-        Ok(())
+        match self.ctx.fatal {
+            Some(why) => Err(DriverError::Gone(why)),
+            None => Ok(()),
+        }
     }
 
     /// Arms every path's requests.
@@ -454,6 +461,10 @@ impl Driver {
             }
         }
         self.reap();
+        if let (Some(why), None) = (self.ctx.fatal, self.shutdown_deadline) {
+            tracing::error!("{why}: stopping");
+            self.begin_shutdown(0, Instant::now());
+        }
         let over = self.shutdown_deadline.is_some() && self.ctx.io.queue.inflight() == 0;
         if over {
             self.finish();

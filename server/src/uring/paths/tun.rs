@@ -204,6 +204,10 @@ impl TunPath {
             }
             (Some(_), None) => ctx.io.counters.stale_completions += 1,
         }
+        if device_gone(c) {
+            ctx.fatal = Some(TUN_GONE);
+            return;
+        }
         if !c.more() {
             arm_multishot(self.fd, m, &mut ctx.io);
         }
@@ -284,6 +288,11 @@ impl TunPath {
             if let Some(e) = c.error().filter(|_| !c.is_retry_or_cancel()) {
                 io.counters.io_errors += 1;
                 tracing::debug!(error = %e, "TUN read failed");
+            }
+            if device_gone(c) {
+                io.bufs.put(buf);
+                ctx.fatal = Some(TUN_GONE);
+                return;
             }
             self.arm(io, slot, buf);
             return;
@@ -674,6 +683,15 @@ fn arm_multishot(fd: RawFd, m: &mut Multishot, io: &mut Io) {
     // page and the buffers outlive the request (freed only once the io_uring holds no
     // request and the ring is unregistered, or leaked).
     unsafe { io.queue.push(e) };
+}
+
+/// What the server says when its TUN goes away under it.
+const TUN_GONE: &str = "the TUN device went away (deleted or its interface removed)";
+
+/// Whether a TUN read failed because the device is gone (`EBADFD`): re-reading would fail
+/// the same way at once, forever.
+fn device_gone(c: &Completion) -> bool {
+    c.res == -libc::EBADFD
 }
 
 /// A superpacket's segments as the UDP transport carries them: each packet between its
