@@ -224,6 +224,11 @@ pub struct ServerSection {
     pub udp_socket_buffer: usize,
     /// File holding the server's base64 secret key (relative to the config file).
     pub private_key_file: PathBuf,
+    /// Where each peer's newest accepted initiation timestamp is kept across restarts
+    /// (relative to the config's directory), so a captured initiation cannot be replayed to
+    /// a restarted server.
+    #[serde(default = "default_state_file")]
+    pub state_file: PathBuf,
     /// Inner address pool in CIDR notation; the server takes its first host.
     pub pool: String,
     /// Name of the server's TUN device.
@@ -519,6 +524,9 @@ fn default_offload() -> String {
 fn default_fair_queue() -> String {
     "on".into()
 }
+fn default_state_file() -> PathBuf {
+    PathBuf::from("last-handshakes")
+}
 fn default_io() -> String {
     IoBackend::Auto.as_str().into()
 }
@@ -773,6 +781,8 @@ pub struct Settings {
     pub fair_queue: Option<FairQueue>,
     /// Which I/O backend runs the data path.
     pub io: IoBackend,
+    /// The handshake state file, resolved against the config's directory.
+    pub state_file: PathBuf,
     /// TCP settings.
     pub tcp: TcpSection,
     /// Authorised peers.
@@ -961,6 +971,7 @@ impl Settings {
             uring: file.uring,
             fair_queue,
             io,
+            state_file: dir.join(&s.state_file),
             tcp: file.tcp,
             peers,
         })

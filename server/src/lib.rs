@@ -5,6 +5,7 @@
 //! - [`admin`]: `init` and `add-peer`, which write configs and keys.
 //! - [`sessions`]: who may connect and where each packet goes, independent of I/O.
 //! - [`pool`]: inner addresses.
+//! - [`handshake_state`]: each peer's last handshake timestamp, kept across restarts.
 //! - [`uring`]: the io_uring driver (slots, buffers, the event loop), the default.
 //! - [`tokio_loop`]: the same data path on tokio's readiness (epoll) I/O, for kernels or
 //!   policies without io_uring and to measure what io_uring buys (`--io tokio`).
@@ -18,6 +19,7 @@ pub mod admin;
 #[cfg(target_os = "linux")]
 pub mod backend;
 pub mod config;
+pub mod handshake_state;
 #[cfg(target_os = "linux")]
 pub mod inside;
 pub mod metrics;

@@ -177,6 +177,7 @@ fn run(args: RunArgs) -> Result<()> {
     use ringway_proto::wire::transport::OVERHEAD;
     use ringway_server::config::IoBackend;
     use ringway_server::config::{Overrides, Settings};
+    use ringway_server::handshake_state::HandshakeState;
     use ringway_server::inside::tun;
     use ringway_server::outside::tcp::listener::Listener;
     use ringway_server::outside::udp::Udp;
@@ -280,15 +281,24 @@ fn run(args: RunArgs) -> Result<()> {
         tun_blocking = settings.uring.tun_blocking && !tokio,
         "ringway-server running"
     );
+    // Each peer's last accepted initiation, from the previous run: a captured one is not
+    // accepted again after a restart.
+    let sessions = || {
+        let state = HandshakeState::new(settings.state_file.clone());
+        let mut sessions = Sessions::new(&settings);
+        sessions.restore_timestamps(state.load());
+        (sessions, state)
+    };
     let run_tokio = |tun, udp, tcp, signal| {
+        let (sessions, state) = sessions();
         let parts = ringway_server::tokio_loop::Parts {
             tun,
             udp,
             tcp,
             signal,
+            state: Some(state),
         };
-        ringway_server::tokio_loop::run(path, limits.clone(), parts, Sessions::new(&settings))
-            .map(drop)
+        ringway_server::tokio_loop::run(path, limits.clone(), parts, sessions).map(drop)
     };
     if tokio {
         return run_tokio(tun, udp, tcp, signal_fd);
@@ -299,9 +309,9 @@ fn run(args: RunArgs) -> Result<()> {
         tcp_listener: tcp.as_ref().map(|t| t.fd()),
         signal: signal_fd.as_raw_fd(),
     };
-    let sessions = Sessions::new(&settings);
+    let (sessions, state) = sessions();
     let mut driver = match Driver::new(&tunables, limits.clone(), path, fds, sessions) {
-        Ok(driver) => driver,
+        Ok(driver) => driver.with_handshake_state(state),
         // The probe's two-entry ring passed but the real one did not (a memlock limit on an
         // old kernel, say): with `auto` and a non-blocking TUN, the tokio loop can still run.
         Err(e @ (DriverError::NotPermitted | DriverError::Setup(_)))

@@ -232,6 +232,11 @@ pub struct Sessions {
     expired: Vec<u32>,
     /// Log budgets for what anyone can send: unknown keys, replays, a full pool.
     quiet: QuietLogs,
+    /// Timestamps restored for keys not in the peer list, kept to be written back (a peer
+    /// removed and added again keeps its replay protection).
+    other_timestamps: HashMap<PublicKey, Timestamp>,
+    /// A handshake changed a peer's last timestamp since [`Sessions::timestamps_changed`].
+    timestamps_dirty: bool,
 }
 
 /// One [`Quiet`] per floodable log line.
@@ -287,7 +292,39 @@ impl Sessions {
             scratch: [0; OVERHEAD + PROBE_LEN],
             expired: Vec::new(),
             quiet: QuietLogs::default(),
+            other_timestamps: HashMap::new(),
+            timestamps_dirty: false,
         }
+    }
+
+    /// Restores each peer's newest accepted initiation timestamp (from the last run, see
+    /// `handshake_state`): an initiation not newer than it is refused as a replay.
+    pub fn restore_timestamps(&mut self, saved: HashMap<PublicKey, Timestamp>) {
+        for (key, ts) in saved {
+            match self.by_key.get(&key) {
+                Some(&i) => {
+                    let last = &mut self.peers[i].last_timestamp;
+                    *last = Some(last.map_or(ts, |l| l.max(ts)));
+                }
+                None => {
+                    self.other_timestamps.insert(key, ts);
+                }
+            }
+        }
+    }
+
+    /// Whether a handshake changed the timestamps since the last call (which clears it).
+    pub fn timestamps_changed(&mut self) -> bool {
+        std::mem::take(&mut self.timestamps_dirty)
+    }
+
+    /// Every known key's newest accepted initiation timestamp, to save.
+    pub fn timestamps(&self) -> impl Iterator<Item = (&PublicKey, Timestamp)> {
+        let peers = self
+            .peers
+            .iter()
+            .filter_map(|p| p.last_timestamp.map(|t| (&p.config.public_key, t)));
+        peers.chain(self.other_timestamps.iter().map(|(k, t)| (k, *t)))
     }
 
     /// Number of live sessions (not counting ones retired by a rekey).
@@ -408,6 +445,7 @@ impl Sessions {
         };
         let peer = &mut self.peers[peer_idx];
         peer.last_timestamp = Some(ts);
+        self.timestamps_dirty = true;
         peer.last_inner = Some(inner);
         // With a live session, the new one waits for the client's first frame on it; an
         // earlier one still waiting is superseded (the client retried).

@@ -64,6 +64,7 @@ pub fn settings(
         uring: UringSection::default(),
         fair_queue: None,
         io: Default::default(),
+        state_file: std::path::PathBuf::from("/nonexistent/last-handshakes"),
         tcp: TcpSection::default(),
         peers: peers
             .iter()

@@ -49,6 +49,7 @@ fn settings(peers: &[(&str, &Keypair, Option<[u8; 32]>)], pool: &str) -> Setting
         uring: UringSection::default(),
         fair_queue: None,
         io: Default::default(),
+        state_file: std::path::PathBuf::from("/nonexistent/last-handshakes"),
         tcp: crate::config::TcpSection::default(),
         peers: peers
             .iter()
@@ -429,6 +430,33 @@ fn a_replayed_initiation_answered_first_does_not_take_the_traffic() {
     ));
     assert_eq!(s.len(), 1);
     assert_eq!(s.counters.sessions_expired, 0);
+}
+
+#[test]
+fn restored_timestamps_refuse_initiations_from_before_a_restart() {
+    let alice = Keypair::from_random([2; 32]);
+    let gone = Keypair::from_random([9; 32]).public;
+    let st = settings(&[("alice", &alice, None)], "198.18.0.0/24");
+    let now = Instant::now();
+    // The first run accepts alice's initiation at t=5 and saves it.
+    let mut first = Sessions::new(&st);
+    assert!(!first.timestamps_changed());
+    connect(&mut first, &alice, None, 5, addr(1), now).unwrap();
+    assert!(first.timestamps_changed());
+    assert!(!first.timestamps_changed(), "cleared by the call");
+    let saved: std::collections::HashMap<_, _> = first.timestamps().map(|(k, t)| (*k, t)).collect();
+    assert_eq!(saved[&alice.public], Timestamp { secs: 5, nanos: 0 });
+    // The restarted server refuses it replayed, and takes a newer one.
+    let mut again = Sessions::new(&st);
+    let mut restored = saved.clone();
+    restored.insert(gone, Timestamp { secs: 1, nanos: 0 });
+    again.restore_timestamps(restored);
+    assert!(connect(&mut again, &alice, None, 5, addr(1), now).is_none());
+    assert_eq!(again.counters.drop_handshake_replay, 1);
+    assert!(connect(&mut again, &alice, None, 6, addr(1), now).is_some());
+    // A key no longer in the peer list keeps its timestamp for the next save.
+    let keys: Vec<_> = again.timestamps().map(|(k, _)| *k).collect();
+    assert!(keys.contains(&gone) && keys.contains(&alice.public));
 }
 
 /// The reply a fresh initiation from `client` (pinning `server_public`) gets.

@@ -44,6 +44,7 @@ use ringway_offload::batch::Gro;
 use tokio::io::unix::AsyncFd;
 
 use self::core::{Core, Shared};
+use crate::handshake_state::{save_if_changed, HandshakeState};
 use crate::inside::tun::Tun;
 use crate::metrics::IoCounters;
 use crate::outside::tcp::listener::Listener;
@@ -65,6 +66,8 @@ pub struct Parts {
     pub tcp: Option<Listener>,
     /// Becomes readable when the server should stop (see [`crate::signals`]).
     pub signal: OwnedFd,
+    /// Where the peers' last handshake timestamps are saved, if anywhere.
+    pub state: Option<HandshakeState>,
 }
 
 /// What the loop counted, for the caller and tests once it is over.
@@ -137,7 +140,9 @@ async fn serve(
     let udp_task = udp.map(|u| tokio::task::spawn_local(udp::recv_loop(Rc::clone(&shared), u)));
     let accept_task =
         listener.map(|l| tokio::task::spawn_local(tcp::accept_loop(Rc::clone(&shared), l)));
-    let timer_task = tokio::task::spawn_local(timers::tick_loop(Rc::clone(&shared)));
+    let state = Rc::new(RefCell::new(parts.state));
+    let timer_task =
+        tokio::task::spawn_local(timers::tick_loop(Rc::clone(&shared), Rc::clone(&state)));
 
     let udp_done = async {
         match udp_task {
@@ -159,6 +164,11 @@ async fn serve(
     }
     timer_task.abort();
     let summary = goodbye(&shared);
+    save_if_changed(
+        state.borrow_mut().as_mut(),
+        &mut shared.borrow_mut().sessions,
+        true,
+    );
     outcome.map(|()| summary)
 }
 

@@ -37,6 +37,7 @@ use super::slots::Completion;
 use super::tx::TxTable;
 use super::user_data::{Path, UserData};
 use crate::config::{ConfigError, Tunables, FIXED_REQUESTS};
+use crate::handshake_state::{save_if_changed, HandshakeState};
 use crate::metrics::IoCounters;
 use crate::sessions::{Outside, Sessions, TimerOutput, PAYLOAD_OFFSET};
 
@@ -195,6 +196,8 @@ pub struct Driver {
     cqes: Vec<(u64, i32, u32)>,
     shutdown_deadline: Option<Instant>,
     stats_at: Instant,
+    /// Where the peers' last handshake timestamps are saved, if anywhere.
+    state: Option<HandshakeState>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -377,7 +380,15 @@ impl Driver {
             cqes: Vec::with_capacity(cq as usize),
             shutdown_deadline: None,
             stats_at: Instant::now(),
+            state: None,
         })
+    }
+
+    /// Saves the peers' last handshake timestamps to `state` after each tick that changed
+    /// them, and at shutdown.
+    pub fn with_handshake_state(mut self, state: HandshakeState) -> Self {
+        self.state = Some(state);
+        self
     }
 
     /// The session layer, for inspection after the loop ends.
@@ -410,6 +421,7 @@ impl Driver {
         self.start();
         while self.turn()? {}
         tracing::info!(counters = %self.ctx.sessions.counters, io = %self.ctx.io.counters, "stopped");
+        save_if_changed(self.state.as_mut(), &mut self.ctx.sessions, true);
         match self.ctx.fatal {
             Some(why) => Err(DriverError::Gone(why)),
             None => Ok(()),
@@ -570,7 +582,10 @@ impl Driver {
                 None => ctx.io.counters.stale_completions += 1,
             },
             Path::Tx => ctx.io.on_sent(&c),
-            Path::Timer => self.timer.on_complete(ctx, &mut self.tcp, &c, now),
+            Path::Timer => {
+                self.timer.on_complete(ctx, &mut self.tcp, &c, now);
+                save_if_changed(self.state.as_mut(), &mut ctx.sessions, false);
+            }
             Path::Signal => {
                 if let Some(signal) = self.signal.on_complete(ctx, &c) {
                     self.begin_shutdown(signal, now);

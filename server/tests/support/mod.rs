@@ -145,6 +145,7 @@ impl Server {
                 uring: UringSection::default(),
                 fair_queue: None,
                 io: Default::default(),
+                state_file: std::path::PathBuf::from("/nonexistent/last-handshakes"),
                 tcp: TcpSection::default(),
                 peers: (0..peers)
                     .map(|i| Peer {

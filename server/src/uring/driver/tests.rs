@@ -48,6 +48,7 @@ fn settings() -> Settings {
         uring: UringSection::default(),
         fair_queue: None,
         io: Default::default(),
+        state_file: std::path::PathBuf::from("/nonexistent/last-handshakes"),
         tcp: TcpSection::default(),
         peers: Vec::new(),
     }
