@@ -71,6 +71,9 @@ struct Args {
     /// A smoke run: one repetition of 3 s unless --reps / --seconds say otherwise.
     #[arg(long)]
     quick: bool,
+    /// Print the plan and the time estimate, then stop (nothing is installed or run).
+    #[arg(long)]
+    dry_run: bool,
     /// A directory for results.json (every run), results.md (the tables) and chart.svg
     /// [default: target/bench/tunnel-<time>].
     #[arg(long, value_name = "DIR")]
@@ -252,6 +255,10 @@ fn run(args: &Args, setup: &Setup) -> Result<ExitCode> {
         setup.seconds,
         (estimate / 60.0).ceil()
     );
+    if args.dry_run {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let wall = Instant::now();
 
     // Installs and checks happen once, up front: a system that cannot be prepared fails
     // every one of its runs with the reason, and the others carry on.
@@ -342,7 +349,6 @@ fn run(args: &Args, setup: &Setup) -> Result<ExitCode> {
         overview.as_ref(),
         &tables,
     );
-    println!("\nMarkdown:\n\n{markdown}");
 
     let options = json!({
         "args": std::env::args().skip(1).collect::<Vec<_>>(),
@@ -352,6 +358,8 @@ fn run(args: &Args, setup: &Setup) -> Result<ExitCode> {
         "tests": test_names,
         "quick": args.quick,
         "interrupted": interrupted,
+        "estimate_s": estimate.round(),
+        "elapsed_s": wall.elapsed().as_secs_f64().round(),
     });
     let doc = report::json_document(&machine, options, &setup.builds, &systems, &runs, &tables);
     let dir = &setup.out;
@@ -363,10 +371,21 @@ fn run(args: &Args, setup: &Setup) -> Result<ExitCode> {
     };
     let json_path = write(JSON_FILE, &(serde_json::to_string_pretty(&doc)? + "\n"))?;
     let md_path = write(MARKDOWN_FILE, &markdown)?;
+    let chart_path = chart
+        .as_ref()
+        .map(|svg| write(CHART_FILE, svg))
+        .transpose()?;
+    // Printed after writing, so that a closed stdout (`| head`) cannot lose the files.
+    println!("\nMarkdown:\n\n{markdown}");
+    println!(
+        "took {:.1} min (estimate {:.1})",
+        wall.elapsed().as_secs_f64() / 60.0,
+        estimate / 60.0
+    );
     println!("every run: {}", json_path.display());
     println!("tables:    {}", md_path.display());
-    if let Some(svg) = &chart {
-        println!("chart:     {}", write(CHART_FILE, svg)?.display());
+    if let Some(path) = chart_path {
+        println!("chart:     {}", path.display());
     } else {
         println!("chart:     none (it draws iperf-tcp-1 and iperf-tcp-1-reverse)");
     }

@@ -191,7 +191,8 @@ where
         .margin(8)
         .x_label_area_size(28)
         .y_label_area_size(label_width)
-        .build_cartesian_2d(0.0..x_max, (0..rows).into_segmented())
+        // A discrete range counts both ends: 0..rows-1 is `rows` segments.
+        .build_cartesian_2d(0.0..x_max, (0..rows - 1).into_segmented())
         .map_err(draw_error)?;
     // Row 0 is drawn at the top: plotters counts y upwards.
     let row_of = |i: usize| rows - 1 - i as i32;
@@ -205,6 +206,7 @@ where
     chart
         .configure_mesh()
         .disable_y_mesh()
+        .light_line_style(WHITE)
         .y_labels(bars.len())
         .y_label_formatter(&label)
         .x_labels(6)

@@ -208,13 +208,14 @@ impl Test {
     /// not included: for the estimate printed at start.
     pub fn estimate_secs(&self, secs: u32) -> f64 {
         let secs = f64::from(secs.max(1));
+        // Measured on the 2-core VM: iperf3 and ping start in about 0.1 s; a rate step is
+        // iperf3's second plus its start. Most searches use all their steps.
         match *self {
-            Self::Iperf { .. } => secs + 0.7,
-            Self::PingIdle => secs + 0.2,
-            Self::PingUnderLoad { .. } => secs + f64::from(LOAD_TAIL_SECS) + 0.7,
-            // Most searches end a step or two early; a step is iperf3's second plus its start.
+            Self::Iperf { .. } => secs + 0.1,
+            Self::PingIdle => secs + 0.1,
+            Self::PingUnderLoad { .. } => secs + f64::from(LOAD_TAIL_SECS) + 0.3,
             Self::UdpPps { .. } => {
-                f64::from(SearchConfig::default().max_steps) * (f64::from(PPS_STEP_SECS) + 0.3)
+                f64::from(SearchConfig::default().max_steps) * (f64::from(PPS_STEP_SECS) + 0.1)
             }
         }
     }

@@ -61,7 +61,7 @@ impl System for Boringtun {
     }
 
     fn setup_secs(&self) -> f64 {
-        0.8
+        0.3
     }
 
     fn start(&self) -> Result<Box<dyn Running>> {

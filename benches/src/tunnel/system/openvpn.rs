@@ -54,8 +54,9 @@ impl System for Openvpn {
         Ok(())
     }
 
+    /// OpenVPN completes its initialisation about 2 s after the TLS handshake.
     fn setup_secs(&self) -> f64 {
-        1.2
+        2.4
     }
 
     fn start(&self) -> Result<Box<dyn Running>> {

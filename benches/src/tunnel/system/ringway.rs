@@ -114,7 +114,7 @@ impl System for Ringway {
     }
 
     fn setup_secs(&self) -> f64 {
-        1.0
+        0.4
     }
 
     fn start(&self) -> Result<Box<dyn Running>> {

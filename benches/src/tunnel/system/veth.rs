@@ -38,7 +38,7 @@ impl System for RawVeth {
     }
 
     fn setup_secs(&self) -> f64 {
-        0.3
+        0.1
     }
 
     fn start(&self) -> Result<Box<dyn Running>> {
