@@ -3,6 +3,7 @@
 //! namespaces, alternating systems run by run. `scripts/bench` installs the tools, builds and
 //! runs this; see `ringway_benches::tunnel` for the design.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -11,7 +12,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use ringway_benches::tunnel::build::Build;
 use ringway_benches::tunnel::report::{self, Machine, RunRecord, METRICS};
-use ringway_benches::tunnel::system::{self, System, ToolCache, TunnelProcess, DEFAULT_SYSTEMS};
+use ringway_benches::tunnel::system::{
+    self, Running, System, ToolCache, TunnelProcess, DEFAULT_SYSTEMS,
+};
 use ringway_benches::tunnel::test::{Metrics, Test, ALL_TESTS, DEFAULT_TESTS};
 use ringway_benches::tunnel::{chart, plan, ratios, rss};
 use ringway_e2e::{binaries, interrupt, prereq, TempDir};
@@ -279,6 +282,10 @@ fn run(args: &Args, setup: &Setup) -> Result<ExitCode> {
         .collect();
 
     let logs = TempDir::new("ringway-bench")?;
+    let runner = Runner {
+        secs: setup.seconds,
+        logs: logs.path(),
+    };
     let mut runs = Vec::with_capacity(slots.len());
     let mut interrupted = false;
     for (i, slot) in slots.iter().enumerate() {
@@ -289,14 +296,7 @@ fn run(args: &Args, setup: &Setup) -> Result<ExitCode> {
         let system = &setup.systems[slot.system];
         let test = &setup.tests[slot.test];
         let unprepared = prepared[slot.system].as_deref();
-        let record = run_one(
-            system.as_ref(),
-            test,
-            slot.rep,
-            setup.seconds,
-            logs.path(),
-            unprepared,
-        );
+        let record = runner.run_one(system.as_ref(), unprepared, test, slot.rep);
         if interrupt::interrupted() {
             interrupted = true;
             break;
@@ -405,75 +405,86 @@ fn run(args: &Args, setup: &Setup) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Starts `system`, runs `test` through it, reads its processes' peak memory, stops it; a
-/// failure is recorded, not returned. `unprepared` is why the system cannot run at all.
-fn run_one(
-    system: &dyn System,
-    test: &Test,
-    rep: u32,
+/// What every run shares: its seconds of traffic and where iperf3 logs go.
+struct Runner<'a> {
     secs: u32,
-    logs: &Path,
-    unprepared: Option<&str>,
-) -> RunRecord {
-    let started = report::utc_now();
-    let clock = Instant::now();
-    let mut counters = None;
-    let mut client = std::collections::BTreeMap::new();
-    let mut failed_to_start = false;
-    let running = match unprepared {
-        Some(why) => Err(anyhow!("{why}")),
-        None => system.start(),
-    };
-    let result = match running {
-        Err(e) => {
-            failed_to_start = true;
-            Err(e)
+    logs: &'a Path,
+}
+
+impl Runner<'_> {
+    /// Starts `system`, runs `test` through it, reads its processes' peak memory, stops it;
+    /// a failure is recorded, not returned. `unprepared` is why the system cannot run at all.
+    fn run_one(
+        &self,
+        system: &dyn System,
+        unprepared: Option<&str>,
+        test: &Test,
+        rep: u32,
+    ) -> RunRecord {
+        let started = report::utc_now();
+        let clock = Instant::now();
+        let running = match unprepared {
+            Some(why) => Err(anyhow!("{why}")),
+            None => system.start(),
+        };
+        let failed_to_start = running.is_err();
+        let measured = match running {
+            Ok(running) => self.measure(running, test),
+            Err(e) => Measured {
+                metrics: Err(e),
+                counters: BTreeMap::new(),
+            },
+        };
+        let (metrics, error) = match measured.metrics {
+            Ok(m) => (m, None),
+            Err(e) => (Metrics::new(), Some(format!("{e:#}"))),
+        };
+        RunRecord {
+            rep,
+            test: test.to_string(),
+            system: system.name(),
+            build: system.build().map(|b| b.label.clone()),
+            started,
+            elapsed_s: clock.elapsed().as_secs_f64(),
+            metrics,
+            counters: measured.counters,
+            error,
+            failed_to_start,
         }
-        Ok(mut running) => (|| {
-            let measured = test.run(running.as_ref(), secs, logs);
-            client = running.client_counters();
-            let peaks = peak_memory(&running.processes());
-            // Stopped also when the measurement failed: its counters help explain why.
-            let finished = running.finish();
-            if let Ok(c) = &finished {
-                counters.clone_from(c);
-            }
-            let mut metrics = measured?;
+    }
+
+    /// Runs `test` through a started system, reads its processes' peak memory and its
+    /// client's counters, and stops it (also when the test failed: the server's counters
+    /// help explain why).
+    fn measure(&self, mut running: Box<dyn Running>, test: &Test) -> Measured {
+        let measured = test.run(running.as_ref(), self.secs, self.logs);
+        let client = running.client_counters();
+        let peaks = peak_memory(&running.processes());
+        let finished = running.finish();
+        let server = finished.as_ref().ok().cloned().flatten();
+        let metrics = measured.and_then(|mut metrics| {
             finished?;
             metrics.extend(peaks);
-            if let Some(c) = &counters {
-                for (path, ratio) in ratios::packets_per_call(c) {
-                    metrics.insert(ratios::metric_name(&path), ratio);
-                }
+            for (path, ratio) in server.iter().flat_map(ratios::packets_per_call) {
+                metrics.insert(ratios::metric_name(&path), ratio);
             }
             Ok(metrics)
-        })(),
-    };
-    let (metrics, error) = match result {
-        Ok(m) => (m, None),
-        Err(e) => (Metrics::new(), Some(format!("{e:#}"))),
-    };
-    RunRecord {
-        rep,
-        test: test.to_string(),
-        system: system.name(),
-        build: system.build().map(|b| b.label.clone()),
-        started,
-        elapsed_s: clock.elapsed().as_secs_f64(),
-        metrics,
-        counters: counters
-            .map(|c| {
-                c.iter()
-                    .map(|(k, v)| (k.to_owned(), v))
-                    .collect::<std::collections::BTreeMap<_, _>>()
-            })
-            .unwrap_or_default()
-            .into_iter()
+        });
+        let counters = server
+            .iter()
+            .flat_map(|c| c.iter().map(|(k, v)| (k.to_owned(), v)))
             .chain(client)
-            .collect(),
-        error,
-        failed_to_start,
+            .collect();
+        Measured { metrics, counters }
     }
+}
+
+/// What a started run yields.
+struct Measured {
+    /// Its metrics, or why measuring (or stopping) failed.
+    metrics: Result<Metrics>,
+    /// The server's final counters and the client's (`client_*`).
+    counters: BTreeMap<String, u64>,
 }
 
 /// `rss_peak_<role>_mib` of every tunnel process that can still be read.
