@@ -98,6 +98,9 @@ pub struct UdpSpec {
     pub len: u32,
     /// Data flows server -> client (`-R`).
     pub reverse: bool,
+    /// Socket buffer size for both ends' data sockets (`-w`, bytes), if not the default: a
+    /// large one keeps a receiver that waits for a CPU from dropping a burst itself.
+    pub socket_buffer: Option<u32>,
 }
 
 /// One iperf3 UDP run's result, as the receiver counted it.
@@ -116,7 +119,11 @@ pub struct UdpReport {
 /// Runs an iperf3 UDP test along `path` as [`run`] runs a TCP one (bounded the same way).
 pub fn run_udp(path: &TunnelPath<'_>, spec: &UdpSpec, log_dir: &Path) -> Result<UdpReport> {
     let (rate, len) = (spec.bits_per_second.to_string(), spec.len.to_string());
-    let extra = ["-u", "-b", &rate, "-l", &len];
+    let buffer = spec.socket_buffer.map(|b| b.to_string());
+    let mut extra = vec!["-u", "-b", &rate, "-l", &len];
+    if let Some(b) = &buffer {
+        extra.extend(["-w", b]);
+    }
     run_json(path, spec.reverse, spec.secs, &extra, log_dir, |json, _| {
         parse_udp(json)
     })

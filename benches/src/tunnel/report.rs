@@ -133,6 +133,11 @@ pub const METRICS: &[Metric] = &[
         decimals: 0,
     },
     Metric {
+        key: "pps_sender_limited",
+        label: "sender-limited",
+        decimals: 0,
+    },
+    Metric {
         key: "rss_peak_server_mib",
         label: "server peak MiB",
         decimals: 1,

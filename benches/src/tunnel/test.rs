@@ -19,7 +19,7 @@ use ringway_e2e::path::TunnelPath;
 use ringway_e2e::ping::{self, PingSample};
 use ringway_e2e::snmp::Snmp;
 
-use super::rate::{Outcome, RateSearch, SearchConfig};
+use super::rate::{Outcome, RateSearch, SearchConfig, Stop};
 use super::system::{Running, TunnelProcess};
 
 /// Metric name to value, for one run.
@@ -38,6 +38,11 @@ const LOAD_START_LIMIT: Duration = Duration::from_secs(15);
 const PPS_STEP_SECS: u32 = 1;
 /// IPv4 and UDP headers: an IP packet of `size` bytes carries `size - 28` of iperf3 payload.
 const IP_UDP_HEADERS: u32 = 28;
+/// Socket buffers of iperf3 in a rate test (`-w`; the kernel doubles it, up to
+/// `net.core.rmem_max`): the receiving iperf3 waits for a CPU now and then on two shared
+/// cores, and a default 208 KiB buffer would drop that burst itself, charging the loss to the
+/// tunnel.
+const PPS_SOCKET_BUFFER: u32 = 2 << 20;
 /// Packet sizes a rate test accepts: iperf3 needs 16 bytes of payload, and nothing may be
 /// fragmented at the tunnels' MTU of 1420.
 const PPS_SIZES: std::ops::RangeInclusive<u32> = 44..=1420;
@@ -388,6 +393,7 @@ fn udp_pps(running: &dyn Running, size: u32, log_dir: &Path) -> Result<Metrics> 
             bits_per_second: pps * u64::from(len) * 8,
             len,
             reverse: false,
+            socket_buffer: Some(PPS_SOCKET_BUFFER),
         };
         let report = iperf::run_udp(&path, &spec, log_dir)
             .with_context(|| format!("iperf3 UDP at {pps} packets/s"))?;
@@ -400,7 +406,8 @@ fn udp_pps(running: &dyn Running, size: u32, log_dir: &Path) -> Result<Metrics> 
             search.stop()
         );
     };
-    Ok(pps_metrics(best, size, search.steps()))
+    let sender_limited = search.stop() == Some(Stop::SenderLimited);
+    Ok(pps_metrics(best, size, search.steps(), sender_limited))
 }
 
 /// What one step of `len`-byte datagrams offered at `offered` packets/s measured.
@@ -418,7 +425,9 @@ fn step_outcome(offered: u64, r: &UdpReport, len: u32) -> Result<Outcome> {
     })
 }
 
-fn pps_metrics(best: &Outcome, size: u32, steps: u32) -> Metrics {
+/// The best step's figures; `sender_limited`: the search ended because iperf3 could not send
+/// faster (the figure is iperf3's limit, not the path's).
+fn pps_metrics(best: &Outcome, size: u32, steps: u32, sender_limited: bool) -> Metrics {
     let mut m = Metrics::new();
     m.insert("pps".into(), best.received_pps);
     m.insert(
@@ -427,6 +436,10 @@ fn pps_metrics(best: &Outcome, size: u32, steps: u32) -> Metrics {
     );
     m.insert("pps_loss_pct".into(), best.loss_pct);
     m.insert("pps_steps".into(), f64::from(steps));
+    m.insert(
+        "pps_sender_limited".into(),
+        if sender_limited { 1.0 } else { 0.0 },
+    );
     m
 }
 
@@ -547,7 +560,8 @@ mod tests {
         assert_eq!(o.sent_pps, 10_000.0);
         assert_eq!(o.received_pps, 9_900.0);
         assert_eq!(o.loss_pct, 1.0);
-        let m = pps_metrics(&o, 1400, 4);
+        let m = pps_metrics(&o, 1400, 4, true);
+        assert_eq!(m["pps_sender_limited"], 1.0);
         assert_eq!(m["pps"], 9_900.0);
         assert!((m["pps_gbps"] - 9_900.0 * 1400.0 * 8.0 / 1e9).abs() < 1e-12);
         assert_eq!(m["pps_steps"], 4.0);

@@ -189,6 +189,7 @@ pub fn iperf_udp(test: &str, transport: Transport, mode: Mode) -> Result<()> {
             bits_per_second: 100_000_000,
             len: (MTU - 28) as u32,
             reverse,
+            socket_buffer: None,
         };
         let r = iperf::run_udp(&path, &spec, bed.dir())?;
         println!("{test}: reverse={reverse} {r:?}");
