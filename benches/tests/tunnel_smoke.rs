@@ -1,10 +1,12 @@
 //! The tunnel benchmark end to end in its cheapest mode, so that `scripts/bench` cannot rot
-//! unnoticed: one repetition of 1 s, raw veth and Ringway over UDP, one iperf3 run and one
-//! ping each. It checks that every run succeeded and was recorded with the metrics and
-//! counters it should have, never how fast anything was.
+//! unnoticed: one repetition of 1 s, raw veth, Ringway over UDP and one other VPN (fastd: a
+//! small Debian package that the bench installs if missing, and up in a fraction of a
+//! second), one iperf3 run and one ping each. It checks that every run succeeded and was
+//! recorded with the metrics, counters and peak memory it should have, and that the JSON,
+//! Markdown and chart were written, never how fast anything was.
 //!
-//! Needs what the e2e tests need (root, ip, ping, iperf3, the release binaries); reported as
-//! ignored without them unless `CI` is set.
+//! Needs what the e2e tests need (root, ip, ping, iperf3, the release binaries) and apt-get
+//! for fastd; reported as ignored without them unless `CI` is set.
 
 use std::process::{Command, ExitCode};
 use std::time::Duration;
@@ -14,8 +16,8 @@ use ringway_e2e::harness::{self, Scenario};
 use ringway_e2e::{binaries, process, TempDir};
 use serde_json::Value;
 
-/// Bound for the whole smoke run (4 runs of a few seconds each, plus setup).
-const LIMIT: Duration = Duration::from_secs(300);
+/// Bound for the whole smoke run (6 runs of a few seconds each, setup, maybe an apt-get).
+const LIMIT: Duration = Duration::from_secs(600);
 
 fn main() -> ExitCode {
     harness::main([Scenario::testbed(
@@ -27,13 +29,13 @@ fn main() -> ExitCode {
 
 fn smoke(test: &str) -> Result<()> {
     let dir = TempDir::new("ringway-bench-smoke")?;
-    let out = dir.path().join("bench.json");
+    let out = dir.path().join("out");
     let result = process::run(
         Command::new(env!("CARGO_BIN_EXE_ringway-tunnel-bench"))
             .arg("--build")
             .arg(format!("local={}", binaries::bin_dir().display()))
             .args(["--quick", "--reps", "1", "--seconds", "1"])
-            .args(["--systems", "raw-veth,ringway-udp"])
+            .args(["--systems", "raw-veth,ringway-udp,fastd"])
             .args(["--tests", "iperf-tcp-1,ping-idle"])
             .arg("--out")
             .arg(&out),
@@ -52,10 +54,21 @@ fn smoke(test: &str) -> Result<()> {
         "no Markdown table in the output"
     );
 
+    let json = out.join("results.json");
     let doc: Value = serde_json::from_str(
-        &std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?,
+        &std::fs::read_to_string(&json).with_context(|| format!("reading {}", json.display()))?,
     )
     .context("the JSON file does not parse")?;
+    let markdown = std::fs::read_to_string(out.join("results.md")).context("no results.md")?;
+    ensure!(
+        markdown.starts_with("# Ringway tunnel benchmark") && markdown.contains("| fastd |"),
+        "results.md lacks its heading or fastd:\n{markdown}"
+    );
+    let svg = std::fs::read_to_string(out.join("chart.svg")).context("no chart.svg")?;
+    ensure!(
+        svg.starts_with("<svg") && svg.contains("fastd"),
+        "chart.svg is not a chart of the systems"
+    );
     for key in ["date", "kernel", "cpu_model"] {
         ensure!(doc[key].is_string(), "no {key} in the JSON");
     }
@@ -77,8 +90,10 @@ fn smoke(test: &str) -> Result<()> {
     let want = [
         ("iperf-tcp-1", "raw-veth"),
         ("iperf-tcp-1", "ringway-udp"),
+        ("iperf-tcp-1", "fastd"),
         ("ping-idle", "raw-veth"),
         ("ping-idle", "ringway-udp"),
+        ("ping-idle", "fastd"),
     ];
     ensure!(
         found
@@ -100,11 +115,22 @@ fn smoke(test: &str) -> Result<()> {
             ensure!(metrics[key].is_number(), "{name}: no {key} in {metrics}");
         }
         let counters = r["counters"].as_object().context("no counters object")?;
+        let tunnel = r["system"] != "raw-veth";
         if r["system"] == "ringway-udp" {
             ensure!(
                 !counters.is_empty(),
                 "{name}: the server's counters were not recorded"
             );
+        } else {
+            ensure!(
+                counters.is_empty(),
+                "{name}: only Ringway's server counts, yet {counters:?}"
+            );
+        }
+        if tunnel {
+            for key in ["rss_peak_server_mib", "rss_peak_client_mib"] {
+                ensure!(metrics[key].is_number(), "{name}: no {key} in {metrics}");
+            }
             if r["test"] == "iperf-tcp-1" {
                 for key in [
                     "cpu_server_s_per_gb",
@@ -114,11 +140,6 @@ fn smoke(test: &str) -> Result<()> {
                     ensure!(metrics[key].is_number(), "{name}: no {key} in {metrics}");
                 }
             }
-        } else {
-            ensure!(
-                counters.is_empty(),
-                "{name}: raw veth has no server, yet {counters:?}"
-            );
         }
     }
     let tables = doc["tables"].as_array().context("no tables")?;

@@ -86,17 +86,21 @@ pub fn run_spec(path: &TunnelPath<'_>, spec: &IperfSpec, log_dir: &Path) -> Resu
     run_json(path, spec.reverse, spec.secs, extra, log_dir, parse)
 }
 
-/// An iperf3 UDP run: datagrams of `len` bytes at `mbps` megabits per second.
+/// An iperf3 UDP run: datagrams of `len` payload bytes at `bits_per_second` of payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UdpSpec {
     /// Seconds of traffic (`-t`, at least 1).
     pub secs: u32,
-    /// Offered rate in Mbit/s (`-b`).
-    pub mbps: u32,
+    /// Offered rate of UDP payload in bits per second (`-b`; bits, not Mbit, so that small
+    /// datagrams can be offered at any packet rate).
+    pub bits_per_second: u64,
     /// Datagram payload bytes (`-l`).
     pub len: u32,
     /// Data flows server -> client (`-R`).
     pub reverse: bool,
+    /// Socket buffer size for both ends' data sockets (`-w`, bytes), if not the default: a
+    /// large one keeps a receiver that waits for a CPU from dropping a burst itself.
+    pub socket_buffer: Option<u32>,
 }
 
 /// One iperf3 UDP run's result, as the receiver counted it.
@@ -108,12 +112,18 @@ pub struct UdpReport {
     pub packets: u64,
     /// Datagrams the receiver missed.
     pub lost: u64,
+    /// The receiver's measured duration, in seconds (0 if not reported).
+    pub seconds: f64,
 }
 
 /// Runs an iperf3 UDP test along `path` as [`run`] runs a TCP one (bounded the same way).
 pub fn run_udp(path: &TunnelPath<'_>, spec: &UdpSpec, log_dir: &Path) -> Result<UdpReport> {
-    let (rate, len) = (format!("{}M", spec.mbps), spec.len.to_string());
-    let extra = ["-u", "-b", &rate, "-l", &len];
+    let (rate, len) = (spec.bits_per_second.to_string(), spec.len.to_string());
+    let buffer = spec.socket_buffer.map(|b| b.to_string());
+    let mut extra = vec!["-u", "-b", &rate, "-l", &len];
+    if let Some(b) = &buffer {
+        extra.extend(["-w", b]);
+    }
     run_json(path, spec.reverse, spec.secs, &extra, log_dir, |json, _| {
         parse_udp(json)
     })
@@ -144,6 +154,7 @@ pub fn parse_udp(json: &str) -> Result<UdpReport> {
             .and_then(Value::as_u64)
             .or_else(|| field("lost_packets"))
             .unwrap_or(0),
+        seconds: sum.get("seconds").and_then(Value::as_f64).unwrap_or(0.0),
     })
 }
 
@@ -309,14 +320,15 @@ mod tests {
     fn parses_udp_receiver_counts() {
         let json = r#"{"start":{},"intervals":[],"end":{
             "sum":{"bytes":5000,"packets":10,"lost_packets":2,"lost_percent":20},
-            "sum_received":{"bytes":4000}}}"#;
+            "sum_received":{"bytes":4000,"seconds":1.5}}}"#;
         let r = parse_udp(json).unwrap();
         assert_eq!(
             r,
             UdpReport {
                 bytes: 4000,
                 packets: 10,
-                lost: 2
+                lost: 2,
+                seconds: 1.5
             }
         );
         let old = r#"{"end":{"sum":{"bytes":5000,"packets":10,"lost_packets":0}}}"#;

@@ -1,33 +1,40 @@
-//! `ringway-tunnel-bench`: raw veth against Ringway over UDP and TCP (and build against build),
-//! in throwaway network namespaces, alternating systems run by run. `scripts/bench` installs
-//! the tools, builds and runs this; see `ringway_benches::tunnel` for the design.
+//! `ringway-tunnel-bench`: raw veth against Ringway over UDP and TCP (and build against build,
+//! and against other VPNs: wireguard-go, boringtun, OpenVPN, fastd), in throwaway network
+//! namespaces, alternating systems run by run. `scripts/bench` installs the tools, builds and
+//! runs this; see `ringway_benches::tunnel` for the design.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use ringway_benches::tunnel::build::Build;
 use ringway_benches::tunnel::report::{self, Machine, RunRecord, METRICS};
-use ringway_benches::tunnel::system::{self, System, KNOWN_SYSTEMS};
-use ringway_benches::tunnel::test::{Metrics, Test, DEFAULT_TESTS};
-use ringway_benches::tunnel::{plan, ratios};
+use ringway_benches::tunnel::system::{
+    self, Running, System, ToolCache, TunnelProcess, DEFAULT_SYSTEMS,
+};
+use ringway_benches::tunnel::test::{Metrics, Test, ALL_TESTS, DEFAULT_TESTS};
+use ringway_benches::tunnel::{chart, plan, ratios, rss};
 use ringway_e2e::{binaries, interrupt, prereq, TempDir};
 use serde_json::json;
 
 const DEFAULT_REPS: u32 = 3;
+/// The files written into `--out`.
+const JSON_FILE: &str = "results.json";
+const MARKDOWN_FILE: &str = "results.md";
+const CHART_FILE: &str = "chart.svg";
 const DEFAULT_SECONDS: u32 = 5;
 const QUICK_REPS: u32 = 1;
 const QUICK_SECONDS: u32 = 3;
-/// Rough cost of one run beyond its measuring seconds: namespaces, keys, handshake, teardown.
-const SETUP_SECS_ESTIMATE: u32 = 3;
 
-/// Measures raw veth and Ringway (UDP, TCP) in two network namespaces: iperf3 with 1 and 4
-/// streams each way, CPU-seconds per GB of each tunnel process, the server's packets per
-/// system call, and ping RTT idle and under load. Systems alternate run by run (A B C A B C);
-/// the table shows medians with min–max, and every run goes to a JSON file. Needs root,
-/// iperf3, ping and ip.
+/// Measures raw veth, Ringway (UDP, TCP) and other VPNs in two network namespaces: iperf3
+/// TCP each way (1 or more streams), CPU-seconds per GB and peak memory of each tunnel
+/// process, the server's packets per system call, ping RTT idle and under load, and the
+/// highest UDP packet rate with < 1 % loss. Systems alternate run by run (A B C A B C); the
+/// tables show medians with min–max; every run goes to JSON, the tables to Markdown, and a
+/// chart to SVG. Needs root, iperf3, ping and ip; installs the other VPNs it is asked for.
 #[derive(Debug, Parser)]
 #[command(name = "ringway-tunnel-bench", version)]
 struct Args {
@@ -47,12 +54,15 @@ struct Args {
     /// Extra `ringway up` arguments for one build, as LABEL=ARGS.
     #[arg(long = "client-args", value_name = "LABEL=ARGS")]
     client_args: Vec<String>,
-    /// Systems to compare, comma-separated: raw-veth, ringway-udp, ringway-tcp.
-    #[arg(long, value_delimiter = ',', default_values_t = KNOWN_SYSTEMS.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())]
+    /// Systems to compare, comma-separated: raw-veth, ringway-udp, ringway-tcp,
+    /// ringway-udp-tokio, ringway-tcp-tokio (server with `--io tokio`), wireguard-go,
+    /// boringtun, openvpn, fastd; `all` for every one.
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_SYSTEMS.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())]
     systems: Vec<String>,
     /// Tests, comma-separated: iperf-tcp-N[-reverse], ping-idle, ping-under-load,
-    /// ping-under-tcp-N[-reverse]. Default: iperf-tcp-1, -4 and their -reverse, ping-idle,
-    /// ping-under-load.
+    /// ping-under-tcp-N[-reverse], udp-pps-SIZE (IP packet bytes, 44 to 1420); `all` adds
+    /// iperf-tcp-4 and -4-reverse to the default: iperf-tcp-1, iperf-tcp-1-reverse,
+    /// ping-idle, ping-under-load, udp-pps-1400, udp-pps-64.
     #[arg(long, value_delimiter = ',')]
     tests: Vec<String>,
     /// Repetitions of every test on every system [default: 3; 1 with --quick].
@@ -64,10 +74,17 @@ struct Args {
     /// A smoke run: one repetition of 3 s unless --reps / --seconds say otherwise.
     #[arg(long)]
     quick: bool,
-    /// Where to write the JSON of every run [default: target/bench/tunnel-<time>.json]; the
-    /// Markdown tables go next to it (`.md`).
-    #[arg(long, value_name = "PATH")]
+    /// Print the plan and the time estimate, then stop (nothing is installed or run).
+    #[arg(long)]
+    dry_run: bool,
+    /// A directory for results.json (every run), results.md (the tables) and chart.svg
+    /// [default: target/bench/tunnel-<time>].
+    #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Where tools the benchmark builds itself (boringtun, with cargo) are kept
+    /// [default: $RINGWAY_BENCH_TOOLS or ~/.cache/ringway-bench].
+    #[arg(long, value_name = "DIR")]
+    tools_dir: Option<PathBuf>,
 }
 
 /// What the arguments resolve to.
@@ -144,15 +161,33 @@ fn resolve(args: &Args) -> Result<Setup> {
             list.extend(extra.split_whitespace().map(str::to_owned));
         }
     }
-    let systems = system::expand(&args.systems, &builds)?;
+    let tools = ToolCache::new(
+        args.tools_dir
+            .clone()
+            .unwrap_or_else(ToolCache::default_dir),
+    );
+    let systems = system::expand(&args.systems, &builds, &tools)?;
     if systems.is_empty() {
         bail!("no systems to measure");
     }
-    let names: Vec<&str> = if args.tests.is_empty() {
+    let mut names: Vec<&str> = Vec::new();
+    let asked: Vec<&str> = if args.tests.is_empty() {
         DEFAULT_TESTS.to_vec()
     } else {
-        args.tests.iter().map(String::as_str).collect()
+        args.tests.iter().map(|t| t.trim()).collect()
     };
+    for name in asked {
+        let add = if name == "all" {
+            ALL_TESTS.to_vec()
+        } else {
+            vec![name]
+        };
+        for n in add {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+    }
     let tests = names
         .iter()
         .map(|n| n.parse::<Test>())
@@ -176,7 +211,7 @@ fn resolve(args: &Args) -> Result<Setup> {
     })
 }
 
-/// `<target dir>/bench/tunnel-<UTC time>.json`.
+/// `<target dir>/bench/tunnel-<UTC time>`.
 fn default_out() -> Result<PathBuf> {
     let target = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
@@ -188,7 +223,7 @@ fn default_out() -> Result<PathBuf> {
         .chars()
         .filter(|c| c.is_ascii_alphanumeric())
         .collect();
-    Ok(target.join("bench").join(format!("tunnel-{stamp}.json")))
+    Ok(target.join("bench").join(format!("tunnel-{stamp}")))
 }
 
 fn run(args: &Args, setup: &Setup) -> Result<ExitCode> {
@@ -208,7 +243,12 @@ fn run(args: &Args, setup: &Setup) -> Result<ExitCode> {
             b.commit.as_deref().unwrap_or("unknown")
         );
     }
-    let estimate = slots.len() as u32 * (setup.seconds + SETUP_SECS_ESTIMATE);
+    let estimate: f64 = slots
+        .iter()
+        .map(|s| {
+            setup.tests[s.test].estimate_secs(setup.seconds) + setup.systems[s.system].setup_secs()
+        })
+        .sum();
     println!(
         "  {} runs: {} reps x tests [{}] x systems [{}], {} s each; about {} min",
         slots.len(),
@@ -216,10 +256,36 @@ fn run(args: &Args, setup: &Setup) -> Result<ExitCode> {
         test_names.join(", "),
         system_names.join(", "),
         setup.seconds,
-        estimate.div_ceil(60)
+        (estimate / 60.0).ceil()
     );
+    if args.dry_run {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let wall = Instant::now();
+
+    // Installs and checks happen once, up front: a system that cannot be prepared fails
+    // every one of its runs with the reason, and the others carry on.
+    let prepared: Vec<Option<String>> = setup
+        .systems
+        .iter()
+        .map(|s| match s.prepare() {
+            Ok(()) => {
+                println!("  {}: {}", s.name(), s.describe());
+                None
+            }
+            Err(e) => {
+                let why = format!("{e:#}");
+                println!("  {}: cannot run: {why}", s.name());
+                Some(why)
+            }
+        })
+        .collect();
 
     let logs = TempDir::new("ringway-bench")?;
+    let runner = Runner {
+        secs: setup.seconds,
+        logs: logs.path(),
+    };
     let mut runs = Vec::with_capacity(slots.len());
     let mut interrupted = false;
     for (i, slot) in slots.iter().enumerate() {
@@ -229,7 +295,8 @@ fn run(args: &Args, setup: &Setup) -> Result<ExitCode> {
         }
         let system = &setup.systems[slot.system];
         let test = &setup.tests[slot.test];
-        let record = run_one(system.as_ref(), test, slot.rep, setup.seconds, logs.path());
+        let unprepared = prepared[slot.system].as_deref();
+        let record = runner.run_one(system.as_ref(), unprepared, test, slot.rep);
         if interrupt::interrupted() {
             interrupted = true;
             break;
@@ -248,22 +315,40 @@ fn run(args: &Args, setup: &Setup) -> Result<ExitCode> {
     }
 
     let tables = report::tables(&setup.tests, &system_names, &runs);
+    let overview = report::overview(&system_names, &runs);
     println!();
     println!(
         "Medians (min–max) over {} repetition(s) of {} s; CPU is utime+stime per GB moved; \
          pkt/call from the server's counters (n/a: not counted by this build).",
         setup.reps, setup.seconds
     );
-    for t in &tables {
+    for t in overview.iter().chain(&tables) {
         println!();
         print!("{}", t.text());
     }
-    let markdown: String = tables
+    let systems: Vec<(String, String)> = setup
+        .systems
         .iter()
-        .map(|t| t.markdown())
-        .collect::<Vec<_>>()
-        .join("\n");
-    println!("\nMarkdown:\n\n{markdown}");
+        .map(|s| (s.name(), s.describe()))
+        .collect();
+    let plan = format!(
+        "{} repetition(s); {} s of traffic per TCP and ping run; systems alternate run by run. \
+         Cells: median (min–max) of the successful runs.",
+        setup.reps, setup.seconds
+    );
+    let subtitle = format!(
+        "{} · kernel {} · {} ({} CPUs) · median of {} run(s), line: min–max",
+        machine.date, machine.kernel, machine.cpu_model, machine.cpus, setup.reps
+    );
+    let chart = chart::svg(&chart::bars(&system_names, &runs), &subtitle)?;
+    let markdown = report::markdown_document(
+        &machine,
+        &plan,
+        &systems,
+        chart.as_ref().map(|_| CHART_FILE),
+        overview.as_ref(),
+        &tables,
+    );
 
     let options = json!({
         "args": std::env::args().skip(1).collect::<Vec<_>>(),
@@ -273,18 +358,37 @@ fn run(args: &Args, setup: &Setup) -> Result<ExitCode> {
         "tests": test_names,
         "quick": args.quick,
         "interrupted": interrupted,
+        "estimate_s": estimate.round(),
+        "elapsed_s": wall.elapsed().as_secs_f64().round(),
     });
-    let doc = report::json_document(&machine, options, &setup.builds, &runs, &tables);
-    if let Some(dir) = setup.out.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(&setup.out, serde_json::to_string_pretty(&doc)? + "\n")
-        .with_context(|| format!("writing {}", setup.out.display()))?;
-    let md_path = setup.out.with_extension("md");
-    std::fs::write(&md_path, &markdown)
-        .with_context(|| format!("writing {}", md_path.display()))?;
-    println!("every run: {}", setup.out.display());
+    let doc = report::json_document(&machine, options, &setup.builds, &systems, &runs, &tables);
+    let dir = &setup.out;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let write = |name: &str, text: &str| -> Result<PathBuf> {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    };
+    let json_path = write(JSON_FILE, &(serde_json::to_string_pretty(&doc)? + "\n"))?;
+    let md_path = write(MARKDOWN_FILE, &markdown)?;
+    let chart_path = chart
+        .as_ref()
+        .map(|svg| write(CHART_FILE, svg))
+        .transpose()?;
+    // Printed after writing, so that a closed stdout (`| head`) cannot lose the files.
+    println!("\nMarkdown:\n\n{markdown}");
+    println!(
+        "took {:.1} min (estimate {:.1})",
+        wall.elapsed().as_secs_f64() / 60.0,
+        estimate / 60.0
+    );
+    println!("every run: {}", json_path.display());
     println!("tables:    {}", md_path.display());
+    if let Some(path) = chart_path {
+        println!("chart:     {}", path.display());
+    } else {
+        println!("chart:     none (it draws iperf-tcp-1 and iperf-tcp-1-reverse)");
+    }
 
     let failed = runs.iter().filter(|r| r.error.is_some()).count();
     if interrupted {
@@ -301,53 +405,97 @@ fn run(args: &Args, setup: &Setup) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Starts `system`, runs `test` through it, stops it; a failure is recorded, not returned.
-fn run_one(system: &dyn System, test: &Test, rep: u32, secs: u32, logs: &Path) -> RunRecord {
-    let started = report::utc_now();
-    let clock = Instant::now();
-    let mut counters = None;
-    let mut client = std::collections::BTreeMap::new();
-    let result = system.start().and_then(|mut running| {
-        let measured = test.run(running.as_ref(), secs, logs);
-        client = running.client_counters();
-        // Stopped also when the measurement failed: its counters help explain why.
-        let finished = running.finish();
-        if let Ok(c) = &finished {
-            counters.clone_from(c);
+/// What every run shares: its seconds of traffic and where iperf3 logs go.
+struct Runner<'a> {
+    secs: u32,
+    logs: &'a Path,
+}
+
+impl Runner<'_> {
+    /// Starts `system`, runs `test` through it, reads its processes' peak memory, stops it;
+    /// a failure is recorded, not returned. `unprepared` is why the system cannot run at all.
+    fn run_one(
+        &self,
+        system: &dyn System,
+        unprepared: Option<&str>,
+        test: &Test,
+        rep: u32,
+    ) -> RunRecord {
+        let started = report::utc_now();
+        let clock = Instant::now();
+        let running = match unprepared {
+            Some(why) => Err(anyhow!("{why}")),
+            None => system.start(),
+        };
+        let failed_to_start = running.is_err();
+        let measured = match running {
+            Ok(running) => self.measure(running, test),
+            Err(e) => Measured {
+                metrics: Err(e),
+                counters: BTreeMap::new(),
+            },
+        };
+        let (metrics, error) = match measured.metrics {
+            Ok(m) => (m, None),
+            Err(e) => (Metrics::new(), Some(format!("{e:#}"))),
+        };
+        RunRecord {
+            rep,
+            test: test.to_string(),
+            system: system.name(),
+            build: system.build().map(|b| b.label.clone()),
+            started,
+            elapsed_s: clock.elapsed().as_secs_f64(),
+            metrics,
+            counters: measured.counters,
+            error,
+            failed_to_start,
         }
-        let mut metrics = measured?;
-        finished?;
-        if let Some(c) = &counters {
-            for (path, ratio) in ratios::packets_per_call(c) {
+    }
+
+    /// Runs `test` through a started system, reads its processes' peak memory and its
+    /// client's counters, and stops it (also when the test failed: the server's counters
+    /// help explain why).
+    fn measure(&self, mut running: Box<dyn Running>, test: &Test) -> Measured {
+        let measured = test.run(running.as_ref(), self.secs, self.logs);
+        let client = running.client_counters();
+        let peaks = peak_memory(&running.processes());
+        let finished = running.finish();
+        let server = finished.as_ref().ok().cloned().flatten();
+        let metrics = measured.and_then(|mut metrics| {
+            finished?;
+            metrics.extend(peaks);
+            for (path, ratio) in server.iter().flat_map(ratios::packets_per_call) {
                 metrics.insert(ratios::metric_name(&path), ratio);
             }
-        }
-        Ok(metrics)
-    });
-    let (metrics, error) = match result {
-        Ok(m) => (m, None),
-        Err(e) => (Metrics::new(), Some(format!("{e:#}"))),
-    };
-    RunRecord {
-        rep,
-        test: test.to_string(),
-        system: system.name(),
-        build: system.build().map(|b| b.label.clone()),
-        started,
-        elapsed_s: clock.elapsed().as_secs_f64(),
-        metrics,
-        counters: counters
-            .map(|c| {
-                c.iter()
-                    .map(|(k, v)| (k.to_owned(), v))
-                    .collect::<std::collections::BTreeMap<_, _>>()
-            })
-            .unwrap_or_default()
-            .into_iter()
+            Ok(metrics)
+        });
+        let counters = server
+            .iter()
+            .flat_map(|c| c.iter().map(|(k, v)| (k.to_owned(), v)))
             .chain(client)
-            .collect(),
-        error,
+            .collect();
+        Measured { metrics, counters }
     }
+}
+
+/// What a started run yields.
+struct Measured {
+    /// Its metrics, or why measuring (or stopping) failed.
+    metrics: Result<Metrics>,
+    /// The server's final counters and the client's (`client_*`).
+    counters: BTreeMap<String, u64>,
+}
+
+/// `rss_peak_<role>_mib` of every tunnel process that can still be read.
+fn peak_memory(processes: &[TunnelProcess]) -> Metrics {
+    processes
+        .iter()
+        .filter_map(|p| {
+            let kib = rss::peak_kib(p.pid).ok()?;
+            Some((format!("rss_peak_{}_mib", p.role), kib as f64 / 1024.0))
+        })
+        .collect()
 }
 
 /// One line for the progress log: the metrics, or the first line of the error.

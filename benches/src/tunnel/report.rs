@@ -1,6 +1,7 @@
 //! What a benchmark run prints and keeps: a table per test (median and min–max of each metric
-//! per system), the same as Markdown for the README, and every run as JSON together with the
-//! machine and the builds it ran on.
+//! per system), an overview of the headline figures, the same as a Markdown document with the
+//! machine and every system's setup, and every run as JSON together with the machine and the
+//! builds it ran on. A system that could not start shows as `failed to start: <reason>`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -111,7 +112,69 @@ pub const METRICS: &[Metric] = &[
         label: "rcvbuf drops server",
         decimals: 0,
     },
+    Metric {
+        key: "pps",
+        label: "pkt/s",
+        decimals: 0,
+    },
+    Metric {
+        key: "pps_gbps",
+        label: "Gbit/s",
+        decimals: 3,
+    },
+    Metric {
+        key: "pps_loss_pct",
+        label: "loss %",
+        decimals: 2,
+    },
+    Metric {
+        key: "pps_steps",
+        label: "steps",
+        decimals: 0,
+    },
+    Metric {
+        key: "pps_sender_limited",
+        label: "sender-limited",
+        decimals: 0,
+    },
+    Metric {
+        key: "rss_peak_server_mib",
+        label: "server peak MiB",
+        decimals: 1,
+    },
+    Metric {
+        key: "rss_peak_client_mib",
+        label: "client peak MiB",
+        decimals: 1,
+    },
 ];
+
+/// The overview's columns: (test, metric, heading, decimals), shown where the test ran.
+/// Peak memory is the highest of any run of the system.
+pub const OVERVIEW: &[(&str, &str, &str, usize)] = &[
+    ("iperf-tcp-1", "gbps", "up Gbit/s", 3),
+    ("iperf-tcp-1-reverse", "gbps", "down Gbit/s", 3),
+    ("iperf-tcp-1", "cpu_tunnel_s_per_gb", "up CPU s/GB", 2),
+    (
+        "iperf-tcp-1-reverse",
+        "cpu_tunnel_s_per_gb",
+        "down CPU s/GB",
+        2,
+    ),
+    ("iperf-tcp-4", "gbps", "up 4-stream Gbit/s", 3),
+    ("iperf-tcp-4-reverse", "gbps", "down 4-stream Gbit/s", 3),
+    ("ping-idle", "rtt_p50_ms", "idle p50 ms", 3),
+    ("ping-idle", "rtt_p99_ms", "idle p99 ms", 3),
+    ("ping-under-load", "rtt_p50_ms", "loaded p50 ms", 3),
+    ("ping-under-load", "rtt_p99_ms", "loaded p99 ms", 3),
+    ("udp-pps-1400", "pps", "pkt/s 1400 B", 0),
+    ("udp-pps-64", "pps", "pkt/s 64 B", 0),
+    ("*", "rss_peak_server_mib", "server peak MiB", 1),
+    ("*", "rss_peak_client_mib", "client peak MiB", 1),
+];
+
+/// Longest "failed to start" reason a table shows (the JSON keeps all of it).
+const REASON_CHARS: usize = 200;
 
 /// Decimal places of packets-per-call ratios.
 const RATIO_DECIMALS: usize = 2;
@@ -137,6 +200,9 @@ pub struct RunRecord {
     pub counters: BTreeMap<String, u64>,
     /// Why it failed, if it did.
     pub error: Option<String>,
+    /// Whether it failed before anything was measured: the system could not be prepared or
+    /// started.
+    pub failed_to_start: bool,
 }
 
 impl RunRecord {
@@ -151,6 +217,7 @@ impl RunRecord {
             "metrics": self.metrics,
             "counters": self.counters,
             "error": self.error,
+            "failed_to_start": self.failed_to_start,
         })
     }
 }
@@ -242,6 +309,11 @@ pub fn tables(tests: &[Test], systems: &[String], runs: &[RunRecord]) -> Vec<Tab
                     } else {
                         format!("{}/{}", ok.len(), mine.len())
                     });
+                    if let (true, Some(reason)) = (ok.is_empty(), start_failure(&mine)) {
+                        row.push(reason);
+                        row.extend(columns.iter().skip(1).map(|_| "–".to_owned()));
+                        return row;
+                    }
                     for (key, _, decimals) in &columns {
                         let values: Vec<f64> = ok
                             .iter()
@@ -280,7 +352,8 @@ fn columns_for(test: &Test, runs: &[&RunRecord]) -> Vec<(String, String, usize)>
         .filter(|m| present.contains(m.key))
         .map(|m| (m.key.to_owned(), m.label.to_owned(), m.decimals))
         .collect();
-    if test.shows_ratios() {
+    // Ratios come from Ringway's server counters: no Ringway system, no ratio columns.
+    if test.shows_ratios() && runs.iter().any(|r| r.build.is_some()) {
         let mut paths: Vec<String> = ratios::PATHS.iter().map(|p| (*p).to_owned()).collect();
         for p in present.iter().filter_map(|k| ratios::path_of(k)) {
             if !paths.iter().any(|q| q == p) {
@@ -301,7 +374,134 @@ fn columns_for(test: &Test, runs: &[&RunRecord]) -> Vec<(String, String, usize)>
             columns.push((key.to_owned(), key.to_owned(), 3));
         }
     }
+    if columns.is_empty() {
+        // Nothing measured at all: still a cell for each row's reason.
+        columns.push(("result".to_owned(), "result".to_owned(), 0));
+    }
     columns
+}
+
+/// `failed to start: <first line of the reason>` if any of `runs` failed to start.
+fn start_failure(runs: &[&RunRecord]) -> Option<String> {
+    let reason = runs
+        .iter()
+        .filter(|r| r.failed_to_start)
+        .find_map(|r| r.error.as_deref())?;
+    Some(format!("failed to start: {}", one_line(reason)))
+}
+
+/// The first line of `text`, cut to [`REASON_CHARS`], safe inside a Markdown table cell. A
+/// first line that introduces a log excerpt (ends with `:`) gets the excerpt's first line
+/// that mentions an error, else its first line.
+fn one_line(text: &str) -> String {
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut line = lines.next().unwrap_or_default().to_owned();
+    if line.ends_with(':') {
+        let rest: Vec<&str> = lines.collect();
+        let detail = rest
+            .iter()
+            .find(|l| l.to_ascii_lowercase().contains("error"))
+            .or(rest.first());
+        if let Some(detail) = detail {
+            line = format!("{line} {detail}");
+        }
+    }
+    let mut cut: String = line.chars().take(REASON_CHARS).collect();
+    if line.chars().count() > REASON_CHARS {
+        cut.push('…');
+    }
+    cut.replace('|', "/")
+}
+
+/// One row per system with the headline figure of each test that ran ([`OVERVIEW`]):
+/// medians of the successful runs, `n/a` where there are none, and `failed to start: ...`
+/// for a system none of whose runs started.
+pub fn overview(systems: &[String], runs: &[RunRecord]) -> Option<Table> {
+    let columns: Vec<&(&str, &str, &str, usize)> = OVERVIEW
+        .iter()
+        .filter(|(test, key, _, _)| {
+            if *test == "*" {
+                runs.iter().any(|r| r.metrics.contains_key(*key))
+            } else {
+                runs.iter().any(|r| r.test == *test)
+            }
+        })
+        .collect();
+    if columns.is_empty() {
+        return None;
+    }
+    let rows = systems
+        .iter()
+        .map(|system| {
+            let mine: Vec<&RunRecord> = runs.iter().filter(|r| &r.system == system).collect();
+            let mut row = vec![system.clone()];
+            let started = mine.iter().any(|r| !r.failed_to_start);
+            if let (false, Some(reason)) = (started, start_failure(&mine)) {
+                row.push(reason);
+                row.extend(columns.iter().skip(1).map(|_| "–".to_owned()));
+                return row;
+            }
+            for (test, key, _, decimals) in &columns {
+                let values: Vec<f64> = mine
+                    .iter()
+                    .filter(|r| r.error.is_none() && (*test == "*" || r.test == *test))
+                    .filter_map(|r| r.metrics.get(*key).copied())
+                    .collect();
+                let cell = if *test == "*" {
+                    Summary::of(&values).map(|s| format!("{:.decimals$}", s.max))
+                } else {
+                    Summary::of(&values).map(|s| format!("{:.decimals$}", s.median))
+                };
+                row.push(cell.unwrap_or_else(|| "n/a".to_owned()));
+            }
+            row
+        })
+        .collect();
+    let mut headings = vec!["system".to_owned()];
+    headings.extend(columns.iter().map(|(_, _, label, _)| (*label).to_owned()));
+    Some(Table {
+        test: "overview".to_owned(),
+        title: "medians per system (peak memory: the highest of any run)".to_owned(),
+        columns: headings,
+        rows,
+    })
+}
+
+/// The Markdown document of a run: the machine, each system's setup, the chart (if any),
+/// the overview and the per-test tables.
+pub fn markdown_document(
+    machine: &Machine,
+    plan: &str,
+    systems: &[(String, String)],
+    chart: Option<&str>,
+    overview: Option<&Table>,
+    tables: &[Table],
+) -> String {
+    let mut out = String::from("# Ringway tunnel benchmark\n\n");
+    let _ = writeln!(
+        out,
+        "{} · kernel {} · {} ({} CPUs) · load at start {}\n",
+        machine.date, machine.kernel, machine.cpu_model, machine.cpus, machine.loadavg
+    );
+    let _ = writeln!(out, "{plan}\n");
+    out.push_str("| system | setup |\n|---|---|\n");
+    for (name, setup) in systems {
+        let _ = writeln!(out, "| {name} | {} |", setup.replace('|', "/"));
+    }
+    out.push('\n');
+    if let Some(path) = chart {
+        let _ = writeln!(
+            out,
+            "![1-stream TCP throughput and CPU-seconds per GB]({path})\n"
+        );
+    }
+    if let Some(t) = overview {
+        out.push_str(&t.markdown());
+        out.push('\n');
+    }
+    let tables: Vec<String> = tables.iter().map(Table::markdown).collect();
+    out.push_str(&tables.join("\n"));
+    out
 }
 
 /// Facts about the machine a run was made on.
@@ -345,9 +545,18 @@ pub fn json_document(
     machine: &Machine,
     options: Value,
     builds: &[Build],
+    systems: &[(String, String)],
     runs: &[RunRecord],
     tables: &[Table],
 ) -> Value {
+    let table = |t: &Table| {
+        json!({
+            "test": t.test,
+            "title": t.title,
+            "columns": t.columns,
+            "rows": t.rows,
+        })
+    };
     json!({
         "tool": "ringway-tunnel-bench",
         "format": 1,
@@ -362,13 +571,15 @@ pub fn json_document(
             "dir": b.dir.display().to_string(),
             "commit": b.commit,
         })).collect::<Vec<_>>(),
-        "runs": runs.iter().map(RunRecord::json).collect::<Vec<_>>(),
-        "tables": tables.iter().map(|t| json!({
-            "test": t.test,
-            "title": t.title,
-            "columns": t.columns,
-            "rows": t.rows,
+        "systems": systems.iter().map(|(name, setup)| json!({
+            "name": name,
+            "setup": setup,
         })).collect::<Vec<_>>(),
+        "runs": runs.iter().map(RunRecord::json).collect::<Vec<_>>(),
+        "overview": overview(&systems.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(), runs)
+            .as_ref()
+            .map(table),
+        "tables": tables.iter().map(table).collect::<Vec<_>>(),
     })
 }
 
@@ -411,13 +622,120 @@ mod tests {
             rep: 1,
             test: test.into(),
             system: system.into(),
-            build: None,
+            build: system.starts_with("ringway").then(|| "local".to_owned()),
             started: rfc3339(0),
             elapsed_s: 1.0,
             metrics: metrics.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
             counters: BTreeMap::new(),
             error: error.map(str::to_owned),
+            failed_to_start: false,
         }
+    }
+
+    fn unstarted(test: &str, system: &str, why: &str) -> RunRecord {
+        RunRecord {
+            failed_to_start: true,
+            ..run(test, system, &[], Some(why))
+        }
+    }
+
+    #[test]
+    fn systems_that_cannot_start_say_why() {
+        let tests: Vec<Test> = vec![
+            "iperf-tcp-1".parse().unwrap(),
+            "udp-pps-64".parse().unwrap(),
+        ];
+        let systems = vec!["raw-veth".to_owned(), "boringtun".to_owned()];
+        let why = "cargo install boringtun-cli failed (exit status: 101): error | linker\nmore";
+        let runs = vec![
+            run(
+                "iperf-tcp-1",
+                "raw-veth",
+                &[("gbps", 9.0), ("rss_peak_server_mib", 1.5)],
+                None,
+            ),
+            unstarted("iperf-tcp-1", "boringtun", why),
+            run(
+                "udp-pps-64",
+                "raw-veth",
+                &[("pps", 123_456.4), ("pps_steps", 5.0)],
+                None,
+            ),
+            unstarted("udp-pps-64", "boringtun", why),
+        ];
+        let t = tables(&tests, &systems, &runs);
+        assert_eq!(
+            t[0].rows[1][..3],
+            [
+                "boringtun",
+                "0/1",
+                "failed to start: cargo install boringtun-cli failed (exit status: 101): error / \
+                 linker"
+            ]
+        );
+        assert_eq!(t[0].rows[1].len(), t[0].columns.len());
+        assert!(t[0].rows[1][3..].iter().all(|c| c == "–"));
+        assert_eq!(t[1].columns, ["system", "runs", "pkt/s", "steps"]);
+        assert_eq!(t[1].rows[0], ["raw-veth", "1", "123456", "5"]);
+        // A table where nothing was measured still has a cell for the reason.
+        let only = tables(&tests[1..], &systems[1..], &runs[3..]);
+        assert_eq!(only[0].columns, ["system", "runs", "result"]);
+        assert_eq!(only[0].rows[0].len(), 3);
+
+        let o = overview(&systems, &runs).unwrap();
+        assert_eq!(
+            o.columns,
+            [
+                "system",
+                "up Gbit/s",
+                "up CPU s/GB",
+                "pkt/s 64 B",
+                "server peak MiB"
+            ]
+        );
+        assert_eq!(o.rows[0], ["raw-veth", "9.000", "n/a", "123456", "1.5"]);
+        assert!(
+            o.rows[1][1].starts_with("failed to start: cargo install"),
+            "{:?}",
+            o.rows[1]
+        );
+        assert_eq!(o.rows[1].len(), o.columns.len());
+
+        let machine = Machine {
+            date: "2026-12-02T10:00:00Z".into(),
+            kernel: "6.18.0".into(),
+            cpu_model: "Some CPU".into(),
+            cpus: 2,
+            loadavg: "0.10 0.20 0.30 1/100 42".into(),
+        };
+        let setups = vec![
+            ("raw-veth".to_owned(), "no tunnel".to_owned()),
+            (
+                "boringtun".to_owned(),
+                "boringtun-cli 0.7.1: --threads 1".to_owned(),
+            ),
+        ];
+        let md = markdown_document(
+            &machine,
+            "1 repetition",
+            &setups,
+            Some("chart.svg"),
+            Some(&o),
+            &t,
+        );
+        assert!(md.starts_with("# Ringway tunnel benchmark\n\n2026-12-02T10:00:00Z · kernel 6.18.0 · Some CPU (2 CPUs)"), "{md}");
+        for part in [
+            "| boringtun | boringtun-cli 0.7.1: --threads 1 |",
+            "![1-stream TCP throughput and CPU-seconds per GB](chart.svg)",
+            "**overview**",
+            "**udp-pps-64**: highest UDP packet rate",
+        ] {
+            assert!(md.contains(part), "no {part:?} in\n{md}");
+        }
+        let doc = json_document(&machine, json!({}), &[], &setups, &runs, &t);
+        assert_eq!(doc["systems"][1]["name"], "boringtun");
+        assert_eq!(doc["runs"][1]["failed_to_start"], true);
+        assert_eq!(doc["overview"]["rows"][0][1], "9.000");
     }
 
     #[test]
@@ -497,6 +815,22 @@ mod tests {
             text.starts_with("iperf-tcp-1: iperf3 TCP client → server"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn reasons_fit_on_one_line() {
+        let e = "starting ringway-udp-tokio: ringway-server exited early (exit status: 2); \
+                 last lines of /tmp/x/server.log:\nerror: unexpected argument '--io' found\n\n\
+                 Usage: ringway-server run --config <CONFIG>";
+        assert_eq!(
+            one_line(e),
+            "starting ringway-udp-tokio: ringway-server exited early (exit status: 2); last \
+             lines of /tmp/x/server.log: error: unexpected argument '--io' found"
+        );
+        assert_eq!(one_line("timed out\nsecond | line"), "timed out");
+        assert_eq!(one_line("log:\nonly line"), "log: only line");
+        let long = "x".repeat(300);
+        assert_eq!(one_line(&long).chars().count(), REASON_CHARS + 1);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! What is measured through a running system, and how each measurement becomes metrics.
 //!
-//! A test is named on the command line (`iperf-tcp-4-reverse`, `ping-idle`) and yields named
-//! metrics (`gbps`, `cpu_server_s_per_gb`, `rtt_p99_ms`); the report shows whichever metrics a
-//! test's runs produced, so a new test or metric needs no change to the tables.
+//! A test is named on the command line (`iperf-tcp-4-reverse`, `ping-idle`, `udp-pps-64`) and
+//! yields named metrics (`gbps`, `cpu_server_s_per_gb`, `rtt_p99_ms`, `pps`); the report shows
+//! whichever metrics a test's runs produced, so a new test or metric needs no change to the
+//! tables.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -12,12 +13,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use ringway_e2e::cpu::CpuTime;
-use ringway_e2e::iperf::{self, IperfReport, IperfSpec};
+use ringway_e2e::iperf::{self, IperfReport, IperfSpec, UdpReport, UdpSpec};
 use ringway_e2e::netdev::NetDev;
 use ringway_e2e::path::TunnelPath;
 use ringway_e2e::ping::{self, PingSample};
 use ringway_e2e::snmp::Snmp;
 
+use super::rate::{Outcome, RateSearch, SearchConfig, Stop};
 use super::system::{Running, TunnelProcess};
 
 /// Metric name to value, for one run.
@@ -32,15 +34,39 @@ const LOAD_TAIL_SECS: u32 = 3;
 const LOAD_SEGMENTS: i64 = 1000;
 /// Bound for the bulk flow to get going (it normally takes well under a second).
 const LOAD_START_LIMIT: Duration = Duration::from_secs(15);
+/// Seconds of each step of a packet rate search.
+const PPS_STEP_SECS: u32 = 1;
+/// IPv4 and UDP headers: an IP packet of `size` bytes carries `size - 28` of iperf3 payload.
+const IP_UDP_HEADERS: u32 = 28;
+/// Socket buffers of iperf3 in a rate test (`-w`; the kernel doubles it, up to
+/// `net.core.rmem_max`): the receiving iperf3 waits for a CPU now and then on two shared
+/// cores, and a default 208 KiB buffer would drop that burst itself, charging the loss to the
+/// tunnel.
+const PPS_SOCKET_BUFFER: u32 = 2 << 20;
+/// Packet sizes a rate test accepts: iperf3 needs 16 bytes of payload, and nothing may be
+/// fragmented at the tunnels' MTU of 1420.
+const PPS_SIZES: std::ops::RangeInclusive<u32> = 44..=1420;
 
-/// The tests a full run makes, in order.
+/// The tests a run makes unless `--tests` says otherwise, in order.
 pub const DEFAULT_TESTS: &[&str] = &[
     "iperf-tcp-1",
-    "iperf-tcp-4",
     "iperf-tcp-1-reverse",
+    "ping-idle",
+    "ping-under-load",
+    "udp-pps-1400",
+    "udp-pps-64",
+];
+
+/// What `--tests all` runs: the default tests and the 4-stream ones.
+pub const ALL_TESTS: &[&str] = &[
+    "iperf-tcp-1",
+    "iperf-tcp-1-reverse",
+    "iperf-tcp-4",
     "iperf-tcp-4-reverse",
     "ping-idle",
     "ping-under-load",
+    "udp-pps-1400",
+    "udp-pps-64",
 ];
 
 /// One kind of measurement.
@@ -63,6 +89,12 @@ pub enum Test {
         /// The bulk flow goes server to client.
         reverse: bool,
     },
+    /// The highest rate of UDP packets of `size` bytes (IP packet, headers included) carried
+    /// client to server with less than 1 % loss, found by a [`RateSearch`] of iperf3 steps.
+    UdpPps {
+        /// IP packet size in bytes.
+        size: u32,
+    },
 }
 
 impl fmt::Display for Test {
@@ -78,6 +110,7 @@ impl fmt::Display for Test {
             Self::PingUnderLoad { streams, reverse } => {
                 write!(f, "ping-under-tcp-{streams}{}", rev(reverse))
             }
+            Self::UdpPps { size } => write!(f, "udp-pps-{size}"),
         }
     }
 }
@@ -112,10 +145,22 @@ impl FromStr for Test {
         } else if let Some(rest) = s.strip_prefix("ping-under-tcp-") {
             let (streams, reverse) = streams_and_direction(rest)?;
             Self::PingUnderLoad { streams, reverse }
+        } else if let Some(n) = s.strip_prefix("udp-pps-") {
+            let size: u32 = n
+                .parse()
+                .with_context(|| format!("{n:?} is not a packet size"))?;
+            if !PPS_SIZES.contains(&size) {
+                bail!(
+                    "{size}-byte packets: use {} to {} (IP packet size)",
+                    PPS_SIZES.start(),
+                    PPS_SIZES.end()
+                );
+            }
+            Self::UdpPps { size }
         } else {
             bail!(
-                "unknown test {s:?}; known: iperf-tcp-N[-reverse], ping-idle, ping-under-load, \
-                 ping-under-tcp-N[-reverse]"
+                "unknown test {s:?}; known: all, iperf-tcp-N[-reverse], ping-idle, \
+                 ping-under-load, ping-under-tcp-N[-reverse], udp-pps-SIZE"
             );
         };
         Ok(test)
@@ -155,6 +200,28 @@ impl Test {
                 way(reverse),
                 streams(n)
             ),
+            Self::UdpPps { size } => format!(
+                "highest UDP packet rate with < 1 % loss, {}, {size}-byte IP packets \
+                 (iperf3 -l {}), {PPS_STEP_SECS} s steps",
+                way(false),
+                size - IP_UDP_HEADERS
+            ),
+        }
+    }
+
+    /// Roughly how long one run takes with `secs` of traffic, start and stop of the system
+    /// not included: for the estimate printed at start.
+    pub fn estimate_secs(&self, secs: u32) -> f64 {
+        let secs = f64::from(secs.max(1));
+        // Measured on the 2-core VM: iperf3 and ping start in about 0.1 s; a rate step is
+        // iperf3's second plus its start. Most searches use all their steps.
+        match *self {
+            Self::Iperf { .. } => secs + 0.1,
+            Self::PingIdle => secs + 0.1,
+            Self::PingUnderLoad { .. } => secs + f64::from(LOAD_TAIL_SECS) + 0.3,
+            Self::UdpPps { .. } => {
+                f64::from(SearchConfig::default().max_steps) * (f64::from(PPS_STEP_SECS) + 0.1)
+            }
         }
     }
 
@@ -181,6 +248,7 @@ impl Test {
             Self::PingUnderLoad { streams, reverse } => {
                 ping_under_load(running, secs, streams, reverse, log_dir)
             }
+            Self::UdpPps { size } => udp_pps(running, size, log_dir),
         }
     }
 }
@@ -313,6 +381,68 @@ fn ping_under_load(
     Ok(m)
 }
 
+/// Searches for the highest rate of `size`-byte packets the path carries with less than 1 %
+/// loss, one iperf3 UDP step of [`PPS_STEP_SECS`] per rate the search asks for.
+fn udp_pps(running: &dyn Running, size: u32, log_dir: &Path) -> Result<Metrics> {
+    let path = running.path();
+    let len = size - IP_UDP_HEADERS;
+    let mut search = RateSearch::new(SearchConfig::default());
+    while let Some(pps) = search.poll_rate() {
+        let spec = UdpSpec {
+            secs: PPS_STEP_SECS,
+            bits_per_second: pps * u64::from(len) * 8,
+            len,
+            reverse: false,
+            socket_buffer: Some(PPS_SOCKET_BUFFER),
+        };
+        let report = iperf::run_udp(&path, &spec, log_dir)
+            .with_context(|| format!("iperf3 UDP at {pps} packets/s"))?;
+        search.handle_outcome(step_outcome(pps, &report, len)?);
+    }
+    let Some(best) = search.best() else {
+        bail!(
+            "no rate down to {} packets/s kept loss under 1 % ({:?})",
+            SearchConfig::default().min_pps,
+            search.stop()
+        );
+    };
+    let sender_limited = search.stop() == Some(Stop::SenderLimited);
+    Ok(pps_metrics(best, size, search.steps(), sender_limited))
+}
+
+/// What one step of `len`-byte datagrams offered at `offered` packets/s measured.
+fn step_outcome(offered: u64, r: &UdpReport, len: u32) -> Result<Outcome> {
+    anyhow::ensure!(
+        r.seconds > 0.0 && r.packets > 0,
+        "iperf3 reported no datagrams or no duration: {r:?}"
+    );
+    let received = r.bytes as f64 / f64::from(len);
+    Ok(Outcome {
+        offered_pps: offered,
+        sent_pps: r.packets as f64 / r.seconds,
+        received_pps: received / r.seconds,
+        loss_pct: 100.0 * r.lost as f64 / r.packets as f64,
+    })
+}
+
+/// The best step's figures; `sender_limited`: the search ended because iperf3 could not send
+/// faster (the figure is iperf3's limit, not the path's).
+fn pps_metrics(best: &Outcome, size: u32, steps: u32, sender_limited: bool) -> Metrics {
+    let mut m = Metrics::new();
+    m.insert("pps".into(), best.received_pps);
+    m.insert(
+        "pps_gbps".into(),
+        best.received_pps * f64::from(size) * 8.0 / 1e9,
+    );
+    m.insert("pps_loss_pct".into(), best.loss_pct);
+    m.insert("pps_steps".into(), f64::from(steps));
+    m.insert(
+        "pps_sender_limited".into(),
+        if sender_limited { 1.0 } else { 0.0 },
+    );
+    m
+}
+
 /// The counters that say where a run's packets were lost: each namespace's TCP senders,
 /// UDP receive buffers and TUN transmit queues.
 struct Queues {
@@ -363,10 +493,12 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for name in DEFAULT_TESTS.iter().copied().chain([
+        for name in ALL_TESTS.iter().copied().chain([
             "iperf-tcp-8",
             "ping-under-tcp-4-reverse",
             "ping-under-tcp-4",
+            "udp-pps-44",
+            "udp-pps-1420",
         ]) {
             let t: Test = name.parse().unwrap();
             assert_eq!(t.to_string(), name);
@@ -382,6 +514,9 @@ mod tests {
             "iperf-udp-1",
             "ping",
             "iperf-tcp-1-up",
+            "udp-pps-43",
+            "udp-pps-1421",
+            "udp-pps-",
         ] {
             assert!(bad.parse::<Test>().is_err(), "{bad}");
         }
@@ -410,5 +545,34 @@ mod tests {
         let bare = iperf_metrics(&report, &[]);
         assert!(!bare.contains_key("cpu_tunnel_s_per_gb"));
         assert_eq!(ping_count(3), 60);
+    }
+
+    #[test]
+    fn rate_steps_count_what_the_receiver_got() {
+        // 1372-byte payloads (1400-byte packets): 20 000 sent in 2 s, 200 lost.
+        let report = UdpReport {
+            bytes: 19_800 * 1372,
+            packets: 20_000,
+            lost: 200,
+            seconds: 2.0,
+        };
+        let o = step_outcome(10_000, &report, 1372).unwrap();
+        assert_eq!(o.sent_pps, 10_000.0);
+        assert_eq!(o.received_pps, 9_900.0);
+        assert_eq!(o.loss_pct, 1.0);
+        let m = pps_metrics(&o, 1400, 4, true);
+        assert_eq!(m["pps_sender_limited"], 1.0);
+        assert_eq!(m["pps"], 9_900.0);
+        assert!((m["pps_gbps"] - 9_900.0 * 1400.0 * 8.0 / 1e9).abs() < 1e-12);
+        assert_eq!(m["pps_steps"], 4.0);
+        let empty = UdpReport {
+            seconds: 0.0,
+            ..report
+        };
+        assert!(step_outcome(10_000, &empty, 1372).is_err());
+        let t: Test = "udp-pps-64".parse().unwrap();
+        assert!(t.describe().contains("iperf3 -l 36"), "{}", t.describe());
+        assert!(!t.shows_ratios());
+        assert!(t.estimate_secs(3) > 0.0);
     }
 }

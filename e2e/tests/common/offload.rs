@@ -186,9 +186,10 @@ pub fn iperf_udp(test: &str, transport: Transport, mode: Mode) -> Result<()> {
     for reverse in [false, true] {
         let spec = UdpSpec {
             secs: IPERF_SECS,
-            mbps: 100,
+            bits_per_second: 100_000_000,
             len: (MTU - 28) as u32,
             reverse,
+            socket_buffer: None,
         };
         let r = iperf::run_udp(&path, &spec, bed.dir())?;
         println!("{test}: reverse={reverse} {r:?}");
