@@ -308,14 +308,28 @@ async fn auto_falls_back_to_tcp_when_udp_gets_no_answer() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn auto_does_not_fall_back_when_the_server_answered() {
+async fn auto_falls_back_when_no_answer_authenticated_and_still_names_the_mismatch() {
+    // Responses that fail to authenticate are no answer (whoever blocks UDP could forge
+    // them): auto tries TCP too, and with the mismatch real, reports it.
     let server = FakeServer::start(Options::default()).await;
     let config = client_config(server.addr, server_keys().public, Some([1u8; 32]));
     let err = Tunnel::connect_with(&config, &auto(2_000))
         .await
         .unwrap_err();
     assert!(matches!(err, ConnectError::KeyMismatch { .. }), "{err}");
-    assert_eq!(server.seen.tcp_connections.load(Relaxed), 0);
+    assert!(server.seen.tcp_connections.load(Relaxed) >= 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forged_reject_over_udp_does_not_stop_auto_from_reaching_the_server_over_tcp() {
+    // UDP answers only with a reject (as an attacker blocking UDP could send): TCP works.
+    let server = FakeServer::start(Options {
+        udp_reject: Some(ringway_proto::wire::handshake::RejectReason::NotAuthorised),
+        ..Options::default()
+    })
+    .await;
+    let tunnel = connected_with(&server, &auto(1_000)).await;
+    assert_eq!(tunnel.transport(), Transport::Tcp);
 }
 
 #[tokio::test(start_paused = true)]

@@ -201,6 +201,8 @@ struct Entry {
     /// replay a captured initiation, and answering it must not take the peer's traffic away
     /// from the session that works.
     replaces: Option<u32>,
+    /// An authenticated frame from the client has arrived on it: it is known to work.
+    confirmed: bool,
 }
 
 impl Entry {
@@ -406,6 +408,9 @@ impl Sessions {
         // period (packets sent under the old keys before the client switched),
         // but is never used to send.
         let current = peer.session.filter(|id| self.sessions.contains_key(id));
+        // Only a session that has carried an authenticated frame is worth keeping the traffic
+        // on: one never confirmed (its answer lost, or a replayer's) is replaced at once.
+        let proven = current.filter(|id| self.sessions.get(id).is_some_and(|e| e.confirmed));
         let inner = match current.and_then(|id| self.sessions.get(&id)) {
             Some(old) => old.inner,
             None => match self.pool.allocate_preferring(peer.last_inner) {
@@ -447,15 +452,21 @@ impl Sessions {
         peer.last_timestamp = Some(ts);
         self.timestamps_dirty = true;
         peer.last_inner = Some(inner);
-        // With a live session, the new one waits for the client's first frame on it; an
-        // earlier one still waiting is superseded (the client retried).
-        let superseded = match current {
+        // With a proven session, the new one waits for the client's first frame on it; an
+        // earlier one still waiting is superseded (the client retried). Otherwise the new
+        // one is current at once and an unproven predecessor retires.
+        let superseded = match proven {
             Some(_) => peer.pending.replace(session_id),
             None => {
                 peer.session = Some(session_id);
-                None
+                peer.pending.take()
             }
         };
+        if proven.is_none() {
+            if let Some(old) = current.and_then(|id| self.sessions.get_mut(&id)) {
+                old.retire_at = Some(now + REKEY_GRACE);
+            }
+        }
         tracing::info!(peer = %peer.config.name, %from, %inner, session_id, cipher = config.cipher.name(), "session established");
         self.sessions.insert(
             session_id,
@@ -465,10 +476,11 @@ impl Sessions {
                 outside: from,
                 inner,
                 retire_at: None,
-                replaces: current,
+                replaces: proven,
+                confirmed: false,
             },
         );
-        if current.is_none() {
+        if proven.is_none() {
             self.by_inner.insert(inner, session_id);
         }
         link(&mut self.by_conn, from, session_id);
@@ -517,6 +529,7 @@ impl Sessions {
         };
         // Authenticated: the client holds this session's keys. If it replaces another,
         // the switch happens now.
+        entry.confirmed = true;
         if let Some(old) = entry.replaces.take() {
             self.confirm(session_id, old, now);
         }
@@ -645,8 +658,10 @@ impl Sessions {
                     self.expired.push(*id);
                     continue;
                 }
-                // An unconfirmed session sends nothing: its outside may be a replayer's.
-                TimerEvent::SendKeepalive if entry.replaces.is_some() => {}
+                // An unconfirmed session sends nothing (its outside may be a replayer's) and
+                // sets no deadline of its own (a keepalive it does not send stays due): it
+                // only expires, checked on the ticks the others set.
+                _ if entry.replaces.is_some() => continue,
                 TimerEvent::SendKeepalive => {
                     if let Ok(n) = entry.session.sealer.seal_keepalive(&mut self.scratch, now) {
                         out(TimerOutput::Send(entry.outside, &self.scratch[..n]));

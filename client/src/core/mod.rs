@@ -13,7 +13,7 @@
 //! ```text
 //!   connect ─▶ Connecting ──response──▶ Established ──lost / close──▶ Closed
 //!               │  initiation every retry interval   │  rekeys in place
-//!               └─ deadline, or hopeless: ConnectFailed
+//!               └─ deadline: ConnectFailed
 //! ```
 //!
 //! What it decides: when to send (or resend) an initiation and when to give
@@ -378,16 +378,12 @@ impl Core {
                         // Never sent (a TCP connection is still being made):
                         // it is as fresh as a new one would be.
                         Some(p) if !p.sent => self.owed.initiation = true,
+                        // Failed answers never end a connect early: anyone on the path
+                        // can forge one for every initiation. The deadline's verdict
+                        // says what they were.
                         Some(p) => {
                             c.attempts.initiation_ended(p);
-                            if c.attempts.is_hopeless() {
-                                tracing::debug!(
-                                    "responses keep failing to authenticate; giving up"
-                                );
-                                self.fail_connect(now);
-                            } else {
-                                self.initiate_connect(now);
-                            }
+                            self.initiate_connect(now);
                         }
                         None => self.initiate_connect(now),
                     }

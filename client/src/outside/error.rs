@@ -94,6 +94,19 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
+    /// Whether this failure rests only on what anyone could have sent (or withheld): no
+    /// answer, a reject, or responses that failed to authenticate. An authenticated answer
+    /// with an unusable config, or a local failure, is not.
+    pub fn is_unauthenticated(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::Unreachable { .. }
+                | ConnectError::KeyMismatch { .. }
+                | ConnectError::UnknownServerKey { .. }
+                | ConnectError::NotAuthorised { .. }
+        )
+    }
+
     /// The driver's error for the core's verdict on a connect to `server`
     /// over `transport`.
     pub fn from_failure(failure: ConnectFailure, server: SocketAddr, transport: Transport) -> Self {

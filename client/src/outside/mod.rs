@@ -307,8 +307,8 @@ impl Tunnel {
 
     /// Handshakes with `server` over `opts.transport`: the core sends a fresh
     /// initiation every `opts.retry_interval` until a response authenticates
-    /// or `opts.deadline` passes (or, with responses that keep failing to
-    /// authenticate, gives up early with [`ConnectError::KeyMismatch`]). Over
+    /// or `opts.deadline` passes (responses that fail to authenticate do not
+    /// end it early: anyone on the path could forge them). Over
     /// TCP, a connection that fails or closes is replaced, with a growing
     /// pause between connections.
     ///
@@ -316,9 +316,10 @@ impl Tunnel {
     /// send one), but if no session came by the deadline it is the reason
     /// given: [`ConnectError::UnknownServerKey`] or [`ConnectError::NotAuthorised`].
     ///
-    /// [`TransportChoice::Auto`] falls back to TCP only when UDP got no answer
-    /// at all: a server that answered with the wrong key would not do better
-    /// over TCP.
+    /// [`TransportChoice::Auto`] falls back to TCP whenever UDP got no
+    /// authenticated answer: silence, rejects and failing responses can all be
+    /// forged by whoever blocks UDP. If TCP gets no answer either, the UDP
+    /// failure (the more specific one) is reported.
     pub async fn connect_to(
         config: &ClientConfig,
         server: SocketAddr,
@@ -331,12 +332,15 @@ impl Tunnel {
             TransportChoice::Auto => {
                 let udp_for = opts.auto_udp_for.min(opts.deadline / 2);
                 match udp::connect(config, server, opts, crate::now() + udp_for).await {
-                    Err(ConnectError::Unreachable { .. }) => {
+                    Err(e) if e.is_unauthenticated() => {
                         tracing::info!(
                             %server,
-                            "no answer over UDP within {udp_for:?}; trying TCP"
+                            "no authenticated answer over UDP within {udp_for:?} ({e}); trying TCP"
                         );
-                        tcp::connect(config, server, opts, deadline).await
+                        match tcp::connect(config, server, opts, deadline).await {
+                            Err(ConnectError::Unreachable { .. }) => Err(e),
+                            other => other,
+                        }
                     }
                     other => other,
                 }

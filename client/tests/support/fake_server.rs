@@ -55,6 +55,9 @@ pub struct Options {
     pub greeting: Option<Vec<u8>>,
     /// Send the rejects `Sessions` makes (the real server does).
     pub rejects: bool,
+    /// Answer every initiation over UDP with this reject instead (what an attacker who
+    /// blocks UDP can send), never with a session.
+    pub udp_reject: Option<ringway_proto::wire::handshake::RejectReason>,
     /// After the handshake, send nothing of its own: no keepalives, no probe
     /// echoes, no echoed packets (a server whose answers are all lost).
     pub mute: bool,
@@ -74,6 +77,7 @@ impl Default for Options {
             tcp_drop_on_init: 0,
             greeting: None,
             rejects: true,
+            udp_reject: None,
             mute: false,
             gso: false,
         }
@@ -450,6 +454,12 @@ impl State {
                     self.close_conn(u64::from(conn.index));
                     return;
                 }
+            }
+            if let (Outside::Udp(_), Some(reason)) = (from, self.opts.udp_reject) {
+                let index = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+                let reject = ringway_proto::wire::handshake::emit_reject(index, reason);
+                self.send(from, &reject).await;
+                return;
             }
         }
         let probe = kind == Some(FrameType::Keepalive) && frame.len() == OVERHEAD + PROBE_LEN;

@@ -378,6 +378,13 @@ fn a_replayed_initiation_answered_first_does_not_take_the_traffic() {
     let mut s = Sessions::new(&settings(&[("alice", &alice, None)], "198.18.0.0/24"));
     let now = Instant::now();
     let (mut live, cfg) = connect(&mut s, &alice, None, 1, addr(1), now).unwrap();
+    // The session works: the client has used it.
+    let pkt = ipv4_packet(cfg.client_addr, cfg.server_addr, 20);
+    let mut frame = seal_from_client(&mut live, &pkt, now);
+    assert!(matches!(
+        s.handle_outside(&mut frame, addr(1), now, &mut Counter(0)),
+        OutsideAction::ToInside(_)
+    ));
     // The client's rekey initiation, captured and replayed by an on-path racer from its own
     // address before the real one arrives: the racer gets an answer it cannot use.
     let keys = ClientKeys {
@@ -422,7 +429,6 @@ fn a_replayed_initiation_answered_first_does_not_take_the_traffic() {
     });
     assert!(!sent_to.contains(&racer), "{sent_to:?}");
     let (mut next, _) = connect(&mut s, &alice, None, 3, addr(1), later).unwrap();
-    let pkt = ipv4_packet(cfg.client_addr, cfg.server_addr, 20);
     let mut frame = seal_from_client(&mut next, &pkt, later);
     assert!(matches!(
         s.handle_outside(&mut frame, addr(1), later, &mut Counter(0)),
@@ -545,6 +551,13 @@ fn rekey_keeps_the_old_session_open_for_a_grace_period() {
     let t0 = Instant::now();
     let (mut old, cfg) = connect(&mut s, &alice, None, 1, addr(1), t0).unwrap();
     assert_eq!(cfg.rekey_after_secs, 120);
+    // The session is in use when the rekey comes.
+    let used = ipv4_packet(cfg.client_addr, cfg.server_addr, 30);
+    let mut frame = seal_from_client(&mut old, &used, t0);
+    assert!(matches!(
+        s.handle_outside(&mut frame, addr(1), t0, &mut Counter(0)),
+        OutsideAction::ToInside(_)
+    ));
     let (mut new, cfg2) = connect(&mut s, &alice, None, 2, addr(1), t0).unwrap();
     assert_eq!(cfg.client_addr, cfg2.client_addr);
     // A packet sealed under the old keys, still in flight, is delivered.
