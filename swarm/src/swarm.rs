@@ -181,10 +181,12 @@ pub async fn run(
     let probe = tokio::spawn(run_probe(
         probe_tx,
         probe_rx,
-        session.client_addr,
-        session.server_addr,
-        opts.probe_interval,
-        end,
+        ProbePlan {
+            me: session.client_addr,
+            server: session.server_addr,
+            interval: opts.probe_interval,
+            end,
+        },
     ));
     let mut shards: Vec<Vec<LoadSession>> = (0..opts.pacers).map(|_| Vec::new()).collect();
     for (i, s) in load.into_iter().enumerate() {
@@ -201,21 +203,9 @@ pub async fn run(
     }
     let warmup = (opts.load_for / 4).min(Duration::from_millis(500));
     tokio::time::sleep(warmup).await;
-    let window_start = (
-        server.map(ServerWatch::sample).transpose()?,
-        load_stats.snapshot().tx_packets,
-        CpuTime::of(me)?,
-        Instant::now(),
-        run_delay_of(me)?,
-    );
+    let window_start = Mark::take(server, &load_stats, me)?;
     tokio::time::sleep_until(end).await;
-    let window_end = (
-        server.map(ServerWatch::sample).transpose()?,
-        load_stats.snapshot().tx_packets,
-        CpuTime::of(me)?,
-        Instant::now(),
-        run_delay_of(me)?,
-    );
+    let window_end = Mark::take(server, &load_stats, me)?;
     let mut senders = Vec::with_capacity(load_sessions);
     let (mut behind, mut lost_at_send) = (0u64, 0u64);
     while let Some(done) = pacers.join_next().await {
@@ -235,8 +225,8 @@ pub async fn run(
     while receivers.join_next().await.is_some() {}
 
     let window_secs = window_end
-        .3
-        .duration_since(window_start.3)
+        .at
+        .duration_since(window_start.at)
         .as_secs_f64()
         .max(1e-9);
     let stats = load_stats.snapshot();
@@ -256,21 +246,29 @@ pub async fn run(
             packet_len: opts.packet_len,
             target: target.to_string(),
             window_seconds: window_secs,
-            sent_per_sec: window_end.1.saturating_sub(window_start.1) as f64 / window_secs,
+            sent_per_sec: window_end.sent.saturating_sub(window_start.sent) as f64 / window_secs,
             behind,
             sent: stats.tx_packets,
             send_errors: stats.tx_send_errors,
             received: received.packets.load(Relaxed),
             keepalives_received: stats.rx_keepalives,
             sessions_lost: received.lost.load(Relaxed).max(lost_at_send),
-            swarm_cpu_percent: 100.0 * window_end.2.since(&window_start.2).total().as_secs_f64()
+            swarm_cpu_percent: 100.0
+                * window_end
+                    .cpu
+                    .since(&window_start.cpu)
+                    .total()
+                    .as_secs_f64()
                 / window_secs,
             swarm_cpu_wait_percent: 100.0
-                * window_end.4.saturating_sub(window_start.4).as_secs_f64()
+                * window_end
+                    .waited
+                    .saturating_sub(window_start.waited)
+                    .as_secs_f64()
                 / window_secs,
         },
         probe,
-        server: match (server, window_start.0, window_end.0) {
+        server: match (server, window_start.server, window_end.server) {
             (Some(s), Some(a), Some(b)) => {
                 let before = mem_before.unwrap_or_default();
                 let with = mem_with_sessions.unwrap_or_default();
@@ -293,6 +291,33 @@ pub async fn run(
         },
         server_counters: None,
     })
+}
+
+/// One end of the measured window: what the server, the swarm's counters and its clock said.
+#[derive(Debug)]
+struct Mark {
+    /// The server, if watched.
+    server: Option<crate::server::Sample>,
+    /// Load packets sent so far.
+    sent: u64,
+    /// The swarm's CPU time so far.
+    cpu: CpuTime,
+    /// The swarm's threads' run-queue wait so far.
+    waited: Duration,
+    /// When.
+    at: Instant,
+}
+
+impl Mark {
+    fn take(server: Option<&ServerWatch>, load: &Stats, me: u32) -> Result<Self> {
+        Ok(Mark {
+            server: server.map(ServerWatch::sample).transpose()?,
+            sent: load.snapshot().tx_packets,
+            cpu: CpuTime::of(me)?,
+            waited: run_delay_of(me)?,
+            at: Instant::now(),
+        })
+    }
 }
 
 /// Connects every peer, at most `opts.handshake_window` at a time; the tunnels in peer order
@@ -491,17 +516,28 @@ async fn pace(
     }
 }
 
-/// Sends an ICMP echo request from `me` to `server` through the probe session every
-/// `interval` until `end`, and times each reply; waits up to [`PROBE_GRACE`] after `end` for
-/// the last ones.
-async fn run_probe(
-    mut tx: TunnelSender,
-    mut rx: TunnelReceiver,
+/// What the probe sends, where and when.
+#[derive(Debug, Clone, Copy)]
+struct ProbePlan {
+    /// The probe session's inner address.
     me: Ipv4Addr,
+    /// The server's inner address, whose kernel answers.
     server: Ipv4Addr,
+    /// One echo request this often.
     interval: Duration,
+    /// The last one goes before this.
     end: tokio::time::Instant,
-) -> Probe {
+}
+
+/// Sends an ICMP echo request through the probe session as `plan` says, and times each reply;
+/// waits up to [`PROBE_GRACE`] after the end for the last ones.
+async fn run_probe(mut tx: TunnelSender, mut rx: TunnelReceiver, plan: ProbePlan) -> Probe {
+    let ProbePlan {
+        me,
+        server,
+        interval,
+        end,
+    } = plan;
     let mut outstanding: HashMap<u64, Instant> = HashMap::new();
     let mut rtts = Vec::new();
     let mut buf = vec![0u8; HEADROOM + 128 + TAG_LEN];
