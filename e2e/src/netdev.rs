@@ -43,8 +43,16 @@ impl NetDev {
         Self::parse(&text)
     }
 
+    /// Reads the device counters of the namespace process `pid` lives in, without entering it
+    /// (`/proc/<pid>/net` shows that process's namespace).
+    pub fn of_process(pid: u32) -> Result<Self> {
+        let path = format!("/proc/{pid}/net/dev");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        Self::parse(&text)
+    }
+
     /// Parses the file: two heading lines, then `name: 8 receive and 8 transmit columns`.
-    fn parse(text: &str) -> Result<Self> {
+    pub fn parse(text: &str) -> Result<Self> {
         let mut devices = BTreeMap::new();
         for line in text.lines().skip(2) {
             let Some((name, nums)) = line.split_once(':') else {

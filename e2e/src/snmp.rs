@@ -31,8 +31,16 @@ impl Snmp {
         Self::parse(&text)
     }
 
+    /// Reads the protocol counters of the namespace process `pid` lives in, without entering it
+    /// (`/proc/<pid>/net` shows that process's namespace).
+    pub fn of_process(pid: u32) -> Result<Self> {
+        let path = format!("/proc/{pid}/net/snmp");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        Self::parse(&text)
+    }
+
     /// Parses the file: pairs of lines, `Proto: Name ...` then `Proto: value ...`.
-    fn parse(text: &str) -> Result<Self> {
+    pub fn parse(text: &str) -> Result<Self> {
         let mut values = BTreeMap::new();
         let lines: Vec<&str> = text.lines().collect();
         for pair in lines.chunks(2) {

@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use ring::rand::{SecureRandom, SystemRandom};
 use ringway_proto::handshake::key_to_base64;
-use ringway_proto::Keypair;
+use ringway_proto::{Keypair, PublicKey};
 
 use crate::config::{ConfigFile, Settings};
 use crate::pool::Ipv4Net;
@@ -113,8 +113,71 @@ socket_recv_buffer = 0
     Ok(())
 }
 
-/// `ringway-server add-peer`: a new client key, the peer entry, and the client's config.
-pub fn add_peer(name: &str, dir: &Path, endpoint: &str, out: &Path) -> Result<()> {
+/// A peer about to be authorised: fresh keys and PSK, and the two texts that carry them (the
+/// server's `[[peer]]` entry and the client's config).
+///
+/// `add-peer` writes one; a load generator provisioning thousands writes many entries with one
+/// [`append_peers`], in exactly the format `add-peer` writes.
+pub struct NewPeer {
+    /// The peer's name in the server config and its logs.
+    pub name: String,
+    /// The client's static keys.
+    pub keys: Keypair,
+    /// The pre-shared key both ends hold.
+    pub psk: [u8; 32],
+}
+
+impl std::fmt::Debug for NewPeer {
+    /// Written out by hand so the secrets never reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewPeer")
+            .field("name", &self.name)
+            .field("public_key", &self.keys.public)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NewPeer {
+    /// A peer called `name` with keys and PSK from the system's random source; fails on a name
+    /// the config cannot hold.
+    pub fn generate(name: &str) -> Result<Self> {
+        check_peer_name(name)?;
+        Ok(NewPeer {
+            name: name.to_owned(),
+            keys: Keypair::from_random(random32()?),
+            psk: random32()?,
+        })
+    }
+
+    /// The `[[peer]]` entry for the server config, with a blank line in front.
+    pub fn server_entry(&self) -> String {
+        format!(
+            "\n[[peer]]\nname = \"{}\"\npublic_key = \"{}\"\npsk = \"{}\"\n",
+            self.name,
+            self.keys.public,
+            key_to_base64(&self.psk)
+        )
+    }
+
+    /// The client's config file: how to reach the server at `endpoint`, whose key is
+    /// `server_public`.
+    pub fn client_config(&self, endpoint: &str, server_public: &PublicKey) -> String {
+        format!(
+            r#"# Ringway client config for peer "{name}". Keep this file private.
+endpoint = "{endpoint}"
+server_public_key = "{server_public}"
+private_key = "{secret}"
+psk = "{psk}"
+"#,
+            name = self.name,
+            secret = self.keys.secret.to_base64(),
+            psk = key_to_base64(&self.psk),
+        )
+    }
+}
+
+/// Refuses a peer name that is empty or holds anything but letters, digits, '-', '_' and '.'.
+fn check_peer_name(name: &str) -> Result<()> {
     if name.is_empty()
         || !name
             .chars()
@@ -122,6 +185,47 @@ pub fn add_peer(name: &str, dir: &Path, endpoint: &str, out: &Path) -> Result<()
     {
         bail!("peer name {name:?}: use letters, digits, '-', '_' or '.'");
     }
+    Ok(())
+}
+
+/// Appends `peers` to the server config at `config_path` in one write, after checking that
+/// the file is valid and that no name or key is taken; returns the validated settings as they
+/// were before (for the server's public key and pool).
+pub fn append_peers(config_path: &Path, peers: &[NewPeer]) -> Result<Settings> {
+    let file = ConfigFile::load(config_path)?;
+    let taken: std::collections::HashSet<&str> =
+        file.peers.iter().map(|p| p.name.as_str()).collect();
+    let mut names = std::collections::HashSet::with_capacity(peers.len());
+    for p in peers {
+        if taken.contains(p.name.as_str()) || !names.insert(p.name.as_str()) {
+            bail!(
+                "peer {:?} already exists in {}",
+                p.name,
+                config_path.display()
+            );
+        }
+    }
+    let dir = config_path.parent().unwrap_or(Path::new("."));
+    let settings = Settings::validate(file, dir)?;
+    if let Some(p) = peers
+        .iter()
+        .find(|p| settings.peers.iter().any(|q| q.public_key == p.keys.public))
+    {
+        bail!("the key of peer {:?} is already authorised", p.name);
+    }
+    let entries: String = peers.iter().map(NewPeer::server_entry).collect();
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(config_path)
+        .with_context(|| format!("cannot append to {}", config_path.display()))?;
+    f.write_all(entries.as_bytes())
+        .with_context(|| format!("cannot append to {}", config_path.display()))?;
+    Ok(settings)
+}
+
+/// `ringway-server add-peer`: a new client key, the peer entry, and the client's config.
+pub fn add_peer(name: &str, dir: &Path, endpoint: &str, out: &Path) -> Result<()> {
+    let peer = NewPeer::generate(name)?;
     let config_path = dir.join(CONFIG_NAME);
     let file = ConfigFile::load(&config_path)?;
     if file.peers.iter().any(|p| p.name == name) {
@@ -129,33 +233,11 @@ pub fn add_peer(name: &str, dir: &Path, endpoint: &str, out: &Path) -> Result<()
     }
     let settings = Settings::validate(file, dir)?;
     let server_public = settings.secret_key.public_key();
-    let client = Keypair::from_random(random32()?);
-    let psk = random32()?;
-    let client_config = format!(
-        r#"# Ringway client config for peer "{name}". Keep this file private.
-endpoint = "{endpoint}"
-server_public_key = "{server_public}"
-private_key = "{secret}"
-psk = "{psk}"
-"#,
-        secret = client.secret.to_base64(),
-        psk = key_to_base64(&psk),
-    );
-    write_private(out, &client_config, false)?;
-    let entry = format!(
-        "\n[[peer]]\nname = \"{name}\"\npublic_key = \"{}\"\npsk = \"{}\"\n",
-        client.public,
-        key_to_base64(&psk)
-    );
-    let mut f = OpenOptions::new()
-        .append(true)
-        .open(&config_path)
-        .with_context(|| format!("cannot append to {}", config_path.display()))?;
-    f.write_all(entry.as_bytes())
-        .with_context(|| format!("cannot append to {}", config_path.display()))?;
+    write_private(out, &peer.client_config(endpoint, &server_public), false)?;
+    append_peers(&config_path, std::slice::from_ref(&peer))?;
     println!(
         "added peer {name} ({}); client config: {}",
-        client.public,
+        peer.keys.public,
         out.display()
     );
     Ok(())
@@ -192,6 +274,44 @@ mod tests {
         assert!(s.peers[0].psk.is_some());
         let client = std::fs::read_to_string(dir.join("alice.toml")).unwrap();
         assert!(client.contains(&s.secret_key.public_key().to_string()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn append_peers_writes_many_in_add_peer_format() {
+        let dir = std::env::temp_dir().join(format!("ringway-admin-bulk-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        init(&dir, "192.0.2.1:51820".parse().unwrap(), "198.18.0.0/16").unwrap();
+        let config = dir.join(CONFIG_NAME);
+        add_peer("first", &dir, "192.0.2.1:51820", &dir.join("first.toml")).unwrap();
+        let peers: Vec<NewPeer> = (0..3)
+            .map(|i| NewPeer::generate(&format!("bulk-{i}")).unwrap())
+            .collect();
+        let before = append_peers(&config, &peers).unwrap();
+        assert_eq!(before.peers.len(), 1);
+        let s = Settings::load(&config, &crate::config::Overrides::default()).unwrap();
+        let names: Vec<&str> = s.peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["first", "bulk-0", "bulk-1", "bulk-2"]);
+        for (p, q) in peers.iter().zip(&s.peers[1..]) {
+            assert_eq!(q.public_key, p.keys.public);
+            assert_eq!(q.psk, Some(p.psk));
+        }
+        // A client config written for one of them parses back to its keys.
+        let text = peers[0].client_config("192.0.2.1:51820", &s.secret_key.public_key());
+        assert!(text.contains(&peers[0].keys.secret.to_base64()));
+        assert!(!format!("{:?}", peers[0]).contains(&key_to_base64(&peers[0].psk)));
+        // Taken names, twice in one batch or already in the file, are refused and nothing
+        // is written.
+        let again = [NewPeer::generate("bulk-1").unwrap()];
+        assert!(append_peers(&config, &again).is_err());
+        let twice = [
+            NewPeer::generate("x").unwrap(),
+            NewPeer::generate("x").unwrap(),
+        ];
+        assert!(append_peers(&config, &twice).is_err());
+        assert!(NewPeer::generate("bad name").is_err());
+        let s = Settings::load(&config, &crate::config::Overrides::default()).unwrap();
+        assert_eq!(s.peers.len(), 4);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
