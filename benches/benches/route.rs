@@ -66,6 +66,8 @@ fn sessions(n: u32) -> (Sessions, Vec<Ipv4Addr>) {
         rekey_after_secs: 0,
         uring: UringSection::default(),
         fair_queue: None,
+        io: Default::default(),
+        state_file: std::path::PathBuf::from("/nonexistent/last-handshakes"),
         tcp: TcpSection::default(),
         peers: clients
             .iter()
