@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use super::core::{Core, Shared};
 use crate::metrics::IoCounters;
 use crate::outside::tcp::admission::{count_refusal, Admission};
+pub(crate) use crate::outside::tcp::close::CloseReason;
 use crate::outside::tcp::listener::{configure_connection, Listener};
 use crate::outside::tcp::send_queue::SendQueue;
 use crate::sessions::{ConnId, Outside, OutsideAction, Sessions};
@@ -28,18 +29,6 @@ use crate::uring::TcpLimits;
 
 /// How long accepting pauses after a failure such as running out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
-
-/// Why a connection was closed, for counters and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum CloseReason {
-    Garbage,
-    HandshakeTimeout,
-    ByPeer,
-    Error,
-    SessionEnd,
-    Idle,
-    Shutdown,
-}
 
 /// One open connection as the table holds it.
 #[derive(Debug)]
@@ -174,15 +163,7 @@ impl Conns {
         self.live -= 1;
         self.admission.release(conn.peer.map(|p| p.ip()));
         tracing::debug!(peer = ?conn.peer, conn = id.index, ?reason, "closing TCP connection");
-        match reason {
-            CloseReason::Garbage => counters.tcp_closed_garbage += 1,
-            CloseReason::HandshakeTimeout => counters.tcp_closed_handshake_timeout += 1,
-            CloseReason::ByPeer => counters.tcp_closed_by_peer += 1,
-            CloseReason::Error => counters.tcp_closed_error += 1,
-            CloseReason::SessionEnd => counters.tcp_closed_session_end += 1,
-            CloseReason::Idle => counters.tcp_closed_idle += 1,
-            CloseReason::Shutdown => {}
-        }
+        reason.count(counters);
         if reason != CloseReason::SessionEnd {
             sessions.connection_closed(id);
         }

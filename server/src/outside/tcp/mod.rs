@@ -4,5 +4,6 @@
 
 pub mod admission;
 pub mod arena;
+pub mod close;
 pub mod listener;
 pub mod send_queue;

@@ -32,6 +32,7 @@ use super::super::slots::{Completion, Request};
 use super::super::user_data::{next_generation, Path, UserData};
 use crate::metrics::IoCounters;
 use crate::outside::tcp::admission::{count_refusal, Admission};
+pub(crate) use crate::outside::tcp::close::CloseReason;
 use crate::outside::tcp::listener::{configure_connection, peer_addr};
 use crate::outside::tcp::send_queue::{SendQueue, MAX_IOVECS};
 use crate::sessions::{ConnId, Outside, OutsideAction};
@@ -66,18 +67,6 @@ pub struct TcpLimits {
 /// what must not wait (handshake replies, keepalives) and the one packet CoDel may hand
 /// out behind a head it dropped, so nothing reaches the tail drop.
 pub(in crate::uring) const TCP_QUEUE_GATE: usize = 2;
-
-/// Why a connection was closed, for counters and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(in crate::uring) enum CloseReason {
-    Garbage,
-    HandshakeTimeout,
-    ByPeer,
-    Error,
-    SessionEnd,
-    Idle,
-    Shutdown,
-}
 
 fn ud_of(path: Path, id: ConnId) -> UserData {
     UserData {
@@ -650,15 +639,7 @@ impl TcpPath {
             ctx.io.queue.cancel(ud);
         }
         let counters = &mut ctx.io.counters;
-        match reason {
-            CloseReason::Garbage => counters.tcp_closed_garbage += 1,
-            CloseReason::HandshakeTimeout => counters.tcp_closed_handshake_timeout += 1,
-            CloseReason::ByPeer => counters.tcp_closed_by_peer += 1,
-            CloseReason::Error => counters.tcp_closed_error += 1,
-            CloseReason::SessionEnd => counters.tcp_closed_session_end += 1,
-            CloseReason::Idle => counters.tcp_closed_idle += 1,
-            CloseReason::Shutdown => {}
-        }
+        reason.count(counters);
         if reason != CloseReason::SessionEnd {
             ctx.sessions.connection_closed(id);
         }
