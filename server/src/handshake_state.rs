@@ -7,10 +7,12 @@
 //! operations and a session slot on it). So the timestamps are written to a small file
 //! (`server.state_file`) and read back at start.
 //!
-//! When: at most once per tick (1 s) and only after a handshake changed them, and once at
-//! shutdown; written to a temporary file and renamed, so a crash leaves the old file or the
-//! new one, never half of one. After a crash, an initiation accepted in the last second
-//! before it could be replayed once; that is the cost of not writing on the data path.
+//! When: at shutdown (SIGTERM/SIGINT, and when the loop stops for a failure), written to a
+//! temporary file and renamed, so a crash leaves the old file or the new one, never half of
+//! one. Not while running: the io_uring loop's only system call is `io_uring_enter` (the e2e
+//! strace check holds it to that), so a periodic save would have to go through the ring.
+//! After a crash (SIGKILL, power loss), the initiations accepted since the last clean stop
+//! could be replayed once to the restarted server.
 //!
 //! The format is a line per peer: `<public key, base64> <seconds> <nanoseconds>`. Lines that
 //! do not parse are skipped with a warning; a missing file is a first start.
@@ -70,8 +72,8 @@ impl HandshakeState {
     }
 }
 
-/// Saves `sessions`' timestamps to `state` if a handshake changed them: what both loops do
-/// once per tick and at shutdown (`force`).
+/// Saves `sessions`' timestamps to `state` if a handshake changed them, or always with
+/// `force`: what both loops do when they stop.
 pub fn save_if_changed(
     state: Option<&mut HandshakeState>,
     sessions: &mut crate::sessions::Sessions,

@@ -140,9 +140,8 @@ async fn serve(
     let udp_task = udp.map(|u| tokio::task::spawn_local(udp::recv_loop(Rc::clone(&shared), u)));
     let accept_task =
         listener.map(|l| tokio::task::spawn_local(tcp::accept_loop(Rc::clone(&shared), l)));
-    let state = Rc::new(RefCell::new(parts.state));
-    let timer_task =
-        tokio::task::spawn_local(timers::tick_loop(Rc::clone(&shared), Rc::clone(&state)));
+    let mut state = parts.state;
+    let timer_task = tokio::task::spawn_local(timers::tick_loop(Rc::clone(&shared)));
 
     let udp_done = async {
         match udp_task {
@@ -164,11 +163,7 @@ async fn serve(
     }
     timer_task.abort();
     let summary = goodbye(&shared);
-    save_if_changed(
-        state.borrow_mut().as_mut(),
-        &mut shared.borrow_mut().sessions,
-        true,
-    );
+    save_if_changed(state.as_mut(), &mut shared.borrow_mut().sessions, true);
     outcome.map(|()| summary)
 }
 

@@ -1,13 +1,10 @@
 //! The tick: once a second, as in the io_uring loop, the session timers (keepalives,
 //! expiry) and the TCP deadlines run, and every 30 s the counters go to the debug log.
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::core::{Core, Shared};
 use super::tcp::CloseReason;
-use crate::handshake_state::{save_if_changed, HandshakeState};
 use crate::sessions::{Outside, TimerOutput};
 
 /// How often session timers and TCP deadlines run; both are whole seconds.
@@ -17,7 +14,7 @@ const TICK: Duration = Duration::from_secs(1);
 const STATS_EVERY: Duration = Duration::from_secs(30);
 
 /// Ticks until the loop ends.
-pub(super) async fn tick_loop(shared: Shared, state: Rc<RefCell<Option<HandshakeState>>>) {
+pub(super) async fn tick_loop(shared: Shared) {
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ended = Vec::new();
@@ -27,7 +24,6 @@ pub(super) async fn tick_loop(shared: Shared, state: Rc<RefCell<Option<Handshake
         let now = Instant::now();
         let mut core = shared.borrow_mut();
         tick(&mut core, now, &mut ended);
-        save_if_changed(state.borrow_mut().as_mut(), &mut core.sessions, false);
         if now.duration_since(stats_at) >= STATS_EVERY {
             stats_at = now;
             tracing::debug!(sessions = core.sessions.len(), counters = %core.sessions.counters, io = %core.counters, "stats");

@@ -384,8 +384,8 @@ impl Driver {
         })
     }
 
-    /// Saves the peers' last handshake timestamps to `state` after each tick that changed
-    /// them, and at shutdown.
+    /// Saves the peers' last handshake timestamps to `state` when the loop ends (not on the
+    /// data path: the loop's only system call stays `io_uring_enter`).
     pub fn with_handshake_state(mut self, state: HandshakeState) -> Self {
         self.state = Some(state);
         self
@@ -582,10 +582,7 @@ impl Driver {
                 None => ctx.io.counters.stale_completions += 1,
             },
             Path::Tx => ctx.io.on_sent(&c),
-            Path::Timer => {
-                self.timer.on_complete(ctx, &mut self.tcp, &c, now);
-                save_if_changed(self.state.as_mut(), &mut ctx.sessions, false);
-            }
+            Path::Timer => self.timer.on_complete(ctx, &mut self.tcp, &c, now),
             Path::Signal => {
                 if let Some(signal) = self.signal.on_complete(ctx, &c) {
                     self.begin_shutdown(signal, now);
