@@ -3,8 +3,8 @@
 //! falling back to it where io_uring is refused), and a few core scenarios so that a plain
 //! `cargo test` exercises it too.
 //!
-//! The whole end-to-end suite runs against it as well: `scripts/test` runs it a second time
-//! with `RINGWAY_E2E_SERVER_IO=tokio` ([`SERVER_IO_ENV`]), which gives every testbed's server
+//! The end-to-end suite runs against it as well: `scripts/test` runs the server-facing files
+//! again with `RINGWAY_E2E_SERVER_IO=tokio` ([`SERVER_IO_ENV`]), which gives every testbed's server
 //! `--io tokio` unless the test names a backend. This binary sets that variable for itself
 //! before any test starts. Prerequisites as `udp_tunnel.rs`, plus `strace`.
 
