@@ -507,7 +507,7 @@ impl Sessions {
         from: Outside,
         now: Instant,
     ) -> OutsideAction<'_> {
-        let Some((session_id, entry)) =
+        let Some((session_id, mut entry)) =
             peek_session_id(frame).and_then(|id| self.sessions.get_mut(&id).map(|e| (id, e)))
         else {
             self.counters.drop_unknown_session += 1;
@@ -531,11 +531,14 @@ impl Sessions {
         // the switch happens now.
         entry.confirmed = true;
         if let Some(old) = entry.replaces.take() {
+            // Rare (once per new session): the switch needs all of `self`, so the entry is
+            // looked up again after it; every other frame keeps the one lookup.
             self.confirm(session_id, old, now);
+            let Some(again) = self.sessions.get_mut(&session_id) else {
+                return OutsideAction::None;
+            };
+            entry = again;
         }
-        let Some(entry) = self.sessions.get_mut(&session_id) else {
-            return OutsideAction::None;
-        };
         // Follow the client if its address changed (roaming, NAT rebinding).
         if entry.outside != from {
             let old = std::mem::replace(&mut entry.outside, from);
